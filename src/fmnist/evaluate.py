@@ -1,0 +1,66 @@
+"""Stage `evaluate`: score the trained model on the full test set.
+
+Writes metrics/test.json (loss, accuracy, macro precision/recall/F1), metrics/per_class.json,
+plots/confusion.csv (one `actual,predicted` row per test image, DVC's confusion template) and
+data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors).
+"""
+
+import csv
+import io
+
+import keras
+import numpy as np
+
+from fmnist import atomic, metrics, paths
+from fmnist.dataset import CLASS_NAMES, load_split
+from fmnist.errors import run_stage
+from fmnist.modelio import load_model
+from fmnist.params import EvaluateParams, load_params
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, params: EvaluateParams) -> np.ndarray:
+    """(N, 28, 28, 1) uint8 -> (N, 10) float32 class probabilities, averaged with the mirror images if asked."""
+    def probs(x: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, batch_size=params.batch_size, verbose=0)))
+
+    result = probs(images)
+    if params.flip_tta:
+        result = (result + probs(images[:, :, ::-1])) / 2  # axis 2 = width: a left-right mirror
+    return result.astype(np.float32)
+
+
+def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
+    """{class name: {precision, recall, f1, support}} from a confusion matrix."""
+    scores = metrics.per_class_scores(matrix)
+    return {
+        name: {key: float(values[i]) if key != "support" else int(values[i]) for key, values in scores.items()}
+        for i, name in enumerate(CLASS_NAMES)
+    }
+
+
+def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
+    """One `actual,predicted` row per image, by class name, for DVC's confusion template."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((CLASS_NAMES[t], CLASS_NAMES[p]) for t, p in zip(true, predicted))
+    return out.getvalue()
+
+
+def main() -> None:
+    params = load_params().evaluate
+    model = load_model(paths.MODEL_FILE)
+    test = load_split("test")
+    probabilities = predict_probabilities(model, test.images, params)
+    predicted = probabilities.argmax(axis=1)
+    matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
+    summary = metrics.summary(probabilities, test.labels)
+    atomic.save_npy(paths.PREDICTIONS_FILE, probabilities)
+    atomic.write_json(paths.TEST_METRICS_FILE, {"test": summary})
+    atomic.write_json(paths.PER_CLASS_METRICS_FILE, per_class_report(matrix))
+    atomic.write_bytes(paths.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
+    print(f"evaluate: test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,27 @@
+"""Every file the pipeline reads or writes, relative to the repository root (where DVC runs each stage).
+
+dvc.yaml names the same paths; tests/test_dvc_yaml.py checks that the two agree.
+"""
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+
+RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed and verified
+PREPARED_DIR = Path("data/prepared")  # prepare: <split>_images.npy / <split>_labels.npy
+MODEL_FILE = Path("models/model.keras")  # train
+TRAIN_LOG_DIR = Path("metrics/train")  # train: dvclive's metrics.json and plots/metrics/*.tsv
+PREDICTIONS_FILE = Path("data/predictions/test_probabilities.npy")  # evaluate: (10000, 10) float32
+TEST_METRICS_FILE = Path("metrics/test.json")  # evaluate
+PER_CLASS_METRICS_FILE = Path("metrics/per_class.json")  # evaluate
+CONFUSION_FILE = Path("plots/confusion.csv")  # evaluate: one row per test image, for DVC's confusion template
+RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
+MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
+CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
+
+SPLITS = ("train", "val", "test")
+
+
+def split_files(split: str, root: Path = PREPARED_DIR) -> tuple[Path, Path]:
+    """The (images, labels) .npy paths of one prepared split."""
+    return root / f"{split}_images.npy", root / f"{split}_labels.npy"

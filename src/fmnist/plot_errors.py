@@ -1,0 +1,65 @@
+"""Stage `plot_errors`: pictures of test predictions, for people.
+
+Writes plots/random_predictions.png (a seeded random sample), plots/misclassified.png (a seeded sample of the
+errors) and plots/confused_pairs.png (which true -> predicted mistakes are most common).
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fmnist import atomic, metrics, paths, plots
+from fmnist.dataset import NUM_CLASSES, load_split
+from fmnist.errors import PipelineError, run_stage
+from fmnist.params import load_params
+
+CONFUSED_PAIRS_SHOWN = 10
+
+
+def misclassified_indices(true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Indices of the images whose predicted label differs from the true one."""
+    return np.flatnonzero(true != predicted)
+
+
+def sample_indices(candidates: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Up to `count` of `candidates`, drawn without replacement by a generator seeded with `seed`, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
+
+
+def save_figure(fig: Figure, target: Path) -> None:
+    """Save `fig` as PNG atomically, then free it."""
+    with atomic.atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    fig.clear()
+
+
+def main() -> None:
+    params = load_params().plot_errors
+    test = load_split("test")
+    if not paths.PREDICTIONS_FILE.is_file():
+        raise PipelineError(f"{paths.PREDICTIONS_FILE} is missing; run `dvc repro evaluate` first")
+    probabilities = atomic.load_npy(paths.PREDICTIONS_FILE)  # (N, 10) float32
+    predicted = probabilities.argmax(axis=1)
+
+    shown = sample_indices(np.arange(len(test.labels)), params.n_random, params.seed)
+    wrong = sample_indices(misclassified_indices(test.labels, predicted), params.n_misclassified, params.seed)
+    matrix = metrics.confusion_matrix(test.labels, predicted, NUM_CLASSES)
+    pairs = metrics.most_confused_pairs(matrix, CONFUSED_PAIRS_SHOWN)
+    figures = {
+        paths.RANDOM_PREDICTIONS_PLOT: plots.prediction_grid(
+            test.images[shown], test.labels[shown], probabilities[shown], f"{len(shown)} random test images"),
+        paths.MISCLASSIFIED_PLOT: plots.prediction_grid(
+            test.images[wrong], test.labels[wrong], probabilities[wrong],
+            f"{len(wrong)} of {int(np.sum(test.labels != predicted))} misclassified test images"),
+        paths.CONFUSED_PAIRS_PLOT: plots.confused_pairs_chart(
+            pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"),
+    }  # fmt: skip
+    for target, fig in figures.items():
+        save_figure(fig, target)
+    print(f"plot_errors: {len(figures)} figures -> {paths.RANDOM_PREDICTIONS_PLOT.parent}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,75 @@
+"""Stage `prepare`: decode the IDX files, check them, split off a stratified validation set, save uint8 arrays.
+
+Writes data/prepared/{train,val,test}_{images,labels}.npy: images (N, 28, 28, 1) uint8, labels (N,) uint8.
+Images stay uint8 (4x smaller than float32); the model scales them itself.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from fmnist import atomic, paths
+from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, Split, save_split
+from fmnist.errors import PipelineError, run_stage
+from fmnist.idx import parse_idx, read_maybe_gzip
+from fmnist.params import PrepareParams, load_params
+
+RAW_NAMES = {  # split -> (images file, labels file) in data/raw
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_raw_split(raw_dir: Path, split: str) -> Split:
+    """Decode one split's IDX pair and check that images and labels belong together."""
+    images_name, labels_name = RAW_NAMES[split]
+    for name in (images_name, labels_name):
+        if not (raw_dir / name).is_file():
+            raise PipelineError(f"{raw_dir / name} is missing; run `dvc repro fetch` first")
+    images = parse_idx(read_maybe_gzip(raw_dir / images_name), images_name)
+    labels = parse_idx(read_maybe_gzip(raw_dir / labels_name), labels_name)
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[:2]:
+        raise PipelineError(f"{images_name} holds images of shape {images.shape[1:]}, expected 28x28")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise PipelineError(f"{labels_name} has {labels.shape} labels for {len(images)} images in {images_name}")
+    if labels.max(initial=0) >= NUM_CLASSES:
+        raise PipelineError(f"{labels_name} has label {labels.max()}, expected 0..{NUM_CLASSES - 1}")
+    return Split(images[..., np.newaxis], labels)  # add the channel axis: (N, 28, 28, 1)
+
+
+def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of `count` items drawn so each class keeps its share (largest-remainder rounding)."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = sizes * count / len(labels)
+    quotas = np.floor(exact).astype(int)
+    # Hand the leftover places to the classes with the largest fractional parts (stable: lower class first).
+    leftover = count - quotas.sum()
+    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftover]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas)]
+    return np.sort(np.concatenate(picked))
+
+
+def split_train_val(train: Split, params: PrepareParams) -> tuple[Split, Split]:
+    """Optionally subset the training set (`limit`), then hold out a stratified `val_fraction`."""
+    rng = np.random.default_rng(params.seed)
+    if params.limit is not None and params.limit < len(train.labels):
+        keep = stratified_sample(train.labels, params.limit, rng)
+        train = Split(train.images[keep], train.labels[keep])
+    n_val = round(len(train.labels) * params.val_fraction)
+    is_val = np.zeros(len(train.labels), dtype=bool)
+    is_val[stratified_sample(train.labels, n_val, rng)] = True
+    return Split(train.images[~is_val], train.labels[~is_val]), Split(train.images[is_val], train.labels[is_val])
+
+
+def main() -> None:
+    params = load_params().prepare
+    train, val = split_train_val(read_raw_split(paths.RAW_DIR, "train"), params)
+    test = read_raw_split(paths.RAW_DIR, "test")  # always the full official test set, so metrics compare
+    with atomic.atomic_dir(paths.PREPARED_DIR) as tmp:
+        for name, split in (("train", train), ("val", val), ("test", test)):
+            save_split(split, name, tmp)
+    print(f"prepare: train {len(train.labels)}, val {len(val.labels)}, test {len(test.labels)} -> {paths.PREPARED_DIR}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

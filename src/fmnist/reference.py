@@ -1,0 +1,57 @@
+"""The seed's plain Keras script, kept verbatim in spirit as the baseline the benchmark measures against.
+
+Conv32-Pool-Conv64-Pool-Conv64-Flatten-Dense128-Dropout0.5-Dense10, Adam, batch 32, 10 epochs,
+validation_split 0.1, early stopping, every other setting a Keras default (XLA included: Keras 3 compiles with
+XLA by default when the backend allows it). It reads the verified IDX files in data/raw (run `dvc repro fetch`
+first) instead of downloading, and prints one JSON line with its results.
+"""
+
+import json
+import time
+
+import keras
+from keras import layers
+
+from fmnist import paths
+from fmnist.errors import run_stage
+from fmnist.prepare import read_raw_split
+
+
+def build_reference_model() -> keras.Model:
+    """The seed network exactly as the plain script wrote it (softmax output, float inputs in [0, 1])."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])  # fmt: skip
+
+
+def main() -> None:
+    keras.utils.set_random_seed(0)
+    train, test = read_raw_split(paths.RAW_DIR, "train"), read_raw_split(paths.RAW_DIR, "test")
+    x_train, x_test = train.images.astype("float32") / 255, test.images.astype("float32") / 255
+    model = build_reference_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
+    start = time.perf_counter()
+    history = model.fit(x_train, train.labels, batch_size=32, epochs=10, validation_split=0.1, callbacks=[stop],
+                        verbose=2)  # fmt: skip
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    loss, accuracy = model.evaluate(x_test, test.labels, verbose=0)
+    print(json.dumps({
+        "test_accuracy": accuracy, "test_loss": loss, "fit_seconds": fit_seconds,
+        "evaluate_seconds": time.perf_counter() - start, "epochs": len(history.history["loss"]),
+        "parameters": model.count_params(),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,97 @@
+"""Stage `train`: fit the CNN on the prepared training split, log curves with dvclive, save the model.
+
+Writes models/model.keras (byte-identical for identical weights) and metrics/train/ (dvclive: metrics.json
+with the last epoch's values, plots/metrics/{train,eval}/*.tsv with one row per epoch).
+"""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from fmnist import atomic, paths
+from fmnist.dataset import NUM_CLASSES, Split, load_split
+from fmnist.errors import run_stage
+from fmnist.model import build_model
+from fmnist.modelio import save_model
+from fmnist.params import ModelParams, TrainParams, load_params
+
+
+def seed_everything(params: TrainParams) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, make TensorFlow's ops deterministic too."""
+    keras.utils.set_random_seed(params.seed)
+    if params.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def learning_rate_schedule(params: TrainParams, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Adam's learning rate: constant, or linear warmup to the peak then cosine decay to zero."""
+    if params.schedule == "constant":
+        return params.learning_rate
+    total_steps = params.epochs * steps_per_epoch
+    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, alpha=0.0,
+        warmup_target=params.learning_rate, warmup_steps=warmup_steps,
+    )  # fmt: skip
+
+
+def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int) -> None:
+    """Adam + (label-smoothed) cross-entropy on logits. No XLA: on CPU it made training slower here."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(params, steps_per_epoch)),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=params.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
+
+
+def callbacks(params: TrainParams, live: Live) -> list[keras.callbacks.Callback]:
+    """dvclive logging, plus early stopping when enabled."""
+    found = [DVCLiveCallback(live=live)]
+    stop = params.early_stopping
+    if stop.enabled:
+        found.append(keras.callbacks.EarlyStopping(
+            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights,
+            verbose=1,
+        ))  # fmt: skip
+    return found
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """(N,) uint8 labels -> (N, 10) float32 targets (label smoothing needs one-hot targets)."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def train_model(train: Split, val: Split, model_params: ModelParams, params: TrainParams, log_dir: Path) -> keras.Model:
+    """Build, compile and fit a model; per-epoch metrics go to dvclive in `log_dir`."""
+    seed_everything(params)
+    model = build_model(model_params, seed=params.seed)
+    steps_per_epoch = -(-len(train.labels) // params.batch_size)
+    compile_model(model, params, steps_per_epoch)
+    live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
+    model.fit(
+        train.images, one_hot(train.labels),
+        validation_data=(val.images, one_hot(val.labels)),
+        batch_size=params.batch_size, epochs=params.epochs, shuffle=True,
+        callbacks=callbacks(params, live),
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, a line per epoch in logs
+    )  # fmt: skip
+    return model
+
+
+def main() -> None:
+    params = load_params()
+    train, val = load_split("train"), load_split("val")
+    with atomic.atomic_dir(paths.TRAIN_LOG_DIR) as log_dir:
+        model = train_model(train, val, params.model, params.train, log_dir)
+        save_model(model, paths.MODEL_FILE)
+    print(f"train: {model.count_params():,} parameters -> {paths.MODEL_FILE}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,76 @@
+"""dvc.yaml says exactly what each stage's code reads and writes: its imports, its params section, its paths."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fmnist import paths
+from conftest import REPO_ROOT
+
+PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+STAGES = PIPELINE["stages"]
+PACKAGE = REPO_ROOT / "src" / "fmnist"
+
+EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
+    "fetch": ["fetch"], "prepare": ["prepare"], "train": ["model", "train"],
+    "evaluate": ["evaluate"], "plot_errors": ["plot_errors"],
+}  # fmt: skip
+EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.paths
+    "fetch": (set(), {paths.RAW_DIR}),
+    "prepare": ({paths.RAW_DIR}, {paths.PREPARED_DIR}),
+    "train": ({paths.PREPARED_DIR}, {paths.MODEL_FILE, paths.TRAIN_LOG_DIR / "plots", paths.TRAIN_LOG_DIR / "metrics.json"}),
+    "evaluate": ({paths.MODEL_FILE, paths.PREPARED_DIR},
+                 {paths.PREDICTIONS_FILE, paths.CONFUSION_FILE, paths.TEST_METRICS_FILE, paths.PER_CLASS_METRICS_FILE}),
+    "plot_errors": ({paths.PREPARED_DIR, paths.PREDICTIONS_FILE},
+                    {paths.RANDOM_PREDICTIONS_PLOT, paths.MISCLASSIFIED_PLOT, paths.CONFUSED_PAIRS_PLOT}),
+}  # fmt: skip
+
+
+def fmnist_imports(module: str) -> set[str]:
+    """Modules of the fmnist package that `module` imports, transitively (by reading the source)."""
+    found, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "fmnist":
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist."):
+                todo.append(node.module.removeprefix("fmnist."))
+    return found
+
+
+def names(entries: list) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_code_deps_are_exactly_the_imported_modules(stage):
+    code_deps = {d for d in STAGES[stage]["deps"] if d.startswith("src/")}
+    assert code_deps == {f"src/fmnist/{m}.py" for m in fmnist_imports(stage)}
+    assert STAGES[stage]["cmd"] == f"python -m fmnist.{stage}"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_params_data_deps_and_outs_match_the_code(stage):
+    assert STAGES[stage]["params"] == EXPECTED_PARAMS[stage]
+    data_deps = {Path(d) for d in STAGES[stage]["deps"] if not d.startswith("src/")}
+    outs = {Path(o) for key in ("outs", "metrics") for o in names(STAGES[stage].get(key, []))}
+    assert (data_deps, outs) == EXPECTED_DATA[stage]
+
+
+def test_metrics_and_plot_files_live_in_git_not_the_cache():
+    # dvc metrics diff across commits needs them in git (dvc issue 9722).
+    for stage in STAGES.values():
+        for entry in stage.get("metrics", []) + [o for o in stage["outs"] if isinstance(o, dict)]:
+            assert next(iter(entry.values())) == {"cache": False}
+
+
+def test_package_init_has_no_code():
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    assert len(tree.body) == 1 and isinstance(tree.body[0].value, ast.Constant)  # a docstring only

@@ -1,0 +1,69 @@
+"""The networks: shapes, the seed network's exact size, inference without augmentation, safe reproducible files."""
+
+import hashlib
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.model import build_model
+from fmnist.modelio import load_model, save_model
+from fmnist.params import ModelParams
+
+SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0)
+SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2)
+
+
+def images(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+
+
+def test_seed_network_matches_the_reference_layer_for_layer():
+    model = build_model(SEED_NET, seed=0)
+    # Conv 3x3 1->32, 32->64, 64->64; Dense 3*3*64->128; Dense 128->10 (weights + biases).
+    expected = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + (576 * 128 + 128) + (128 * 10 + 10)
+    assert model.count_params() == expected == 130_890
+    assert [layer.name for layer in model.layers if "conv" in layer.name] == ["conv1", "conv2", "conv3"]
+
+
+@pytest.mark.parametrize("params", [SEED_NET, SMALL_BN])
+def test_uint8_images_in_logits_out(params):
+    model = build_model(params, seed=0)
+    assert model.input.dtype == "uint8"
+    assert model.predict(images(3), verbose=0).shape == (3, 10)
+
+
+def test_augmentation_only_acts_while_training():
+    model = build_model(SMALL_BN, seed=0)
+    x = images(4)
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=False))
+
+
+def test_same_seed_same_weights():
+    keras.utils.set_random_seed(3)
+    first = build_model(SMALL_BN, seed=3).get_weights()
+    keras.utils.set_random_seed(3)
+    second = build_model(SMALL_BN, seed=3).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_saved_file_is_byte_identical_and_loads_to_the_same_predictions(tmp_path):
+    model = build_model(SMALL_BN, seed=0)
+    save_model(model, tmp_path / "a.keras")
+    save_model(model, tmp_path / "b.keras")
+    digest = [hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in ("a.keras", "b.keras")]
+    assert digest[0] == digest[1]
+    with zipfile.ZipFile(tmp_path / "a.keras") as archive:
+        assert b"date_saved" not in archive.read("metadata.json")
+    loaded = load_model(tmp_path / "a.keras")
+    np.testing.assert_allclose(loaded.predict(images(5), verbose=0), model.predict(images(5), verbose=0), rtol=1e-6)
+
+
+def test_safe_mode_refuses_a_model_with_code_in_it(tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_model(tmp_path / "lambda.keras")
