@@ -13,6 +13,7 @@ import yaml
 from fmnist.dataset import RELEASE_FILES, ReleaseFile
 from fmnist.fetch import DEBIAN_DIR
 from fmnist.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment running the tests
@@ -49,14 +50,6 @@ def tiny_release(real_release) -> tuple[dict[str, bytes], tuple[ReleaseFile, ...
     return contents, table
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """`base` with `overrides` applied section by section (one level of nesting)."""
-    merged = {section: dict(values) for section, values in base.items()}
-    for section, values in overrides.items():
-        merged[section].update(values)
-    return merged
-
-
 def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command with the test environment's tools first on PATH; output captured as text."""
     full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
@@ -76,7 +69,7 @@ def make_pipeline_repo(dest: Path, overrides: dict = TINY_OVERRIDES) -> Path:
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO_ROOT / name, dest / name)
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides), sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.email", "test@example.com"], dest)
     run(["git", "config", "user.name", "test"], dest)
@@ -84,6 +77,13 @@ def make_pipeline_repo(dest: Path, overrides: dict = TINY_OVERRIDES) -> Path:
     run(["dvc", "config", "core.analytics", "false"], dest)
     git_commit(dest, "pipeline")
     return dest
+
+
+def set_param(repo: Path, section: str, key: str, value) -> None:
+    """Change one value of `repo`'s params.yaml, as a user editing it would."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def git_commit(repo: Path, message: str) -> None:

@@ -38,8 +38,7 @@ import pytest
 from fmnist import fetch
 from fmnist.fetch import OFFLINE_HINT, FetchError
 from fmnist.params import FetchParams
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT
 HANDLE = "zalando-research/fashionmnist/versions/4"
 OWNER, SLUG, VERSION = "zalando-research", "fashionmnist", 4
 PORT = 7777  # kagglesdk's KaggleEnv.TEST endpoint: http://localhost:7777

@@ -67,3 +67,20 @@ def test_safe_mode_refuses_a_model_with_code_in_it(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(ValueError, match="safe_mode"):
         load_model(tmp_path / "lambda.keras")
+
+
+def test_random_shift_moves_whole_images_by_at_most_max_px():
+    from fmnist.model import RandomShift
+
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 10:14, 12:15, 0] = 1.0  # a 4x3 block, far from the border
+    shift = RandomShift(2, seed=0)
+    offsets = set()
+    for _ in range(30):
+        out = keras.ops.convert_to_numpy(shift(np.repeat(image, 4, axis=0), training=True))
+        for moved in out:
+            rows, cols = np.nonzero(moved[..., 0])
+            assert moved.sum() == 12 and np.ptp(rows) == 3 and np.ptp(cols) == 2  # the block, whole, unchanged
+            offsets.add((rows.min() - 10, cols.min() - 12))
+    assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every offset, none beyond
+    np.testing.assert_array_equal(shift(image, training=False), image)

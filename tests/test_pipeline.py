@@ -4,24 +4,17 @@ import json
 import re
 
 import pytest
-import yaml
 from matplotlib.image import imread
 
 from fmnist.dataset import CLASS_NAMES
 from fmnist.fetch import DEBIAN_DIR
-from conftest import dvc, git_commit, run
+from conftest import dvc, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
 
 
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
-
-
-def set_param(repo, section: str, key: str, value) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_repro_builds_every_output(reproduced_repo):

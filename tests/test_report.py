@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, dvc, git_commit, run
+from conftest import REPO_ROOT, dvc, git_commit, run, set_param
 
 from fmnist import report
 
@@ -153,16 +153,13 @@ def accuracy_of(repo: Path, rev: str | None = None) -> float:
     return json.loads(run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout)["test"]["accuracy"]
 
 
-
 @pytest.mark.slow
 def test_report_compares_two_commits_whose_metrics_differ(pipeline_copy):
     repo = pipeline_copy
     git_commit(repo, "first run")  # dvc.lock, metrics and plots are git-tracked; models and data are in DVC's cache
     run(["git", "checkout", "-q", "-b", "more-epochs"], repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    epochs = params["train"]["epochs"]
-    params["train"]["epochs"] = epochs + 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
+    set_param(repo, "train", "epochs", epochs + 1)
     dvc(repo, "repro")
     git_commit(repo, "one more epoch")
     base, new = accuracy_of(repo, "main"), accuracy_of(repo)

@@ -17,6 +17,7 @@ import keras
 
 from fmnist import atomic
 from fmnist.errors import PipelineError
+from fmnist.model import RandomShift
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 
@@ -68,4 +69,4 @@ def load_model(path: Path) -> keras.Model:
     """Load a model saved by `save_model`, refusing arbitrary code (safe_mode=True: no lambda layers)."""
     if not Path(path).is_file():
         raise PipelineError(f"{path} is missing; run `dvc repro train` first")
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    return keras.models.load_model(path, custom_objects={"RandomShift": RandomShift}, compile=False, safe_mode=True)

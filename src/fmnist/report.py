@@ -139,7 +139,7 @@ def check_base(rev: str) -> None:
     """Fail with a one-line message unless `rev` names a commit of this git repository."""
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found; run `python -m fmnist.report` from the repository root")
-    if capture(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]).returncode != 0:
+    if rev.startswith("-") or capture(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]).returncode:
         raise PipelineError(f"unknown base revision {rev!r}; `git fetch` it or pass another --base")
 
 
@@ -180,7 +180,7 @@ def workspace_blobs() -> dict[str, str]:
     result = capture(["git", "hash-object", "--", *files])
     if result.returncode != 0:
         raise PipelineError(f"git hash-object failed: {result.stderr.strip()}")
-    return dict(zip(files, result.stdout.split()))
+    return dict(zip(files, result.stdout.split(), strict=True))
 
 
 def base_blobs(rev: str) -> dict[str, str]:

@@ -1,0 +1,110 @@
+"""DVC experiments on the tiny pipeline: `dvc exp run -S`, `dvc exp show --json`, a mistyped key, a queued sweep."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import dvc, git_commit, run
+
+pytestmark = pytest.mark.slow
+
+QUEUE_TIMEOUT_S = 300
+
+
+def experiments(repo: Path) -> Iterator[tuple[str, dict]]:
+    """(name, data) of every experiment in `dvc exp show --json` (baselines and workspace left out)."""
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                yield rev["name"], rev["data"]
+
+
+def exp_params(data: dict) -> dict:
+    """The params.yaml values an experiment ran with."""
+    return data["params"]["params.yaml"]["data"]
+
+
+def exp_accuracy(data: dict) -> float:
+    """The test accuracy an experiment reached (metrics/test.json)."""
+    return data["metrics"]["metrics/test.json"]["data"]["test"]["accuracy"]
+
+
+def committed(repo: Path) -> dict:
+    """Commit the run's outputs (experiments start from a commit) and return the params it ran with."""
+    git_commit(repo, "baseline run")
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def test_exp_run_with_set_param_is_listed_with_its_params_and_metrics(pipeline_copy):
+    repo = pipeline_copy
+    baseline = committed(repo)
+    epochs = baseline["train"]["epochs"] + 1
+    assert baseline["model"]["width"] != 6
+
+    result = dvc(repo, "exp", "run", "-n", "wider", "-S", f"train.epochs={epochs}", "-S", "model.width=6")
+    assert "Ran experiment(s): wider" in result.stdout
+    found = dict(experiments(repo))
+    assert list(found) == ["wider"]
+    params = exp_params(found["wider"])
+    assert (params["train"]["epochs"], params["model"]["width"]) == (epochs, 6)
+    assert params["model"]["dense_units"] == baseline["model"]["dense_units"]  # the rest as committed
+    accuracy = exp_accuracy(found["wider"])
+    assert 0 <= accuracy <= 1
+    # `dvc exp run` leaves the experiment's results in the workspace: the same numbers as listed.
+    assert json.loads((repo / "metrics" / "test.json").read_text())["test"]["accuracy"] == accuracy
+    assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["width"] == 6
+
+
+def test_a_mistyped_key_fails_with_the_key_named(pipeline_copy):
+    repo = pipeline_copy
+    committed(repo)
+    before = (repo / "params.yaml").read_text()
+
+    # DVC itself refuses to override a key that params.yaml does not have, before running anything.
+    typo = dvc(repo, "exp", "run", "-S", "train.epoch=3", check=False)
+    assert typo.returncode == 255
+    assert "Could not override 'train.epoch'" in typo.stderr and "Key 'epoch' is not in struct" in typo.stderr
+    assert (repo / "params.yaml").read_text() == before
+    assert list(experiments(repo)) == []
+
+    # Forcing it in with `+` gets past DVC; the pipeline's params validation then stops the train stage.
+    forced = dvc(repo, "exp", "run", "-S", "+train.epoch=3", check=False)
+    assert forced.returncode == 255
+    assert "error: unknown key train.epoch in params.yaml; did you mean train.epochs?" in forced.stderr
+    assert "ERROR: failed to reproduce 'train'" in forced.stderr
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["epoch"] == 3  # DVC leaves it there
+    run(["git", "checkout", "--", "params.yaml"], repo)
+
+
+def wait_for_queue(repo: Path) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; return its last output."""
+    deadline = time.monotonic() + QUEUE_TIMEOUT_S
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, f"the queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}"
+        time.sleep(2)
+
+
+def test_a_queued_sweep_runs_every_experiment(pipeline_copy):
+    repo = pipeline_copy
+    committed(repo)
+    rates = {"lr-low": 0.001, "lr-high": 0.01}
+    for name, rate in rates.items():
+        queued = dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}")
+        assert f"Queued experiment '{name}' for future execution." in queued.stdout
+    try:
+        dvc(repo, "queue", "start", "-j", "1")
+        status = wait_for_queue(repo)
+    finally:
+        dvc(repo, "queue", "stop", check=False)
+    assert status.count("Success") == 2, status
+    found = dict(experiments(repo))
+    assert set(found) == set(rates)
+    for name, rate in rates.items():
+        assert exp_params(found[name])["train"]["learning_rate"] == rate
+        assert 0 <= exp_accuracy(found[name]) <= 1

@@ -1,0 +1,41 @@
+"""Presets: valid params once merged, and printable as `dvc exp run -S` flags."""
+
+import pytest
+import yaml
+
+from fmnist.errors import PipelineError
+from fmnist.params import parse_params
+from fmnist.presets import deep_merge, load_preset, overrides_as_flags
+from conftest import REPO_ROOT
+
+PRESETS = sorted(p.stem for p in (REPO_ROOT / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_gives_valid_params(name):
+    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    parse_params(deep_merge(base, load_preset(name, REPO_ROOT / "presets")))
+
+
+def test_seed_preset_is_the_reference_recipe():
+    params = parse_params(deep_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()),
+                                     load_preset("seed", REPO_ROOT / "presets")))  # fmt: skip
+    assert (params.model.arch, params.model.width, params.model.dense_units, params.model.dropout) == ("seed", 32, 128, 0.5)
+    assert (params.train.batch_size, params.train.epochs, params.train.learning_rate) == (32, 10, 0.001)
+    assert params.train.early_stopping.enabled and params.train.early_stopping.patience == 5
+
+
+def test_deep_merge_keeps_untouched_nested_keys():
+    merged = deep_merge({"train": {"a": 1, "stop": {"x": 1, "y": 2}}}, {"train": {"stop": {"y": 3}}})
+    assert merged == {"train": {"a": 1, "stop": {"x": 1, "y": 3}}}
+
+
+def test_flags_round_trip_through_yaml_scalars():
+    flags = overrides_as_flags({"train": {"epochs": 5, "learning_rate": 0.001, "stop": {"on": True}}, "m": {"s": None}})
+    assert flags == ["-S", "train.epochs=5", "-S", "train.learning_rate=0.001", "-S", "train.stop.on=true",
+                     "-S", "m.s=null"]  # fmt: skip
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(PipelineError, match="no preset 'nope' .*known: .*seed"):
+        load_preset("nope", REPO_ROOT / "presets")
