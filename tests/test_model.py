@@ -11,8 +11,8 @@ from fmnist.model import build_model
 from fmnist.modelio import load_model, save_model
 from fmnist.params import ModelParams
 
-SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0)
-SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2)
+SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0, precision="float32")
+SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2, precision="mixed_bfloat16")
 
 
 def images(n: int) -> np.ndarray:
@@ -84,3 +84,11 @@ def test_random_shift_moves_whole_images_by_at_most_max_px():
             offsets.add((rows.min() - 10, cols.min() - 12))
     assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every offset, none beyond
     np.testing.assert_array_equal(shift(image, training=False), image)
+
+
+def test_mixed_precision_computes_in_bfloat16_and_leaves_the_global_policy_alone():
+    model = build_model(SMALL_BN, seed=0)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("conv1").variable_dtype == "float32"
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
+    assert build_model(SEED_NET, seed=0).get_layer("conv1").compute_dtype == "float32"

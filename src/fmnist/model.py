@@ -14,14 +14,20 @@ from fmnist.params import ModelParams
 
 def build_model(params: ModelParams, seed: int) -> keras.Model:
     """The network named by `params.arch`, with its augmentation seeded by `seed`."""
-    inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
-    x = layers.Rescaling(1 / 255, name="scale")(inputs)  # (N, 28, 28, 1) float32 in [0, 1]
-    x = _augment(x, params, seed)
-    body = _seed_body if params.arch == "seed" else _bn_cnn_body
-    x = body(x, params.width)  # (N, features)
-    x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
-    x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, name="logits")(x)  # softmax lives in the loss (from_logits=True)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(params.precision)  # each layer keeps the policy it was built with
+    try:
+        inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
+        x = layers.Rescaling(1 / 255, name="scale")(inputs)  # (N, 28, 28, 1) in [0, 1]
+        x = _augment(x, params, seed)
+        body = _seed_body if params.arch == "seed" else _bn_cnn_body
+        x = body(x, params.width)  # (N, features)
+        x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
+        x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
+        # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
+        outputs = layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     return keras.Model(inputs, outputs, name=params.arch)
 
 

@@ -59,6 +59,7 @@ class ModelParams:
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
+    precision: Literal["float32", "mixed_bfloat16"]  # mixed_bfloat16: bf16 compute, float32 weights
 
     def __post_init__(self) -> None:
         _require(1 <= self.width <= 1024, "model.width", "must be in 1..1024", self.width)
