@@ -110,14 +110,20 @@ def test_a_corrupted_object_in_the_remote_fails_the_pull_and_is_not_checked_out(
     assert contents(repo_c, MODEL) == contents(repo_a, MODEL)
 
 
-def test_without_verify_a_writable_corrupted_object_is_detected_and_deleted_from_the_remote(clone_a, tmp_path):
-    """DVC hashes a local remote's object whose mode is not 0444 before using it, and removes it if it is bad."""
+def clone_without_verify(clone_a: tuple[Path, Path], tmp_path: Path, mode: int) -> tuple[Path, str]:
+    """(a fresh clone with `verify false`, the model's md5) after corrupting the model's object, left at `mode`."""
     repo_a, remote = clone_a
     md5 = locked_md5(repo_a, MODEL)
-    corrupt(remote_object(remote, md5), 0o644)
-
+    corrupt(remote_object(remote, md5), mode)
     repo_c = clone(repo_a, tmp_path / "c")
     dvc(repo_c, "remote", "modify", "local", "verify", "false")
+    return repo_c, md5
+
+
+def test_without_verify_a_writable_corrupted_object_is_detected_and_deleted_from_the_remote(clone_a, tmp_path):
+    """DVC hashes a local remote's object whose mode is not 0444 before using it, and removes it if it is bad."""
+    remote = clone_a[1]
+    repo_c, md5 = clone_without_verify(clone_a, tmp_path, 0o644)
     pull = dvc(repo_c, "pull", check=False)
     assert pull.returncode == 1
     assert f"Some of the cache files do not exist neither locally nor on remote. Missing cache files:\nmd5: {md5}" \
@@ -129,11 +135,7 @@ def test_without_verify_a_writable_corrupted_object_is_detected_and_deleted_from
 def test_without_verify_a_read_only_corrupted_object_is_used_silently(clone_a, tmp_path):
     """Why the README sets `verify true`: by default DVC trusts a 0444 object in a local remote without hashing it."""
     repo_a, remote = clone_a
-    md5 = locked_md5(repo_a, MODEL)
-    corrupt(remote_object(remote, md5), 0o444)
-
-    repo_c = clone(repo_a, tmp_path / "c")
-    dvc(repo_c, "remote", "modify", "local", "verify", "false")
+    repo_c, md5 = clone_without_verify(clone_a, tmp_path, 0o444)
     dvc(repo_c, "pull")  # exit status 0
     assert contents(repo_c, MODEL) != contents(repo_a, MODEL)
     assert (repo_c / MODEL).read_bytes() == remote_object(remote, md5).read_bytes()
