@@ -39,7 +39,7 @@ class Result:
     accuracy: float
     train_seconds: float
     evaluate_seconds: float
-    predict_seconds: float | None  # the 10,000 test predictions alone, without process start-up
+    predict_seconds: float  # the 10,000 test predictions alone, without process start-up
     parameters: int
     epochs: int
 
@@ -83,11 +83,9 @@ def run_preset(name: str, params: dict, root: Path) -> Result:
     return Result(name, accuracy, train_seconds, evaluate_seconds, predict_seconds, model.count_params(), epochs)
 
 
-def run_reference(root: Path) -> Result:
+def run_reference(root: Path, params: dict) -> Result:
     """The seed's plain Keras script, as one process: its fit and evaluate are both in the measured time."""
-    workspace = root / "reference"
-    (workspace / "data").mkdir(parents=True)
-    (workspace / paths.RAW_DIR).symlink_to(paths.RAW_DIR.resolve(), target_is_directory=True)
+    workspace = scratch_workspace(root / "reference", params)  # the script reads data/raw only
     seconds, stdout = timed([sys.executable, "-m", "fmnist.reference"], workspace)
     report = json.loads(stdout.strip().splitlines()[-1])
     return Result("seed script (plain Keras)", report["test_accuracy"], seconds, 0.0, report["evaluate_seconds"],
@@ -111,9 +109,8 @@ def table(results: list[Result]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
-        predict = f"{r.predict_seconds:.2f}" if r.predict_seconds is not None else "-"
         lines.append(f"| {r.name} | {r.accuracy:.4f} | {r.total_seconds:.0f} | {r.train_seconds:.0f} | "
-                     f"{r.evaluate_seconds:.1f} | {predict} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} |")  # fmt: skip
+                     f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -127,7 +124,7 @@ def main() -> None:
         raise PipelineError(f"{paths.PREPARED_DIR} is missing; run `dvc repro prepare` first")
     base = yaml.safe_load(paths.PARAMS_FILE.read_text())
     with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
-        results = [] if args.no_reference else [run_reference(Path(scratch))]
+        results = [] if args.no_reference else [run_reference(Path(scratch), base)]
         for name in args.presets.split(","):
             overrides = {} if name == "default" else load_preset(name)
             results.append(run_preset(name, deep_merge(base, overrides), Path(scratch)))

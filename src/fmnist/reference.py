@@ -2,8 +2,8 @@
 
 Conv32-Pool-Conv64-Pool-Conv64-Flatten-Dense128-Dropout0.5-Dense10, Adam, batch 32, 10 epochs,
 validation_split 0.1, early stopping on val_loss with patience 5, every other setting a Keras default (XLA
-included: Keras 3 compiles with XLA by default when the backend allows it). It reads the verified IDX files in data/raw (run `dvc repro fetch`
-first) instead of downloading, and prints one JSON line with its results.
+included: Keras 3 compiles with XLA by default when the backend allows it). It reads the verified IDX files in
+data/raw (run `dvc repro fetch` first) instead of downloading, and prints one JSON line with its results.
 """
 
 import json

@@ -70,8 +70,8 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 def _gathered(split: Split, order: tf.data.Dataset) -> tf.data.Dataset:
     """Map batches of indices to (uint8 images (B, 28, 28, 1), one-hot targets (B, 10)) kept in memory.
 
-    The arrays live in non-trainable variables, not constants: tf.data embeds captured constants in its graph
-    and re-processes them whenever an iterator starts, which stalled training here for 7 to 60 s at a time.
+    The arrays live in non-trainable variables rather than captured constants, which tf.data would embed in its
+    graph. (An intermittent delay of up to 60 s at the end of `fit` was seen with both; see the README.)
     """
     images = tf.Variable(split.images, trainable=False)
     targets = tf.Variable(one_hot(split.labels), trainable=False)
@@ -81,8 +81,8 @@ def _gathered(split: Split, order: tf.data.Dataset) -> tf.data.Dataset:
 def training_batches(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
     """Endless full batches, reshuffled every pass; only the indices are shuffled.
 
-    One endless iterator serves every epoch (fit with steps_per_epoch), and every batch has the same shape, so
-    the train step is traced once.
+    One endless iterator serves every epoch (fit with steps_per_epoch): a fresh iterator per epoch stalled the
+    first step of most epochs for about 7 s here. Every batch has the same shape, so the train step is traced once.
     """
     count = len(split.labels)
     order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
