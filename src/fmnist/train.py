@@ -71,7 +71,7 @@ def _gathered(split: Split, order: tf.data.Dataset) -> tf.data.Dataset:
     """Map batches of indices to (uint8 images (B, 28, 28, 1), one-hot targets (B, 10)) kept in memory.
 
     The arrays live in non-trainable variables rather than captured constants, which tf.data would embed in its
-    graph. (An intermittent delay of up to 60 s at the end of `fit` was seen with both; see the README.)
+    graph.
     """
     images = tf.Variable(split.images, trainable=False)
     targets = tf.Variable(one_hot(split.labels), trainable=False)
@@ -82,9 +82,10 @@ def _gathered(split: Split, order: tf.data.Dataset) -> tf.data.Dataset:
 def _without_autotune() -> tf.data.Options:
     """tf.data options that do not start the autotuning thread.
 
-    Nothing here is autotuned (fixed prefetch, sequential map), and destroying an iterator waits for that
-    thread's current sleep, which backs off to as much as 60 s: `fit` returned 13-60 s after its last epoch
-    in about one run in four (every run at width 24), stuck in ~IteratorResource (seen with gdb).
+    Nothing here is autotuned (fixed prefetch, sequential map), and destroying an iterator waits out that
+    thread's current sleep, which backs off to as much as 60 s. With it, `fit` returned up to 60 s after its last
+    epoch (gdb: the main thread in ~IteratorResource, the thread in Model::OptimizeLoop), and each epoch's new
+    iterator could start about 7 s late.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -92,14 +93,13 @@ def _without_autotune() -> tf.data.Options:
 
 
 def training_batches(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Endless full batches, reshuffled every pass; only the indices are shuffled.
+    """One epoch of full batches, reshuffled on every pass; only the indices are shuffled.
 
-    One endless iterator serves every epoch (fit with steps_per_epoch): a fresh iterator per epoch stalled the
-    first step of most epochs for about 7 s here. Every batch has the same shape, so the train step is traced once.
+    Every batch has the same shape, so the train step is traced once.
     """
     count = len(split.labels)
     order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    return _gathered(split, order.batch(batch_size, drop_remainder=True).repeat())
+    return _gathered(split, order.batch(batch_size, drop_remainder=True))
 
 
 def validation_batches(split: Split, batch_size: int) -> tf.data.Dataset:
@@ -109,7 +109,7 @@ def validation_batches(split: Split, batch_size: int) -> tf.data.Dataset:
 
 def train_model(train: Split, val: Split, model_params: ModelParams, params: TrainParams, log_dir: Path) -> keras.Model:
     """Build, compile and fit a model; per-epoch metrics go to dvclive in `log_dir`."""
-    steps_per_epoch = len(train.labels) // params.batch_size  # the last, partial batch of each pass is dropped
+    steps_per_epoch = len(train.labels) // params.batch_size  # the last, partial batch is dropped
     if steps_per_epoch == 0:
         raise PipelineError(f"train.batch_size ({params.batch_size}) exceeds the {len(train.labels)} training "
                             "images; lower it or raise prepare.limit")  # fmt: skip
@@ -119,9 +119,9 @@ def train_model(train: Split, val: Split, model_params: ModelParams, params: Tra
     live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
     model.fit(
         training_batches(train, params.batch_size, seed=params.seed),
-        steps_per_epoch=steps_per_epoch,
         validation_data=validation_batches(val, params.batch_size),
         epochs=params.epochs,
+        shuffle=False,  # training_batches shuffles; Keras would only warn that it cannot
         callbacks=callbacks(params, live),
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, a line per epoch in logs
     )  # fmt: skip
