@@ -1,17 +1,19 @@
 """Benchmark on the real data: the seed's plain script, then the seed, default and fast presets, one table.
 
-    python -m fmnist.bench [--presets seed,default,fast] [--no-reference] [--out bench.md]
+    python -m fmnist.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--out bench.md]
 
 Needs data/raw and data/prepared (`dvc repro prepare`). Each preset runs the real `train` and `evaluate` stage
 commands, in a fresh process each as `dvc repro` runs them, in a scratch directory holding params.yaml with the
 preset laid over it; the wall time of those two commands is what the table reports. Run it on an idle machine:
-the figures are wall-clock seconds.
+the figures are wall-clock seconds. With --repeats N every row runs N times, in N interleaved rounds so that a
+slow spell of the machine hits all rows alike, and the table gives each row's median run (by total time).
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,6 +94,15 @@ def run_reference(root: Path, params: dict) -> Result:
                   report["parameters"], report["epochs"])  # fmt: skip
 
 
+def run_round(base: dict, presets: dict[str, dict], with_reference: bool) -> list[Result]:
+    """One run of every row, in table order."""
+    with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
+        results = [run_reference(Path(scratch), base)] if with_reference else []
+        for name, overrides in presets.items():
+            results.append(run_preset(name, deep_merge(base, overrides), Path(scratch)))
+    return results
+
+
 def machine() -> str:
     """What the figures were measured on."""
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")] or ["no GPU"]
@@ -101,15 +112,30 @@ def machine() -> str:
             f"TensorFlow {tf.__version__}, Keras {keras.__version__}")  # fmt: skip
 
 
-def table(results: list[Result]) -> str:
-    """The results as a Markdown table; times relative to the first row."""
-    base = results[0].total_seconds
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median total time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r.total_seconds)[(len(runs) - 1) // 2]
+
+
+def accuracy_cell(runs: list[Result]) -> str:
+    """The accuracy when every run agrees (deterministic params), else the median and the range."""
+    found = sorted(r.accuracy for r in runs)
+    if found[0] == found[-1]:
+        return f"{found[0]:.4f}"
+    return f"{statistics.median(found):.4f} (median; {found[0]:.4f}-{found[-1]:.4f})"
+
+
+def table(rows: list[list[Result]]) -> str:
+    """One Markdown row per list of repeated runs (its median run); times relative to the first row's median."""
+    base = median_run(rows[0]).total_seconds
     lines = [
-        "| run | test accuracy | train + evaluate (s) | train (s) | evaluate (s) | predict 10k (s) | time vs first row | parameters | epochs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | test accuracy | train + evaluate (s) | all runs (s) | train (s) | evaluate (s) | predict 10k (s) | time vs first row | parameters | epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for r in results:
-        lines.append(f"| {r.name} | {r.accuracy:.4f} | {r.total_seconds:.0f} | {r.train_seconds:.0f} | "
+    for runs in rows:
+        r = median_run(runs)
+        every = ", ".join(f"{x.total_seconds:.0f}" for x in runs)
+        lines.append(f"| {r.name} | {accuracy_cell(runs)} | {r.total_seconds:.0f} | {every} | {r.train_seconds:.0f} | "
                      f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -117,19 +143,21 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="seed,default,fast", help="comma-separated; 'default' = params.yaml")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the table gives the median")
     parser.add_argument("--no-reference", action="store_true", help="skip the seed's plain script")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
     if not paths.PREPARED_DIR.is_dir():
         raise PipelineError(f"{paths.PREPARED_DIR} is missing; run `dvc repro prepare` first")
     base = yaml.safe_load(paths.PARAMS_FILE.read_text())
-    with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
-        results = [] if args.no_reference else [run_reference(Path(scratch), base)]
-        for name in args.presets.split(","):
-            overrides = {} if name == "default" else load_preset(name)
-            results.append(run_preset(name, deep_merge(base, overrides), Path(scratch)))
+    if args.repeats < 1:
+        raise PipelineError(f"--repeats must be at least 1, not {args.repeats}")
+    presets = {name: {} if name == "default" else load_preset(name) for name in args.presets.split(",")}
+    rounds = [run_round(base, presets, with_reference=not args.no_reference) for _ in range(args.repeats)]
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-    report = f"{table(results)}\n\nMeasured by `python -m fmnist.bench` at commit {commit or 'unknown'}: {machine()}.\n"
+    command = " ".join(["python -m fmnist.bench", *sys.argv[1:]])
+    report = (f"{table([list(runs) for runs in zip(*rounds)])}\n\n"
+              f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}.\n")  # fmt: skip
     print(report)
     if args.out:
         args.out.write_text(report)
