@@ -29,7 +29,7 @@ test-fast: setup
 	PATH="$(abspath $(BIN)):$$PATH" pytest -m "not slow"
 
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m fmnist.bench --out bench.md
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m fmnist.bench --presets seed,default,fast,nondeterministic --repeats 3 --out bench.md
 
 report: setup
 	PATH="$(abspath $(BIN)):$$PATH" python -m fmnist.report --base main

@@ -153,8 +153,8 @@ def main() -> None:
     if args.repeats < 1:
         raise PipelineError(f"--repeats must be at least 1, not {args.repeats}")
     presets = {name: {} if name == "default" else load_preset(name) for name in args.presets.split(",")}
-    rounds = [run_round(base, presets, with_reference=not args.no_reference) for _ in range(args.repeats)]
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    rounds = [run_round(base, presets, with_reference=not args.no_reference) for _ in range(args.repeats)]
     command = " ".join(["python -m fmnist.bench", *sys.argv[1:]])
     report = (f"{table([list(runs) for runs in zip(*rounds)])}\n\n"
               f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}.\n")  # fmt: skip
