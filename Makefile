@@ -1,12 +1,22 @@
-# Entry points. `make repro` and `make test` work on a fresh Debian/Ubuntu machine (they install what they need).
+# Entry points. `make repro` and `make test` work on a fresh machine with Python 3.10-3.13 (they install what they
+# need); on Debian/Ubuntu they also install the offline copy of the data, elsewhere `fetch` downloads it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+SUDO := $(shell [ "$$(id -u 2>/dev/null || echo 0)" -eq 0 ] || echo sudo)
 DATA_PACKAGE_DIR := /usr/share/datasets/fashion-mnist
+TF_VERSION := 2.21.0  # = the tensorflow-cpu pin in pyproject.toml (tests/test_makefile.py checks)
 
-.PHONY: setup data repro test test-fast bench report
+.PHONY: setup setup-gpu data browser repro test test-fast bench report
 setup: $(VENV)/.installed data
+
+# NVIDIA GPUs (Linux x86-64): TensorFlow's CUDA build with CUDA and cuDNN as pip packages, in place of the CPU
+# build (the two cannot be installed side by side). Every command after it uses the GPU; `make setup` undoes it
+# only if pyproject.toml changes, `rm -r .venv && make setup` always.
+setup-gpu: setup
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
+	$(BIN)/pip install --quiet "tensorflow[and-cuda]==$(TF_VERSION)"
+	$(BIN)/python -c 'import tensorflow as tf; print("GPUs:", tf.config.list_physical_devices("GPU") or "none found")'
 
 # Python dependencies (pinned in pyproject.toml), reinstalled when it changes.
 $(VENV)/.installed: pyproject.toml
@@ -15,14 +25,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-# The offline copy of Fashion-MNIST that `fetch.source: auto` finds first (Kaggle needs network access).
+# The offline copy of Fashion-MNIST that `fetch.source: auto` finds first (Kaggle needs network access). Without
+# apt-get (macOS, Fedora, Arch) or the right to use it, skip it: fetch then uses $FMNIST_DATA_DIR or Kaggle.
+SKIP_NOTE := so fetch will use \$$FMNIST_DATA_DIR or download from Kaggle
 data:
-	@[ -d $(DATA_PACKAGE_DIR) ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+	@if [ -d $(DATA_PACKAGE_DIR) ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "note: no apt-get here to install Debian's dataset-fashion-mnist, $(SKIP_NOTE)"; \
+	elif ! { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }; then \
+	  echo "note: could not install Debian's dataset-fashion-mnist with apt-get, $(SKIP_NOTE)"; \
+	fi
+
+# Debian's Chromium, which the browser test (tests/test_serve.py) drives; elsewhere point FMNIST_CHROMIUM at one.
+browser:
+	@if [ -x /usr/bin/chromium ] || [ -n "$$FMNIST_CHROMIUM" ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq chromium; then \
+	  echo "note: could not install Debian's chromium: the browser test needs FMNIST_CHROMIUM=/path/to/chromium"; \
+	fi
 
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
-test: setup
+test: setup browser
 	PATH="$(abspath $(BIN)):$$PATH" pytest
 
 test-fast: setup

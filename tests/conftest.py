@@ -22,7 +22,7 @@ VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment runn
 TINY_OVERRIDES = {
     "prepare": {"limit": 1000, "val_fraction": 0.2},
     "model": {"width": 4, "dense_units": 16},
-    "train": {"epochs": 2, "batch_size": 32, "warmup_epochs": 0.0},
+    "train": {"epochs": 2, "batch_size": 32, "warmup_fraction": 0.0},
     "evaluate": {"flip_tta": False},
     "plot_errors": {"n_random": 8, "n_misclassified": 8},
 }
@@ -92,9 +92,9 @@ def git_commit(repo: Path, message: str) -> None:
     run(["git", "commit", "-q", "-m", message], repo)
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `dvc ARGS` in `repo`, with the repo's own src/ importable."""
-    return run(["dvc", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
+def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `dvc ARGS` in `repo`, with the repo's own src/ importable (and `env` added to the environment)."""
+    return run(["dvc", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src"), **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ from fmnist.bench import Result, accuracy_cell, median_run, table
 
 
 def run(name: str, accuracy: float, train: float, evaluate: float = 2.0) -> Result:
-    return Result(name, accuracy, train, evaluate, predict_seconds=1.0, parameters=1234, epochs=3)
+    return Result(name, accuracy, train, evaluate, predict_seconds=1.0, parameters=1234, epochs=3,
+                  compute="CPU, float32")
 
 
 def test_median_run_picks_the_middle_total_time():
@@ -27,3 +28,4 @@ def test_table_ratios_are_medians_against_the_first_row():
     assert lines[2].startswith("| seed script | 0.9000 | 90 | 100, 80, 90 | 88 |")
     assert "| 0.33x |" in lines[3]  # 30 s / 90 s: medians, not the first or the fastest runs
     assert "| 30 | 22, 62, 30 |" in lines[3]
+    assert lines[3].endswith("| CPU, float32 |")  # which device and precision each row ran in

@@ -7,12 +7,13 @@ import keras
 import numpy as np
 import pytest
 
+from fmnist.errors import PipelineError
 from fmnist.model import build_model
 from fmnist.modelio import load_model, save_model
 from fmnist.params import ModelParams
 
 SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0, precision="float32")
-SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2, precision="mixed_bfloat16")
+SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2, precision="auto")
 
 
 def images(n: int) -> np.ndarray:
@@ -87,8 +88,30 @@ def test_random_shift_moves_whole_images_by_at_most_max_px():
 
 
 def test_mixed_precision_computes_in_bfloat16_and_leaves_the_global_policy_alone():
-    model = build_model(SMALL_BN, seed=0)
+    model = build_model(SMALL_BN, seed=0, policy="mixed_bfloat16")
     assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("conv1").variable_dtype == "float32"
     assert model.get_layer("logits").compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
-    assert build_model(SEED_NET, seed=0).get_layer("conv1").compute_dtype == "float32"
+    assert build_model(SEED_NET, seed=0).get_layer("conv1").compute_dtype == "float32"  # the default policy
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # a download or copy cut short
+    lambda data: b"",  # zero bytes
+    lambda data: b"version https://git-lfs.github.com/spec/v1\n",  # a pointer file, not the model
+    lambda data: data[:3000] + bytes(b ^ 0xFF for b in data[3000:3100]) + data[3100:],  # flipped bytes
+])  # fmt: skip
+def test_a_damaged_model_file_is_one_line_naming_it_and_how_to_restore_it(tmp_path, damage):
+    path = tmp_path / "model.keras"
+    save_model(build_model(SMALL_BN, seed=0), path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(PipelineError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} is damaged: ") and "\n" not in message
+    assert "dvc pull" in message and "dvc repro train" in message
+
+
+def test_a_missing_model_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(PipelineError, match=r"missing; `dvc pull .*` restores .* `dvc repro train` retrains"):
+        load_model(tmp_path / "model.keras")

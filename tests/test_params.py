@@ -92,3 +92,21 @@ def test_yaml_objects_are_not_constructed(tmp_path):
     (tmp_path / "params.yaml").write_text("fetch: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ParamsError, match="not valid YAML"):  # safe_load refuses the tag
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 100])
+def test_the_default_params_accept_any_epoch_budget(raw, epochs):
+    # `dvc exp run -S train.epochs=1` is the first quick check people try: the warmup is a share of the budget.
+    from fmnist.train import learning_rate_schedule
+
+    params = parse_params(with_value(raw, "train.epochs", epochs)).train
+    schedule = learning_rate_schedule(params, steps_per_epoch=210)
+    assert float(schedule(epochs * 210)) == pytest.approx(0, abs=1e-9)  # decays to zero at the end of the budget
+    assert float(schedule(round(params.warmup_fraction * epochs * 210))) == pytest.approx(params.learning_rate)
+
+
+def test_precision_accepts_auto_and_the_two_policies_only(raw):
+    for value in ("auto", "float32", "mixed_bfloat16"):
+        assert parse_params(with_value(raw, "model.precision", value)).model.precision == value
+    with pytest.raises(ParamsError, match="model.precision must be one of auto, float32, mixed_bfloat16"):
+        parse_params(with_value(raw, "model.precision", "float16"))

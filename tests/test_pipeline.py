@@ -2,13 +2,14 @@
 
 import json
 import re
+import zipfile
 
 import pytest
 from matplotlib.image import imread
 
 from fmnist.dataset import CLASS_NAMES
 from fmnist.fetch import DEBIAN_DIR
-from conftest import dvc, git_commit, run, set_param
+from conftest import dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +85,35 @@ def test_bad_param_fails_before_work_and_checkout_restores_outputs(pipeline_copy
     dvc(pipeline_copy, "checkout")
     assert (pipeline_copy / "models/model.keras").read_bytes() == model
     assert stages_run(dvc(pipeline_copy, "repro").stdout) == []
+
+
+# oneDNN as on a CPU without AVX512 (most laptops, many cloud VMs and CI runners), and oneDNN off: bf16
+# convolutions abort in the first, crawl in the second (tensorflow issues 56153, 61878).
+WITHOUT_NATIVE_BF16 = {"onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+
+
+@pytest.mark.parametrize("env", WITHOUT_NATIVE_BF16.values(), ids=WITHOUT_NATIVE_BF16)
+def test_default_precision_trains_in_float32_where_bf16_is_not_native(tmp_path, env):
+    repo = make_pipeline_repo(tmp_path / "repo")
+    result = dvc(repo, "repro", env=env)
+    assert "precision: float32 (auto: " in result.stdout
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["precision"] == "float32"
+    assert json.loads((repo / "metrics/test.json").read_text())["test"]["accuracy"] > 0.3
+
+
+def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(pipeline_copy):
+    set_param(pipeline_copy, "model", "precision", "mixed_bfloat16")
+    dvc(pipeline_copy, "repro", "train")
+    with zipfile.ZipFile(pipeline_copy / "models/model.keras") as archive:
+        assert "bfloat16" not in archive.read("config.json").decode()
+    assert json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["precision"] == "mixed_bfloat16"
+    for env in WITHOUT_NATIVE_BF16.values():
+        assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == ["evaluate"]
+
+
+def test_metrics_diff_shows_a_change_of_precision(pipeline_copy):
+    git_commit(pipeline_copy, "float32")
+    set_param(pipeline_copy, "model", "precision", "mixed_bfloat16")
+    dvc(pipeline_copy, "repro", "train")
+    table = dvc(pipeline_copy, "metrics", "diff", "--all", "--md").stdout
+    assert re.search(r"\|\s*precision\s*\|\s*float32\s*\|\s*mixed_bfloat16\s*\|", table), table

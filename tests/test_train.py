@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from fmnist.dataset import Split
-from fmnist.params import EarlyStoppingParams, TrainParams
-from fmnist.train import learning_rate_schedule, one_hot, training_batches, validation_batches
+from fmnist.model import build_model
+from fmnist.params import EarlyStoppingParams, ModelParams, TrainParams
+from fmnist.train import as_float32, learning_rate_schedule, one_hot, training_batches, validation_batches
 
 PARAMS = TrainParams(
-    seed=0, batch_size=4, epochs=5, learning_rate=0.01, schedule="cosine", warmup_epochs=1.0, label_smoothing=0.1,
+    seed=0, batch_size=4, epochs=5, learning_rate=0.01, schedule="cosine", warmup_fraction=0.2, label_smoothing=0.1,
     deterministic=True, early_stopping=EarlyStoppingParams(enabled=False, monitor="val_loss", patience=5,
                                                            restore_best_weights=True),
 )  # fmt: skip
@@ -67,3 +68,14 @@ def test_cosine_schedule_warms_up_to_the_peak_then_decays_to_zero():
 
 def test_constant_schedule_is_the_learning_rate():
     assert learning_rate_schedule(dataclasses.replace(PARAMS, schedule="constant"), steps_per_epoch=10) == 0.01
+
+
+def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32():
+    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=1, precision="auto")
+    trained = build_model(params, seed=0, policy="mixed_bfloat16")
+    portable = as_float32(trained, params, seed=0)
+    assert {layer.compute_dtype for layer in portable.layers if layer.name != "image"} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), portable.get_weights()))
+    x = numbered_split(6).images
+    # the same function, computed more exactly: bf16 keeps ~3 significant digits
+    np.testing.assert_allclose(portable.predict(x, verbose=0), trained.predict(x, verbose=0), atol=0.05)

@@ -1,12 +1,14 @@
 """Benchmark on the real data: the seed's plain script, then the seed, default and fast presets, one table.
 
-    python -m fmnist.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--out bench.md]
+    python -m fmnist.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2] [--out bench.md]
 
 Needs data/raw and data/prepared (`dvc repro prepare`). Each preset runs the real `train` and `evaluate` stage
 commands, in a fresh process each as `dvc repro` runs them, in a scratch directory holding params.yaml with the
 preset laid over it; the wall time of those two commands is what the table reports. Run it on an idle machine:
 the figures are wall-clock seconds. With --repeats N every row runs N times, in N interleaved rounds so that a
 slow spell of the machine hits all rows alike, and the table gives each row's median run (by total time).
+With --isa AVX2 every row, the seed script's included, runs with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN as on the
+common CPUs without AVX512 (most laptops, many cloud VMs and CI runners), whatever this machine has.
 """
 
 import argparse
@@ -44,16 +46,17 @@ class Result:
     predict_seconds: float  # the 10,000 test predictions alone, without process start-up
     parameters: int
     epochs: int
+    compute: str  # the device and the precision it trained in, e.g. "CPU, float32"
 
     @property
     def total_seconds(self) -> float:
         return self.train_seconds + self.evaluate_seconds
 
 
-def timed(args: list[str], cwd: Path) -> tuple[float, str]:
-    """Run a command (output streamed to our stderr for progress); return (wall seconds, its stdout)."""
+def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Run a command with `env` added (output streamed to our stderr); return (wall seconds, its stdout)."""
     start = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     sys.stderr.write(result.stdout)
     if result.returncode != 0:
@@ -70,11 +73,17 @@ def scratch_workspace(root: Path, params: dict) -> Path:
     return root
 
 
-def run_preset(name: str, params: dict, root: Path) -> Result:
+def device() -> str:
+    """Where TensorFlow runs the rows: the first GPU it sees, else the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+
+
+def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Result:
     """Train and evaluate with `params` through the stage commands; measure, then read what they wrote."""
     workspace = scratch_workspace(root / name, params)
-    train_seconds, _ = timed([sys.executable, "-m", "fmnist.train"], workspace)
-    evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.evaluate"], workspace)
+    train_seconds, _ = timed([sys.executable, "-m", "fmnist.train"], workspace, env)
+    evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.evaluate"], workspace, env)
     model = load_model(workspace / paths.MODEL_FILE)
     test = load_split("test")
     start = time.perf_counter()
@@ -82,24 +91,26 @@ def run_preset(name: str, params: dict, root: Path) -> Result:
     predict_seconds = time.perf_counter() - start
     accuracy = json.loads((workspace / paths.TEST_METRICS_FILE).read_text())["test"]["accuracy"]
     epochs = (workspace / paths.TRAIN_LOG_DIR / "plots/metrics/train/loss.tsv").read_text().count("\n") - 1
-    return Result(name, accuracy, train_seconds, evaluate_seconds, predict_seconds, model.count_params(), epochs)
+    precision = json.loads((workspace / paths.TRAIN_LOG_DIR / "metrics.json").read_text())["precision"]
+    return Result(name, accuracy, train_seconds, evaluate_seconds, predict_seconds, model.count_params(), epochs,
+                  f"{device()}, {precision}")  # fmt: skip
 
 
-def run_reference(root: Path, params: dict) -> Result:
+def run_reference(root: Path, params: dict, env: dict[str, str]) -> Result:
     """The seed's plain Keras script, as one process: its fit and evaluate are both in the measured time."""
     workspace = scratch_workspace(root / "reference", params)  # the script reads data/raw only
-    seconds, stdout = timed([sys.executable, "-m", "fmnist.reference"], workspace)
+    seconds, stdout = timed([sys.executable, "-m", "fmnist.reference"], workspace, env)
     report = json.loads(stdout.strip().splitlines()[-1])
     return Result("seed script (plain Keras)", report["test_accuracy"], seconds, 0.0, report["evaluate_seconds"],
-                  report["parameters"], report["epochs"])  # fmt: skip
+                  report["parameters"], report["epochs"], f"{device()}, float32")  # fmt: skip
 
 
-def run_round(base: dict, presets: dict[str, dict], with_reference: bool) -> list[Result]:
+def run_round(base: dict, presets: dict[str, dict], with_reference: bool, env: dict[str, str]) -> list[Result]:
     """One run of every row, in table order."""
     with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
-        results = [run_reference(Path(scratch), base)] if with_reference else []
+        results = [run_reference(Path(scratch), base, env)] if with_reference else []
         for name, overrides in presets.items():
-            results.append(run_preset(name, deep_merge(base, overrides), Path(scratch)))
+            results.append(run_preset(name, deep_merge(base, overrides), Path(scratch), env))
     return results
 
 
@@ -129,14 +140,14 @@ def table(rows: list[list[Result]]) -> str:
     """One Markdown row per list of repeated runs (its median run); times relative to the first row's median."""
     base = median_run(rows[0]).total_seconds
     lines = [
-        "| run | test accuracy | train + evaluate (s) | all runs (s) | train (s) | evaluate (s) | predict 10k (s) | time vs first row | parameters | epochs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | test accuracy | train + evaluate (s) | all runs (s) | train (s) | evaluate (s) | predict 10k (s) | time vs first row | parameters | epochs | ran on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for runs in rows:
         r = median_run(runs)
         every = ", ".join(f"{x.total_seconds:.0f}" for x in runs)
         lines.append(f"| {r.name} | {accuracy_cell(runs)} | {r.total_seconds:.0f} | {every} | {r.train_seconds:.0f} | "
-                     f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} |")  # fmt: skip
+                     f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} | {r.compute} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -145,6 +156,7 @@ def main() -> None:
     parser.add_argument("--presets", default="seed,default,fast", help="comma-separated; 'default' = params.yaml")
     parser.add_argument("--repeats", type=int, default=1, help="runs per row; the table gives the median")
     parser.add_argument("--no-reference", action="store_true", help="skip the seed's plain script")
+    parser.add_argument("--isa", help="cap oneDNN at this ISA for every row (ONEDNN_MAX_CPU_ISA), e.g. AVX2")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
     if not paths.PREPARED_DIR.is_dir():
@@ -154,10 +166,12 @@ def main() -> None:
         raise PipelineError(f"--repeats must be at least 1, not {args.repeats}")
     presets = {name: {} if name == "default" else load_preset(name) for name in args.presets.split(",")}
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-    rounds = [run_round(base, presets, with_reference=not args.no_reference) for _ in range(args.repeats)]
+    env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}
+    rounds = [run_round(base, presets, not args.no_reference, env) for _ in range(args.repeats)]
     command = " ".join(["python -m fmnist.bench", *sys.argv[1:]])
     report = (f"{table([list(runs) for runs in zip(*rounds)])}\n\n"
-              f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}.\n")  # fmt: skip
+              f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}"
+              f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n")  # fmt: skip
     print(report)
     if args.out:
         args.out.write_text(report)

@@ -12,10 +12,14 @@ from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.params import ModelParams
 
 
-def build_model(params: ModelParams, seed: int) -> keras.Model:
-    """The network named by `params.arch`, with its augmentation seeded by `seed`."""
+def build_model(params: ModelParams, seed: int, policy: str = "float32") -> keras.Model:
+    """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
+
+    `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
+    the train stage resolves that (fmnist.precision) and saves a float32 copy.
+    """
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(params.precision)  # each layer keeps the policy it was built with
+    keras.config.set_dtype_policy(policy)  # each layer keeps the policy it was built with
     try:
         inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
         x = layers.Rescaling(1 / 255, name="scale")(inputs)  # (N, 28, 28, 1) in [0, 1]

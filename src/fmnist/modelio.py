@@ -10,6 +10,7 @@ the times and with the ids renumbered 1, 2, ... in order of appearance.
 import json
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,28 @@ def save_model(model: keras.Model, target: Path) -> None:
         normalize_keras_zip(raw, tmp)
 
 
+KERAS_ENTRIES = ("config.json", "metadata.json", "model.weights.h5")  # what every .keras zip holds
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the .keras file at `path` (not a zip, a bad CRC, an entry missing), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_entry = archive.testzip()  # reads every entry, checking its CRC
+            missing = [name for name in KERAS_ENTRIES if name not in archive.namelist()]
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        return f"it is not a readable .keras zip ({exc})"
+    if bad_entry:
+        return f"its entry {bad_entry} is corrupted"
+    return f"it lacks {', '.join(missing)}" if missing else None
+
+
 def load_model(path: Path) -> keras.Model:
     """Load a model saved by `save_model`, refusing arbitrary code (safe_mode=True: no lambda layers)."""
+    how_to_restore = f"`dvc pull {path}` restores the pipeline's, `dvc repro train` retrains it"
     if not Path(path).is_file():
-        raise PipelineError(f"{path} is missing; run `dvc repro train` first")
+        raise PipelineError(f"{path} is missing; {how_to_restore}")
+    problem = damage(Path(path))
+    if problem:
+        raise PipelineError(f"{path} is damaged: {problem}; {how_to_restore}")
     return keras.models.load_model(path, custom_objects={"RandomShift": RandomShift}, compile=False, safe_mode=True)

@@ -59,7 +59,9 @@ class ModelParams:
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
-    precision: Literal["float32", "mixed_bfloat16"]  # mixed_bfloat16: bf16 compute, float32 weights
+    # auto: bf16 compute where the hardware has it natively, else float32 (fmnist.precision); the saved model
+    # is float32 whatever trained it, so it runs everywhere.
+    precision: Literal["auto", "float32", "mixed_bfloat16"]
 
     def __post_init__(self) -> None:
         _require(1 <= self.width <= 1024, "model.width", "must be in 1..1024", self.width)
@@ -86,7 +88,7 @@ class TrainParams:
     epochs: int  # the budget; early stopping may end sooner
     learning_rate: float  # Adam's (peak) learning rate
     schedule: Literal["constant", "cosine"]  # cosine: linear warmup, then cosine decay to 0 at the last epoch
-    warmup_epochs: float  # length of the linear warmup (cosine only)
+    warmup_fraction: float  # share of the budget (epochs) spent in the linear warmup (cosine only)
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
@@ -96,8 +98,7 @@ class TrainParams:
         _require(1 <= self.batch_size <= 65536, "train.batch_size", "must be in 1..65536", self.batch_size)
         _require(1 <= self.epochs <= 1000, "train.epochs", "must be in 1..1000", self.epochs)
         _require(0 < self.learning_rate <= 1, "train.learning_rate", "must be in (0, 1]", self.learning_rate)
-        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must be in [0, epochs)",
-                 self.warmup_epochs)  # fmt: skip
+        _require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fmnist import atomic, paths
+from fmnist import atomic, paths, precision
 from fmnist.dataset import NUM_CLASSES, Split, load_split
 from fmnist.errors import PipelineError, run_stage
 from fmnist.model import build_model
@@ -33,7 +33,7 @@ def learning_rate_schedule(params: TrainParams, steps_per_epoch: int) -> float |
     if params.schedule == "constant":
         return params.learning_rate
     total_steps = params.epochs * steps_per_epoch
-    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
+    warmup_steps = round(params.warmup_fraction * total_steps)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, alpha=0.0,
         warmup_target=params.learning_rate, warmup_steps=warmup_steps,
@@ -107,16 +107,18 @@ def validation_batches(split: Split, batch_size: int) -> tf.data.Dataset:
     return _gathered(split, tf.data.Dataset.range(len(split.labels)).batch(batch_size))
 
 
-def train_model(train: Split, val: Split, model_params: ModelParams, params: TrainParams, log_dir: Path) -> keras.Model:
-    """Build, compile and fit a model; per-epoch metrics go to dvclive in `log_dir`."""
+def train_model(train: Split, val: Split, model_params: ModelParams, params: TrainParams, log_dir: Path,
+                policy: str = "float32") -> keras.Model:
+    """Build, compile and fit a model computing under `policy`; per-epoch metrics go to dvclive in `log_dir`."""
     steps_per_epoch = len(train.labels) // params.batch_size  # the last, partial batch is dropped
     if steps_per_epoch == 0:
         raise PipelineError(f"train.batch_size ({params.batch_size}) exceeds the {len(train.labels)} training "
                             "images; lower it or raise prepare.limit")  # fmt: skip
     seed_everything(params)
-    model = build_model(model_params, seed=params.seed)
+    model = build_model(model_params, seed=params.seed, policy=policy)
     compile_model(model, params, steps_per_epoch)
     live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
+    live.summary["precision"] = policy  # in metrics.json, so `dvc metrics diff` shows a change of precision
     model.fit(
         training_batches(train, params.batch_size, seed=params.seed),
         validation_data=validation_batches(val, params.batch_size),
@@ -128,13 +130,26 @@ def train_model(train: Split, val: Split, model_params: ModelParams, params: Tra
     return model
 
 
+def as_float32(model: keras.Model, model_params: ModelParams, seed: int) -> keras.Model:
+    """The same network and weights under the float32 policy, which every CPU can run.
+
+    Under mixed_bfloat16 the weights are float32 already, but each layer would keep computing in bf16 wherever
+    the file is loaded, and bf16 convolutions abort or crawl on CPUs without native bf16.
+    """
+    portable = build_model(model_params, seed=seed, policy="float32")
+    portable.set_weights(model.get_weights())
+    return portable
+
+
 def main() -> None:
     params = load_params()
     train, val = load_split("train"), load_split("val")
+    policy, message = precision.choose(params.model.precision, precision.native_precision())
+    print(message, file=sys.stderr if message.startswith("warning") else sys.stdout, flush=True)
     with atomic.atomic_dir(paths.TRAIN_LOG_DIR) as log_dir:
-        model = train_model(train, val, params.model, params.train, log_dir)
-        save_model(model, paths.MODEL_FILE)
-    print(f"train: {model.count_params():,} parameters -> {paths.MODEL_FILE}")
+        model = train_model(train, val, params.model, params.train, log_dir, policy)
+        save_model(as_float32(model, params.model, params.train.seed), paths.MODEL_FILE)
+    print(f"train: {model.count_params():,} parameters, trained in {policy}, saved in float32 -> {paths.MODEL_FILE}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The Makefile's setup on systems without apt-get (macOS, Fedora, Arch): the data step steps aside."""
+
+import re
+import shutil
+import subprocess
+
+from conftest import REPO_ROOT
+
+
+def make_data(tmp_path, path: str) -> subprocess.CompletedProcess:
+    """`make data` as if Debian's dataset package were not installed, with only `path` to find programs on."""
+    make = shutil.which("make")
+    args = [make, "-s", "-C", str(REPO_ROOT), "data", f"DATA_PACKAGE_DIR={tmp_path / 'not-installed'}"]
+    return subprocess.run(args, env={"PATH": path, "HOME": str(tmp_path)}, capture_output=True, text=True)
+
+
+def test_without_apt_get_the_data_step_says_so_in_one_line_and_succeeds(tmp_path):
+    (tmp_path / "bin").mkdir()  # a PATH with no apt-get (and no sudo) on it
+    result = make_data(tmp_path, str(tmp_path / "bin"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "note: no apt-get here to install Debian's dataset-fashion-mnist, "
+        "so fetch will use $FMNIST_DATA_DIR or download from Kaggle"
+    ]
+    assert result.stderr == ""
+
+
+def test_when_apt_get_fails_the_data_step_says_so_and_succeeds(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("id", "sudo"):  # whoever runs the test, apt-get itself is the one that fails
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "apt-get").write_text("#!/bin/sh\necho 'E: Could not open lock file - are you root?' >&2\nexit 100\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    result = make_data(tmp_path, str(bin_dir))
+    assert result.returncode == 0, result.stderr
+    assert "note: could not install Debian's dataset-fashion-mnist with apt-get" in result.stdout
+
+
+def test_the_gpu_setup_installs_the_pinned_tensorflow():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    version = re.search(r"^TF_VERSION := (\S+)", makefile, re.M).group(1)
+    assert f'"tensorflow-cpu=={version};' in pyproject and f'"tensorflow=={version};' in pyproject
+    assert '"tensorflow[and-cuda]==$(TF_VERSION)"' in makefile
