@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u 2>/dev/null || echo 0)" -eq 0 ] || echo sudo)
 DATA_PACKAGE_DIR := /usr/share/datasets/fashion-mnist
 TF_VERSION := 2.21.0  # = the tensorflow-cpu pin in pyproject.toml (tests/test_makefile.py checks)
 
-.PHONY: setup setup-gpu data browser repro test test-fast bench report
+.PHONY: setup setup-gpu data test-tools repro test test-fast bench report
 setup: $(VENV)/.installed data
 
 # NVIDIA GPUs (Linux x86-64): TensorFlow's CUDA build with CUDA and cuDNN as pip packages, in place of the CPU
@@ -36,24 +36,29 @@ data:
 	  echo "note: could not install Debian's dataset-fashion-mnist with apt-get, $(SKIP_NOTE)"; \
 	fi
 
-# Debian's Chromium, which the browser test (tests/test_serve.py) drives; elsewhere point FMNIST_CHROMIUM at one.
-browser:
-	@if [ -x /usr/bin/chromium ] || [ -n "$$FMNIST_CHROMIUM" ]; then :; \
-	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq chromium; then \
-	  echo "note: could not install Debian's chromium: the browser test needs FMNIST_CHROMIUM=/path/to/chromium"; \
+# What some tests drive besides Python: Debian's Chromium (the browser test, tests/test_serve.py), shellcheck
+# and Node.js (the workflow checks, tests/test_workflows.py). Elsewhere install them yourself (FMNIST_CHROMIUM
+# points the browser test at a Chromium).
+TEST_TOOLS := chromium shellcheck nodejs npm
+test-tools:
+	@missing=""; for tool in chromium shellcheck node npm; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq $(TEST_TOOLS) >/dev/null; then \
+	  echo "note: could not install $(TEST_TOOLS) with apt-get: the browser and workflow tests need them"; \
 	fi
 
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
-test: setup browser
+test: setup test-tools
 	PATH="$(abspath $(BIN)):$$PATH" pytest
 
 test-fast: setup
 	PATH="$(abspath $(BIN)):$$PATH" pytest -m "not slow"
 
+# The benchmark (README, Results). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m fmnist.bench --presets seed,default,fast,nondeterministic --repeats 3 --out bench.md
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m fmnist.bench --presets seed,default,fast,nondeterministic --repeats 3 $(if $(ISA),--isa $(ISA)) --out bench.md
 
 report: setup
 	PATH="$(abspath $(BIN)):$$PATH" python -m fmnist.report --base main

@@ -15,7 +15,7 @@ PACKAGE = REPO_ROOT / "src" / "fmnist"
 
 EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
     "fetch": ["fetch"], "prepare": ["prepare"], "train": ["model", "train"],
-    "evaluate": ["evaluate"], "plot_errors": ["plot_errors"],
+    "evaluate": ["evaluate"], "export": ["export"], "plot_errors": ["plot_errors"],
 }  # fmt: skip
 EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.paths
     "fetch": (set(), {paths.RAW_DIR}),
@@ -23,6 +23,7 @@ EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.paths
     "train": ({paths.PREPARED_DIR}, {paths.MODEL_FILE, paths.TRAIN_LOG_DIR / "plots", paths.TRAIN_LOG_DIR / "metrics.json"}),
     "evaluate": ({paths.MODEL_FILE, paths.PREPARED_DIR},
                  {paths.PREDICTIONS_FILE, paths.CONFUSION_FILE, paths.TEST_METRICS_FILE, paths.PER_CLASS_METRICS_FILE}),
+    "export": ({paths.MODEL_FILE, paths.PREPARED_DIR}, {paths.EXPORT_DIR, paths.EXPORT_METRICS_FILE}),
     "plot_errors": ({paths.PREPARED_DIR, paths.PREDICTIONS_FILE},
                     {paths.RANDOM_PREDICTIONS_PLOT, paths.MISCLASSIFIED_PLOT, paths.CONFUSED_PAIRS_PLOT}),
 }  # fmt: skip
@@ -76,3 +77,12 @@ def test_package_init_only_quiets_tensorflow():
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     code = [ast.unparse(node) for node in tree.body[1:]]
     assert code == ["import os", "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')"]
+
+
+def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():
+    from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
+
+    artifact = PIPELINE["artifacts"]["fashion-cnn"]
+    assert artifact["path"] == str(paths.MODEL_FILE) and artifact["type"] == "model"
+    assert artifact["meta"]["classes"] == list(CLASS_NAMES)  # in output order
+    assert artifact["meta"]["input"]["shape"] == [None, *IMAGE_SHAPE]

@@ -42,9 +42,9 @@ def test_plot_errors_param_reruns_only_plot_errors(pipeline_copy):
     assert stages_run(dvc(pipeline_copy, "repro").stdout) == ["plot_errors"]
 
 
-def test_train_param_reruns_train_evaluate_and_plot_errors(pipeline_copy):
+def test_train_param_reruns_train_and_everything_that_reads_the_model(pipeline_copy):
     set_param(pipeline_copy, "train", "label_smoothing", 0.0)
-    assert stages_run(dvc(pipeline_copy, "repro").stdout) == ["train", "evaluate", "plot_errors"]
+    assert stages_run(dvc(pipeline_copy, "repro").stdout) == ["train", "evaluate", "export", "plot_errors"]
 
 
 def test_retraining_gives_a_byte_identical_model_so_nothing_downstream_reruns(pipeline_copy):

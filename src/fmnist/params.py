@@ -112,6 +112,16 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    mirror_average: bool  # the served probabilities average each image's with its mirror image's, as evaluate
+    int8_max_accuracy_drop: float  # write the int8-weight TFLite file only if it loses at most this test accuracy
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.int8_max_accuracy_drop <= 1, "export.int8_max_accuracy_drop", "must be in [0, 1]",
+                 self.int8_max_accuracy_drop)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PlotErrorsParams:
     n_random: int  # test images in the random-predictions grid
     n_misclassified: int  # misclassified test images in their grid
@@ -131,6 +141,7 @@ class Params:
     model: ModelParams
     train: TrainParams
     evaluate: EvaluateParams
+    export: ExportParams
     plot_errors: PlotErrorsParams
 
 

@@ -1,0 +1,70 @@
+"""Turn a photo of a garment into the image the network was trained on. Pure: a PIL image in, an array out.
+
+Fashion-MNIST was made from product photos on light backgrounds (zalandoresearch/fashion-mnist, "How it was
+made"): trim the edges close to the corner colour (5% of the intensity range), resize the longest edge to 28 px,
+sharpen, centre on a 28x28 canvas, negate (garment light on black), 8-bit grey. `to_fashion_mnist` does the same,
+so a photo and a test image reach the network alike. An image that already is a Fashion-MNIST sample (28x28 on
+a dark background) passes through unchanged rather than being negated twice.
+"""
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+SIZE = 28  # Fashion-MNIST images are 28 x 28
+TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
+DARK_BACKGROUND = 64  # mean border grey (0..255) below which a 28x28 image counts as already converted
+MIN_GARMENT_PX = 3  # a garment narrower or lower than this (after trimming) is no garment
+
+
+class NoGarmentError(ValueError):
+    """The image has nothing to classify: it is blank, one flat colour, or too small."""
+
+
+def to_fashion_mnist(image: Image.Image) -> np.ndarray:
+    """Any PIL image -> (28, 28) uint8, garment light on black, as the network's training images."""
+    image = ImageOps.exif_transpose(image)  # a phone's portrait photo is stored sideways plus an EXIF tag
+    rgb = on_white(image)
+    if rgb.size == (SIZE, SIZE) and border_mean(rgb.convert("L")) < DARK_BACKGROUND:
+        return np.asarray(rgb.convert("L"), dtype=np.uint8)  # already light-on-black: no double inversion
+    garment = rgb.crop(garment_box(rgb))
+    scale = SIZE / max(garment.size)
+    width, height = (max(1, round(side * scale)) for side in garment.size)
+    # Downscale as the dataset did (box filter, then a light sharpening to bring back the outlines).
+    small = garment.resize((width, height), Image.Resampling.BOX).filter(
+        ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0)
+    )  # fmt: skip
+    canvas = Image.new("RGB", (SIZE, SIZE), "white")
+    canvas.paste(small, ((SIZE - width) // 2, (SIZE - height) // 2))
+    return 255 - np.asarray(canvas.convert("L"), dtype=np.uint8)  # negate: light garment on black
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white (a cut-out product shot has a transparent background)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, "white")
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def border_mean(grey: Image.Image) -> float:
+    """Mean value of the outermost ring of pixels of a greyscale image."""
+    pixels = np.asarray(grey, dtype=np.float64)
+    return float(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean())
+
+
+def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the pixels that differ from the corner colour by more than the tolerance."""
+    pixels = np.asarray(rgb, dtype=np.int16)  # (H, W, 3)
+    height, width = pixels.shape[:2]
+    if min(height, width) < MIN_GARMENT_PX:
+        raise NoGarmentError(f"no garment found: the image is only {width}x{height} pixels")
+    corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]  # (4, 3)
+    background = np.median(corners, axis=0)  # the corners' colour; one odd corner does not move it
+    foreground = np.abs(pixels - background).max(axis=2) > TRIM_TOLERANCE  # (H, W)
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if rows.size == 0:
+        raise NoGarmentError("no garment found: the image is one flat colour")
+    if rows[-1] - rows[0] + 1 < MIN_GARMENT_PX or cols[-1] - cols[0] + 1 < MIN_GARMENT_PX:
+        raise NoGarmentError("no garment found: only a speck differs from the background")
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1

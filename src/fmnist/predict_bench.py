@@ -1,0 +1,113 @@
+"""How well and how fast `fmnist predict` works on photos: accuracy on photo-like JPEGs against the same images
+as arrays, the time of one `fmnist predict one.jpg` from the shell, and images per second.
+
+    python -m fmnist.predict_bench [--model models/model.keras] [--count 1000] [--out predict-bench.md]
+
+Needs data/prepared (`dvc repro prepare`). The photos are the first COUNT test images, negated to a white
+background, upscaled 4-8x, placed with white margins on a larger canvas and saved as RGB JPEGs: what a product
+photo looks like, made from images whose labels are known.
+"""
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fmnist import paths
+from fmnist.dataset import CLASS_NAMES, load_split
+from fmnist.errors import run_stage
+
+
+def photo_like_jpeg(sample: np.ndarray, scale: int = 6, margins: tuple[int, int] = (30, 50)) -> bytes:
+    """A (28, 28) uint8 sample as a photo: dark garment on white, `scale` times larger, white margins, RGB JPEG."""
+    big = Image.fromarray(255 - sample).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (big.width + 2 * margins[0], big.height + 2 * margins[1]), "white")
+    canvas.paste(big, margins)
+    encoded = io.BytesIO()
+    canvas.save(encoded, format="JPEG", quality=90)
+    return encoded.getvalue()
+
+
+def write_photos(samples: np.ndarray, directory: Path) -> list[Path]:
+    """One JPEG per (28, 28) sample, with varied sizes and margins; the paths in sample order (sorted names)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, sample in enumerate(samples):
+        path = directory / f"{i:05d}.jpg"
+        path.write_bytes(photo_like_jpeg(sample, scale=4 + i % 5, margins=(10 + 7 * (i % 6), 20 + 11 * (i % 4))))
+        files.append(path)
+    return files
+
+
+def cli_predictions(args: list[str]) -> tuple[list[int], float]:
+    """Run `fmnist predict ARGS --format csv`; (class index per row, wall seconds)."""
+    fmnist = Path(sys.executable).with_name("fmnist")
+    start = time.perf_counter()
+    result = subprocess.run([str(fmnist), "predict", *args, "--format", "csv"], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"fmnist predict failed:\n{result.stderr}")
+    rows = result.stdout.strip().splitlines()[1:]
+    return [CLASS_NAMES.index(row.split(",")[1]) for row in rows], seconds
+
+
+def measure(model_path: Path, count: int) -> dict[str, float]:
+    """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
+    from fmnist.modelio import load_model
+    from fmnist.predict import predict_images
+
+    test = load_split("test")
+    images, labels = test.images[:count, ..., 0], test.labels[:count]
+    model = load_model(model_path)
+    predict_images(model, images[:10])  # warm-up: the first call traces the graph
+    start = time.perf_counter()
+    all_probabilities = predict_images(model, test.images[..., 0])
+    arrays_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="fmnist-photos-") as scratch:
+        files = write_photos(images, Path(scratch))
+        photo_classes, directory_seconds = cli_predictions([scratch, "--model", str(model_path)])
+        one = [cli_predictions([str(files[0]), "--model", str(model_path)])[1] for _ in range(3)]
+    return {
+        "array_accuracy": float(np.mean(all_probabilities[:count].argmax(axis=1) == labels)),
+        "photo_accuracy": float(np.mean(np.array(photo_classes) == labels)),
+        "one_jpeg_seconds": statistics.median(one),
+        "directory_seconds": directory_seconds,
+        "arrays_per_second": len(test.images) / arrays_seconds,
+    }
+
+
+def report(figures: dict[str, float], count: int, command: str) -> str:
+    """The figures as a Markdown table."""
+    return "\n".join([
+        "| measure | value |", "|---|---|",
+        f"| accuracy on {count} test images as arrays | {figures['array_accuracy']:.4f} |",
+        f"| accuracy on the same images as photo-like JPEGs, through `fmnist predict` | {figures['photo_accuracy']:.4f} |",
+        f"| `fmnist predict one.jpg` from the shell, start-up included (median of 3) | {figures['one_jpeg_seconds']:.1f} s |",
+        f"| `fmnist predict DIR` on {count} JPEGs, start-up included | {figures['directory_seconds']:.1f} s "
+        f"({count / figures['directory_seconds']:.0f} images/s) |",
+        f"| 10,000 28x28 arrays, in process (with mirror averaging) | {figures['arrays_per_second']:,.0f} images/s |",
+        "", f"Measured by `{command}`.",
+    ])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE)
+    parser.add_argument("--count", type=int, default=1000, help="test images made into photos (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    args = parser.parse_args()
+    text = report(measure(args.model, args.count), args.count, " ".join(["python -m fmnist.predict_bench", *sys.argv[1:]]))
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,106 @@
+"""The release workflow's steps (.github/workflows/release.yml), runnable and testable on any machine.
+
+    python -m fmnist.release parse-tag TAG                  name=, version=, stage=, event= lines (GITHUB_OUTPUT)
+    python -m fmnist.release smoke MODEL [--count 100]      predict test images with MODEL; fail below 0.85
+    python -m fmnist.release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
+
+`card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, export.json).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fmnist import paths
+from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
+from fmnist.errors import PipelineError, run_stage
+from fmnist.registry import ARTIFACT
+
+SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
+
+
+def parse_tag(tag: str, repo: str = ".") -> dict[str, str]:
+    """What a GTO tag says: {name, version, stage, event} ("" where it says nothing), read by gto itself."""
+    from gto.api import check_ref
+    from gto.base import Assignment, Registration
+
+    events = [e for e in check_ref(repo, tag) if isinstance(e, (Assignment, Registration))]
+    if not events:
+        raise PipelineError(f"{tag} is not a GTO tag of this repository (NAME@vX.Y.Z or NAME#STAGE#N)")
+    event = events[0]
+    return {
+        "name": event.artifact, "version": event.version, "stage": getattr(event, "stage", ""),
+        "event": "assignment" if isinstance(event, Assignment) else "registration",
+    }  # fmt: skip
+
+
+def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the model file on a few images, through the same code as `fmnist predict`."""
+    from fmnist.modelio import load_model
+    from fmnist.predict import predict_images
+
+    return float(np.mean(predict_images(load_model(model_path), images).argmax(axis=1) == labels))
+
+
+def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("metrics")) -> str:
+    """The model card: contract, results and provenance of one registered version."""
+    test = json.loads((metrics_dir / "test.json").read_text())["test"]
+    per_class = json.loads((metrics_dir / "per_class.json").read_text())
+    export_file = metrics_dir / "export.json"
+    exports = json.loads(export_file.read_text())["export"] if export_file.is_file() else {}
+    lines = [
+        f"# {ARTIFACT} {version}" + (f" ({stage})" if stage else ""), "",
+        "A Keras CNN that classifies 28x28 grey images of clothing into the ten Fashion-MNIST classes.", "",
+        "## Input and output", "",
+        f"- `model.keras`: input uint8 images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), 0-255, garment light "
+        "on black; output logits (N, 10). Load with `keras.models.load_model(path, safe_mode=True)`.",
+        "- `export/saved_model`: signature `serve`, input `images` uint8 (N, 28, 28, 1), output probabilities (N, 10).",
+        "- `export/*.tflite`: the same signature for LiteRT.",
+        f"- Classes, by output index: {', '.join(f'{i} {name}' for i, name in enumerate(CLASS_NAMES))}.", "",
+        "## Results on the 10,000 test images", "",
+        f"Accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, loss {test['loss']:.4f}.", "",
+        "| class | precision | recall | F1 |", "|---|---|---|---|",
+        *(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |" for name, m in per_class.items()),
+    ]  # fmt: skip
+    if exports:
+        lines += ["", "| file | size (bytes) | test accuracy | largest probability difference from Keras |",
+                  "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {name} | {m['size_bytes']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
+                  for name, m in exports.items() if m.get("written", True)]  # fmt: skip
+    lines += ["", "## Provenance", "", f"- Commit: `{commit}`.",
+              "- Data: Fashion-MNIST (Zalando Research, MIT licence), the original release; SHA-256 of each "
+              "decompressed file:", *(f"  - `{f.name}`: `{f.sha256}`" for f in RELEASE_FILES)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("parse-tag").add_argument("tag")
+    smoke = verbs.add_parser("smoke")
+    smoke.add_argument("model", type=Path)
+    smoke.add_argument("--count", type=int, default=100)
+    card = verbs.add_parser("card")
+    card.add_argument("--version", required=True)
+    card.add_argument("--stage", default="")
+    card.add_argument("--commit", default="unknown")
+    args = parser.parse_args()
+    if args.verb == "parse-tag":
+        print("\n".join(f"{key}={value}" for key, value in parse_tag(args.tag).items()))
+    elif args.verb == "card":
+        print(model_card(args.version, args.stage, args.commit), end="")
+    else:
+        from fmnist.dataset import load_split
+
+        test = load_split("test")
+        accuracy = smoke_accuracy(args.model, test.images[: args.count], test.labels[: args.count])
+        print(f"smoke: {args.model} classifies {accuracy:.2%} of {args.count} test images correctly")
+        if accuracy < SMOKE_MIN_ACCURACY:
+            raise PipelineError(f"{args.model} scored {accuracy:.2%}, below {SMOKE_MIN_ACCURACY:.0%}: not releasing it")
+
+
+if __name__ == "__main__":
+    run_stage(main)

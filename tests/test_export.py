@@ -1,0 +1,49 @@
+"""The export stage's formats, loaded back the way their users load them, against the Keras model."""
+
+import hashlib
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
+from fmnist.model import build_model
+from fmnist.params import ModelParams
+
+SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, real_release):
+    """(Keras probabilities, the SavedModel's directory, test images) for a small random model."""
+    keras.utils.set_random_seed(0)
+    model = build_model(SMALL, seed=0)
+    images = real_release["t10k-images-idx3-ubyte"][:200, ..., None]
+    def probabilities(x):
+        return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, verbose=0)))
+
+    reference = (probabilities(images) + probabilities(images[:, :, ::-1])) / 2  # with the mirror image's
+    target = tmp_path_factory.mktemp("export") / "saved_model"
+    write_saved_model(model, target, mirror_average=True)
+    return reference, target, images
+
+
+def test_saved_model_serves_probabilities_of_uint8_images_as_keras_does(exported):
+    reference, saved_model, images = exported
+    probabilities = saved_model_probabilities(saved_model, images, batch_size=64)
+    assert probabilities.shape == (200, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(probabilities, reference, atol=1e-6)
+
+
+def test_tflite_float_matches_and_int8_weights_are_smaller_and_close(exported):
+    reference, saved_model, images = exported
+    float_model, int8_model = tflite_bytes(saved_model, int8_weights=False), tflite_bytes(saved_model, int8_weights=True)
+    np.testing.assert_allclose(tflite_probabilities(float_model, images), reference, atol=1e-5)
+    assert len(int8_model) < len(float_model) * 0.6
+    np.testing.assert_allclose(tflite_probabilities(int8_model, images), reference, atol=0.05)
+
+
+def test_exports_of_the_same_model_are_byte_identical(exported, tmp_path):
+    _, saved_model, _ = exported
+    assert hashlib.sha256(tflite_bytes(saved_model, False)).digest() == hashlib.sha256(tflite_bytes(saved_model, False)).digest()

@@ -1,0 +1,171 @@
+"""`fmnist predict`: output formats, every kind of bad input, batching, and accuracy on photos."""
+
+import csv
+import dataclasses
+import io
+import json
+import struct
+import subprocess
+import zipfile
+import zlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist.dataset import CLASS_NAMES
+from fmnist.model import build_model
+from fmnist.modelio import save_model
+from fmnist.params import ModelParams
+from fmnist.predict import predict_sources
+from fmnist.predict_bench import photo_like_jpeg, write_photos
+from conftest import VENV_BIN, run
+
+TINY = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    """An untrained tiny model: enough to check everything but accuracy."""
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    keras.utils.set_random_seed(0)
+    save_model(build_model(TINY, seed=0), path)
+    return path
+
+
+def fmnist(*args: str, cwd, stdin: bytes | None = None):
+    """Run the installed `fmnist` console command."""
+    if stdin is None:
+        return run([str(VENV_BIN / "fmnist"), *args], cwd, check=False)
+    return subprocess.run([str(VENV_BIN / "fmnist"), *args], cwd=cwd, input=stdin, capture_output=True)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (Pillow refuses it before decoding anything)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, real_release):
+    """Two good photos, and one file of every kind of bad input, in one directory tree."""
+    root = tmp_path_factory.mktemp("inputs")
+    samples = real_release["t10k-images-idx3-ubyte"]
+    (root / "good").mkdir()
+    (root / "good" / "a.jpg").write_bytes(photo_like_jpeg(samples[0]))
+    Image.fromarray(samples[1]).save(root / "good" / "b.png")  # already a Fashion-MNIST sample
+    bad = root / "bad"
+    bad.mkdir()
+    jpeg, png = photo_like_jpeg(samples[2]), (root / "good" / "b.png").read_bytes()
+    (bad / "notes.txt").write_text("not an image")
+    np.save(bad / "array.npy", samples[:2])
+    with zipfile.ZipFile(bad / "archive.zip", "w") as archive:
+        archive.writestr("a.jpg", jpeg)
+    (bad / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (bad / "cut.png").write_bytes(png[: len(png) // 2])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "bomb.png").write_bytes(png_claiming(20_000, 20_000))  # 400 Mpx, above Pillow's limit
+    Image.new("RGB", (1, 1), "black").save(bad / "dot.png")
+    Image.new("RGB", (400, 300), "white").save(bad / "white.jpg")
+    (root / "no-images").mkdir()
+    (root / "no-images" / "readme.txt").write_text("nothing to see")
+    return root
+
+
+EXPECTED_ERRORS = {  # file -> what its line on stderr must say
+    "bad/notes.txt": "not an image that Pillow can read", "bad/array.npy": "not an image that Pillow can read",
+    "bad/archive.zip": "not an image that Pillow can read", "bad/cut.jpg": "damaged or truncated",
+    "bad/cut.png": "damaged or truncated", "bad/empty.jpg": "an empty file (0 bytes)",
+    "bad/bomb.png": "too large to decode safely", "bad/dot.png": "no garment found",
+    "bad/white.jpg": "no garment found: the image is one flat colour",
+    "no-images": "a directory with no image files", "missing.jpg": "no such file or directory",
+}  # fmt: skip
+
+
+def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tiny_model_file, inputs):
+    files = [str(p.relative_to(inputs)) for p in sorted((inputs / "bad").iterdir())]
+    result = fmnist("predict", "good", *files, "no-images", "missing.jpg", "--model", str(tiny_model_file),
+                    "--format", "json", cwd=inputs)  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(EXPECTED_ERRORS), result.stderr
+    for name, reason in EXPECTED_ERRORS.items():
+        assert any(line.startswith(f"error: {name}: ") and reason in line for line in lines), (name, lines)
+    assert "Traceback" not in result.stderr
+    predicted = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p["file"] for p in predicted] == ["good/a.jpg", "good/b.png"]  # a directory: walked, sorted
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_damaged_model_is_one_line_saying_how_to_get_it_back(tmp_path, inputs, tiny_model_file, damage):
+    model = tmp_path / "model.keras"
+    if damage == "truncated":
+        model.write_bytes(tiny_model_file.read_bytes()[:1000])
+    result = fmnist("predict", "good", "--model", str(model), cwd=inputs)
+    assert result.returncode == 1 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {model} is ") and "dvc pull" in line and "dvc repro train" in line
+
+
+def test_formats_table_json_and_csv(tiny_model_file, inputs):
+    args = ["predict", "good", "--model", str(tiny_model_file)]
+    table = fmnist(*args, "--top", "2", cwd=inputs)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.strip().splitlines()
+    assert header.split() == ["file", "class", "probability", "next", "2"] and len(rows) == 2
+    assert rows[0].startswith("good/a.jpg") and rows[0].count(",") == 1  # two runner-up classes
+    record = json.loads(fmnist(*args, "--format", "json", cwd=inputs).stdout.splitlines()[0])
+    assert list(record["probabilities"]) == list(CLASS_NAMES)
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert record["class"] == max(record["probabilities"], key=record["probabilities"].get)
+    rows = list(csv.reader(io.StringIO(fmnist(*args, "--format", "csv", cwd=inputs).stdout)))
+    assert rows[0] == ["file", "class", "probability", *CLASS_NAMES] and len(rows) == 3
+
+
+def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
+    result = fmnist("predict", "-", "--model", str(tiny_model_file), "--save-inputs", str(tmp_path / "seen"),
+                    cwd=inputs, stdin=(inputs / "good" / "a.jpg").read_bytes())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines()[1].startswith("- ")
+    [saved] = list((tmp_path / "seen").iterdir())
+    assert saved.name == "0001-stdin.png" and Image.open(saved).size == (28, 28)
+
+
+def test_a_directory_is_predicted_in_batches_by_one_model(tiny_model_file, tmp_path, real_release):
+    from fmnist.modelio import load_model
+
+    write_photos(real_release["t10k-images-idx3-ubyte"][:300], tmp_path)
+    model = load_model(tiny_model_file)
+    calls = []
+    original = model.predict
+    model.predict = lambda x, **kw: calls.append(len(x)) or original(x, **kw)
+    predictions, errors = predict_sources(model, [str(tmp_path)])
+    assert len(predictions) == 300 and not errors
+    assert calls == [300, 300]  # one call for the images, one for their mirror images
+
+
+@pytest.mark.slow
+def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release):
+    """1,000 test images as photo-like JPEGs through the real command, against the arrays, with a trained model."""
+    from fmnist.predict import predict_images
+    from fmnist.train import one_hot
+
+    keras.utils.set_random_seed(0)
+    model = build_model(dataclasses.replace(TINY, width=8, dense_units=64), seed=0)
+    model.compile(keras.optimizers.Adam(0.003), keras.losses.CategoricalCrossentropy(from_logits=True))
+    train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
+    model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=128, epochs=3, verbose=0)
+    save_model(model, tmp_path / "model.keras")
+    images, labels = real_release["t10k-images-idx3-ubyte"][:1000], real_release["t10k-labels-idx1-ubyte"][:1000]
+    array_accuracy = np.mean(predict_images(model, images).argmax(axis=1) == labels)
+    write_photos(images, tmp_path / "photos")
+    result = fmnist("predict", "photos", "--model", "model.keras", "--format", "csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
+    photo_accuracy = np.mean(np.array(predicted) == labels)
+    print(f"accuracy on 1,000 test images: {array_accuracy:.3f} as arrays, {photo_accuracy:.3f} as photos")
+    assert array_accuracy > 0.8  # a model worth checking against (0.84 here)
+    assert abs(photo_accuracy - array_accuracy) <= 0.02

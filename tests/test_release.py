@@ -1,0 +1,42 @@
+"""The release workflow's steps, run here: the model card and the smoke test (tag parsing: test_registry.py)."""
+
+import json
+
+import keras
+import pytest
+import yaml
+
+from fmnist.dataset import CLASS_NAMES, RELEASE_FILES
+from fmnist.model import build_model
+from fmnist.modelio import save_model
+from fmnist.params import ModelParams
+from fmnist.release import model_card, smoke_accuracy
+from conftest import REPO_ROOT
+
+WORKFLOW = yaml.safe_load((REPO_ROOT / ".github/workflows/release.yml").read_text())
+
+
+def test_the_model_card_has_the_contract_the_results_and_the_provenance():
+    card = model_card("v1.2.0", "prod", "0123abcd", REPO_ROOT / "metrics")
+    assert card.startswith("# fashion-cnn v1.2.0 (prod)\n")
+    test = json.loads((REPO_ROOT / "metrics/test.json").read_text())["test"]
+    assert f"Accuracy {test['accuracy']:.4f}" in card
+    assert all(f"| {name} | " in card for name in CLASS_NAMES)  # per-class F1
+    assert "uint8 images of shape (N, 28, 28, 1)" in card and "0 T-shirt/top, 1 Trouser" in card
+    assert "Commit: `0123abcd`" in card and all(f.sha256 in card for f in RELEASE_FILES)
+
+
+def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
+    images, labels = real_release["t10k-images-idx3-ubyte"][:100, ..., None], real_release["t10k-labels-idx1-ubyte"][:100]
+    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+    keras.utils.set_random_seed(0)
+    save_model(build_model(params, seed=0), tmp_path / "untrained.keras")
+    assert smoke_accuracy(tmp_path / "untrained.keras", images, labels) < 0.5  # ~chance: the release would stop
+
+
+def test_the_workflow_runs_on_stage_assignments_and_calls_these_steps():
+    assert WORKFLOW[True]["push"]["tags"] == ["fashion-cnn#*#*"]  # YAML reads the key `on` as True
+    script = "\n".join(step.get("run", "") for step in WORKFLOW["jobs"]["release"]["steps"])
+    for command in ("python -m fmnist.release parse-tag", "dvc artifacts get . fashion-cnn --rev",
+                    "python -m fmnist.release smoke", "python -m fmnist.release card", "gh release create"):
+        assert command in script
