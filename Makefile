@@ -39,12 +39,13 @@ data:
 # What some tests drive besides Python: Debian's Chromium (the browser test, tests/test_serve.py), shellcheck
 # and Node.js (the workflow checks, tests/test_workflows.py). Elsewhere install them yourself (FMNIST_CHROMIUM
 # points the browser test at a Chromium).
-TEST_TOOLS := chromium shellcheck nodejs npm
+TEST_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm  # command:Debian package
 test-tools:
-	@missing=""; for tool in chromium shellcheck node npm; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -z "$$missing" ]; then :; \
-	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq $(TEST_TOOLS) >/dev/null; then \
-	  echo "note: could not install $(TEST_TOOLS) with apt-get: the browser and workflow tests need them"; \
+	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq $$missing >/dev/null; then \
+	  echo "note: could not install$$missing with apt-get: the browser and workflow tests need them"; \
 	fi
 
 repro: setup
