@@ -3,7 +3,6 @@
 import json
 
 import keras
-import pytest
 import yaml
 
 from fmnist.dataset import CLASS_NAMES, RELEASE_FILES

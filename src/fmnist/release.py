@@ -9,12 +9,10 @@
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from fmnist import paths
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
 from fmnist.errors import PipelineError, run_stage
 from fmnist.registry import ARTIFACT
