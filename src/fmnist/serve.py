@@ -96,7 +96,8 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response({"error": exc.reason}, status=exc.status)
+        too_large = f"the request is larger than the {MAX_BODY_BYTES // 2**20} MB limit; send a smaller image"
+        return web.json_response({"error": too_large if exc.status == 413 else exc.reason}, status=exc.status)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal error; the server log has the details"}, status=500)
