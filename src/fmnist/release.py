@@ -64,9 +64,9 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
         *(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |" for name, m in per_class.items()),
     ]  # fmt: skip
     if exports:
-        lines += ["", "| file | size (bytes) | test accuracy | largest probability difference from Keras |",
+        lines += ["", "| file | size (kB) | test accuracy | largest probability difference from Keras |",
                   "|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {name} | {m['size_bytes']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
+        lines += [f"| {name} | {m['size_kb']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
                   for name, m in exports.items() if m.get("written", True)]  # fmt: skip
     lines += ["", "## Provenance", "", f"- Commit: `{commit}`.",
               "- Data: Fashion-MNIST (Zalando Research, MIT licence), the original release; SHA-256 of each "
