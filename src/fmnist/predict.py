@@ -45,6 +45,12 @@ class Prediction:
         order = np.argsort(-self.probabilities, kind="stable")
         return [(CLASS_NAMES[i], float(self.probabilities[i])) for i in order]
 
+    def summary(self) -> dict:
+        """{class, probability, probabilities: {every class: p}}: the JSON of `--format json` and `fmnist serve`."""
+        best, probability = self.ranked()[0]
+        return {"class": best, "probability": probability,
+                "probabilities": {name: float(q) for name, q in zip(CLASS_NAMES, self.probabilities)}}  # fmt: skip
+
 
 def image_sources(arguments: list[str]) -> Iterator[tuple[str, str | None]]:
     """(source, problem) for every input the arguments name; problem is None for a usable-looking source."""
@@ -121,10 +127,7 @@ def as_table(predictions: list[Prediction], top: int) -> str:
 
 def as_json_lines(predictions: list[Prediction]) -> str:
     """One JSON object per image, with every class's probability."""
-    return "\n".join(json.dumps({
-        "file": p.source, "class": p.ranked()[0][0], "probability": p.ranked()[0][1],
-        "probabilities": {name: float(q) for name, q in zip(CLASS_NAMES, p.probabilities)},
-    }) for p in predictions)  # fmt: skip
+    return "\n".join(json.dumps({"file": p.source, **p.summary()}) for p in predictions)
 
 
 def as_csv(predictions: list[Prediction]) -> str:

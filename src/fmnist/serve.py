@@ -21,7 +21,6 @@ import yaml
 from aiohttp import web
 from PIL import Image
 
-from fmnist.dataset import CLASS_NAMES
 from fmnist.predict import Prediction, add_model_arguments, convert, model_file, predict_images
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
@@ -51,12 +50,7 @@ def png_data_url(image: np.ndarray) -> str:
 
 def answer(prediction: Prediction, model_provenance: dict) -> dict:
     """The JSON body of a successful `POST /predict`."""
-    best, probability = prediction.ranked()[0]
-    return {
-        "class": best, "probability": probability,
-        "probabilities": {name: float(p) for name, p in zip(CLASS_NAMES, prediction.probabilities)},
-        "input_image": png_data_url(prediction.image), "model": model_provenance,
-    }  # fmt: skip
+    return {**prediction.summary(), "input_image": png_data_url(prediction.image), "model": model_provenance}
 
 
 async def request_image(request: web.Request) -> bytes:
