@@ -1,5 +1,6 @@
 """params.yaml validation: the real file passes; every kind of mistake names the key."""
 
+import re
 import copy
 
 import pytest
@@ -45,10 +46,15 @@ def with_value(raw: dict, dotted: str, value) -> dict:
         ("train.early_stopping.monitor", "loss", "train.early_stopping.monitor must be one of"),
         ("fetch.kaggle_handle", "zalando-research/fashionmnist", "must be pinned"),
         ("plot_errors.n_random", 0, "plot_errors.n_random must be in 1..400"),
+        ("train.distribute", "horovod", "train.distribute must be one of none, mirrored, multi_worker"),
+        ("train.devices", ["/cpu:0"], "train.devices must be null, or a non-empty list when train.distribute is"),
+        ("train.devices", "/gpu:0", "train.devices must be a list"),
+        ("train.devices", ["/gpu:0", 1], "train.devices[1] must be a str"),
+        ("train.peer_timeout_s", 0, "train.peer_timeout_s must be > 0"),
     ],
 )
 def test_bad_values_name_the_key(raw, key, value, message):
-    with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=re.escape(message)):
         parse_params(with_value(raw, key, value))
 
 
@@ -110,3 +116,12 @@ def test_precision_accepts_auto_and_the_two_policies_only(raw):
         assert parse_params(with_value(raw, "model.precision", value)).model.precision == value
     with pytest.raises(ParamsError, match="model.precision must be one of auto, float32, mixed_bfloat16"):
         parse_params(with_value(raw, "model.precision", "float16"))
+
+
+def test_mirrored_takes_device_names_as_a_tuple(raw):
+    raw["train"]["distribute"] = "mirrored"
+    assert parse_params(raw).train.devices is None  # every local GPU, else the CPU
+    devices = parse_params(with_value(raw, "train.devices", ["/cpu:0", "/cpu:1"])).train.devices
+    assert devices == ("/cpu:0", "/cpu:1")
+    with pytest.raises(ParamsError, match="train.devices must be null, or a non-empty list"):
+        parse_params(with_value(raw, "train.devices", []))

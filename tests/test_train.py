@@ -1,19 +1,35 @@
-"""The train stage's pieces: the tf.data input pipeline, one-hot targets and the learning-rate schedule."""
+"""The train stage's pieces: the tf.data input pipeline (on one device and shared by replicas), one-hot targets,
+the learning-rate schedule, the epoch loop with its Keras callbacks."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fmnist.dataset import Split
+from fmnist.errors import PipelineError
 from fmnist.model import build_model
 from fmnist.params import EarlyStoppingParams, ModelParams, TrainParams
-from fmnist.train import as_float32, learning_rate_schedule, one_hot, training_batches, validation_batches
+from fmnist.train import (
+    as_float32,
+    callbacks,
+    check_batch_size,
+    learning_rate_schedule,
+    loss_and_correct,
+    one_hot,
+    run_epochs,
+    training_batches,
+    validation_batches,
+    weights_fingerprint,
+)
 
 PARAMS = TrainParams(
     seed=0, batch_size=4, epochs=5, learning_rate=0.01, schedule="cosine", warmup_fraction=0.2, label_smoothing=0.1,
     deterministic=True, early_stopping=EarlyStoppingParams(enabled=False, monitor="val_loss", patience=5,
                                                            restore_best_weights=True),
+    distribute="none", devices=None, peer_timeout_s=300,
 )  # fmt: skip
 
 
@@ -79,3 +95,72 @@ def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32(
     x = numbered_split(6).images
     # the same function, computed more exactly: bf16 keeps ~3 significant digits
     np.testing.assert_allclose(portable.predict(x, verbose=0), trained.predict(x, verbose=0), atol=0.05)
+
+
+@pytest.mark.parametrize(("pipelines", "replicas"), [(2, 2), (1, 2)])
+def test_replicas_share_each_global_batch_as_one_device_would_take_it(pipelines, replicas):
+    """Two workers (a pipeline each), or one worker with two replicas: step k covers the same 8 images."""
+    split, global_batch = numbered_split(40), 8
+    one_device = epoch_ids(training_batches(split, global_batch, seed=5))
+    per_pipeline = [
+        epoch_ids(training_batches(split, global_batch, seed=5, context=tf.distribute.InputContext(pipelines, i, replicas)))
+        for i in range(pipelines)
+    ]  # fmt: skip
+    per_step = replicas // pipelines  # consecutive per-replica batches of one pipeline form one step
+    for step, images in enumerate(one_device):
+        shared = [i for batches in per_pipeline for b in batches[step * per_step:(step + 1) * per_step] for i in b]
+        assert sorted(shared) == sorted(images) and len(shared) == global_batch
+    assert all(len(batches) == len(one_device) * per_step for batches in per_pipeline)
+
+
+def test_a_batch_that_cannot_be_filled_or_split_names_the_fix():
+    check_batch_size(256, 54_000, 2)
+    with pytest.raises(PipelineError, match=r"train.batch_size \(256\) exceeds the 100 training images"):
+        check_batch_size(256, 100, 1)
+    with pytest.raises(PipelineError, match=r"must split evenly over the 3 replicas; make it a multiple of 3"):
+        check_batch_size(256, 54_000, 3)
+
+
+def test_loss_and_correct_sums_the_batch():
+    targets = tf.constant(one_hot(np.array([0, 1, 2], dtype=np.uint8)))
+    logits = tf.constant([[5.0, 0, 0] + [0] * 7, [5.0, 0, 0] + [0] * 7, [0, 0, 5.0] + [0] * 7])
+    assert loss_and_correct(targets, logits, tf.constant([0.5, 1.0, 1.5])).numpy().tolist() == [3.0, 2.0]
+
+
+def test_early_stopping_ends_the_loop_and_restores_the_best_weights():
+    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+    model = build_model(params, seed=0)
+    val_losses = iter([0.5, 0.4, 0.6, 0.7, 0.3])  # best after epoch 2; patience 2 stops after epoch 4
+    weights_at = {}
+
+    def train_epoch():  # stands in for training: move every weight, remember what each epoch left
+        model.set_weights([w + 1 for w in model.get_weights()])
+        weights_at[len(weights_at) + 1] = weights_fingerprint(model)
+        return {"accuracy": 0.5, "loss": 1.0}
+
+    stop = dataclasses.replace(PARAMS.early_stopping, enabled=True, patience=2)
+    run_epochs(model, train_epoch, lambda: {"val_loss": next(val_losses), "val_accuracy": 0.5}, epochs=5,
+               callback_list=callbacks(dataclasses.replace(PARAMS, early_stopping=stop), live=None))  # fmt: skip
+    assert list(weights_at) == [1, 2, 3, 4]
+    assert weights_fingerprint(model) == weights_at[2]
+
+
+def test_dvclive_gets_one_step_per_epoch_with_train_and_eval_metrics(tmp_path):
+    from dvclive import Live
+
+    model = build_model(ModelParams("bn_cnn", 4, 16, 0.0, False, 0, "auto"), seed=0)
+    live = Live(dir=str(tmp_path), save_dvc_exp=False, dvcyaml=False)
+    run_epochs(model, lambda: {"accuracy": 0.5, "loss": 1.0}, lambda: {"val_loss": 0.9, "val_accuracy": 0.6}, 3,
+               callbacks(PARAMS, live))  # fmt: skip
+    assert (tmp_path / "plots/metrics/eval/accuracy.tsv").read_text().splitlines()[1:] == [
+        "0\t0.6", "1\t0.6", "2\t0.6"]  # fmt: skip
+    assert json.loads((tmp_path / "metrics.json").read_text())["train"] == {"accuracy": 0.5, "loss": 1.0}
+
+
+def test_the_weights_fingerprint_changes_with_any_weight():
+    model = build_model(ModelParams("bn_cnn", 4, 16, 0.0, False, 0, "auto"), seed=0)
+    before = weights_fingerprint(model)
+    weights = model.get_weights()
+    weights[-1][0] += 1e-6  # one bias of the classifier
+    model.set_weights(weights)
+    assert weights_fingerprint(model) != before and len(before) == 16

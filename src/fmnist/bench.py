@@ -2,6 +2,9 @@
 
     python -m fmnist.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2] [--out bench.md]
 
+A preset with `train.distribute: multi_worker` (presets/two-workers.yaml) trains with two worker processes on
+this machine, each in its own scratch directory.
+
 Needs data/raw and data/prepared (`dvc repro prepare`). Each preset runs the real `train` and `evaluate` stage
 commands, in a fresh process each as `dvc repro` runs them, in a scratch directory holding params.yaml with the
 preset laid over it; the wall time of those two commands is what the table reports. Run it on an idle machine:
@@ -28,7 +31,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-from fmnist import paths
+from fmnist import distribute, paths
 from fmnist.dataset import load_split
 from fmnist.errors import PipelineError, run_stage
 from fmnist.evaluate import predict_probabilities
@@ -73,6 +76,20 @@ def scratch_workspace(root: Path, params: dict) -> Path:
     return root
 
 
+def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float:
+    """Train with two multi_worker processes on this machine; the chief's wall time (both end together)."""
+    configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in distribute.local_cluster(2)]
+    other = subprocess.Popen([sys.executable, "-m", "fmnist.train"], cwd=worker, env={**os.environ, **configs[1]},
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        seconds, _ = timed([sys.executable, "-m", "fmnist.train"], chief, configs[0])
+    finally:
+        other.wait()  # it ends with the chief: on success, or when the chief's failure breaks its all-reduce
+    if other.returncode != 0:
+        raise PipelineError(f"the second worker failed in {worker} (exit {other.returncode})")
+    return seconds
+
+
 def device() -> str:
     """Where TensorFlow runs the rows: the first GPU it sees, else the CPU."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -82,7 +99,10 @@ def device() -> str:
 def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Result:
     """Train and evaluate with `params` through the stage commands; measure, then read what they wrote."""
     workspace = scratch_workspace(root / name, params)
-    train_seconds, _ = timed([sys.executable, "-m", "fmnist.train"], workspace, env)
+    if params["train"]["distribute"] == "multi_worker":
+        train_seconds = timed_local_workers(workspace, scratch_workspace(root / f"{name}-worker", params), env)
+    else:
+        train_seconds, _ = timed([sys.executable, "-m", "fmnist.train"], workspace, env)
     evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.evaluate"], workspace, env)
     model = load_model(workspace / paths.MODEL_FILE)
     test = load_split("test")

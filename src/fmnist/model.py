@@ -12,11 +12,13 @@ from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.params import ModelParams
 
 
-def build_model(params: ModelParams, seed: int, policy: str = "float32") -> keras.Model:
+def build_model(params: ModelParams, seed: int, policy: str = "float32", sync_batch_norm: bool = False) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
     `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
-    the train stage resolves that (fmnist.precision) and saves a float32 copy.
+    the train stage resolves that (fmnist.precision) and saves a float32 copy. `sync_batch_norm` is for
+    training on several replicas (fmnist.distribute): batch norm then uses the statistics of the global batch,
+    as on one device, and every replica keeps the same moving averages.
     """
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # each layer keeps the policy it was built with
@@ -24,8 +26,10 @@ def build_model(params: ModelParams, seed: int, policy: str = "float32") -> kera
         inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
         x = layers.Rescaling(1 / 255, name="scale")(inputs)  # (N, 28, 28, 1) in [0, 1]
         x = _augment(x, params, seed)
-        body = _seed_body if params.arch == "seed" else _bn_cnn_body
-        x = body(x, params.width)  # (N, features)
+        if params.arch == "seed":
+            x = _seed_body(x, params.width)  # (N, features)
+        else:
+            x = _bn_cnn_body(x, params.width, sync_batch_norm)
         x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
         x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
         # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
@@ -77,7 +81,7 @@ class RandomShift(layers.Layer):
 
 
 def _seed_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
-    """The reference network (with width 32): Conv32-Pool-Conv64-Pool-Conv64, valid padding, ReLU."""
+    """The reference network (with width 32): Conv32-Pool-Conv64-Pool-Conv64, valid padding, ReLU (no batch norm)."""
     x = layers.Conv2D(width, 3, activation="relu", name="conv1")(x)  # (N, 26, 26, w)
     x = layers.MaxPooling2D(name="pool1")(x)  # (N, 13, 13, w)
     x = layers.Conv2D(2 * width, 3, activation="relu", name="conv2")(x)  # (N, 11, 11, 2w)
@@ -86,7 +90,7 @@ def _seed_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
     return layers.Flatten(name="flatten")(x)  # (N, 18w)
 
 
-def _bn_cnn_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
+def _bn_cnn_body(x: keras.KerasTensor, width: int, sync_batch_norm: bool) -> keras.KerasTensor:
     """Three conv-pool-BN-ReLU blocks, each halving the resolution: 28 -> 14 -> 7 -> 3."""
     for block, channels in enumerate((width, 2 * width, 4 * width), start=1):
         # No conv bias: batch norm's shift makes it redundant.
@@ -96,6 +100,6 @@ def _bn_cnn_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
         x = layers.MaxPooling2D(name=f"pool{block}")(x)
         # momentum 0.9 (Keras' default is 0.99): the inference statistics settle within ~50 steps, so short
         # runs (a quick -S train.epochs=1, the tests' tiny slice) evaluate sensibly too.
-        x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{block}")(x)
         x = layers.ReLU(name=f"relu{block}")(x)
     return layers.Flatten(name="flatten")(x)  # (N, 3 * 3 * 4w)

@@ -92,6 +92,9 @@ class TrainParams:
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
+    distribute: Literal["none", "mirrored", "multi_worker"]  # fmnist.distribute: one device, local devices, TF_CONFIG
+    devices: tuple[str, ...] | None  # mirrored only: device names; null = every local GPU, else the CPU
+    peer_timeout_s: float  # multi_worker: how long to wait at start-up for every worker to join
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "train.seed", "must be >= 0", self.seed)
@@ -100,6 +103,9 @@ class TrainParams:
         _require(0 < self.learning_rate <= 1, "train.learning_rate", "must be in (0, 1]", self.learning_rate)
         _require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        _require(self.devices is None or (self.distribute == "mirrored" and len(self.devices) > 0), "train.devices",
+                 "must be null, or a non-empty list when train.distribute is mirrored", self.devices)  # fmt: skip
+        _require(self.peer_timeout_s > 0, "train.peer_timeout_s", "must be > 0", self.peer_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return parse_section(tp, value, key)
     if origin in (types.UnionType, typing.Union):  # only `X | None` is used here
         return None if value is None else _convert(args[0], value, key)
+    if origin is tuple:  # a YAML list of one type, kept as an immutable tuple
+        _require(isinstance(value, list), key, "must be a list", value)
+        return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
     if origin is Literal:
         _require(value in args, key, f"must be one of {', '.join(map(str, args))}", value)
         return value

@@ -1,0 +1,169 @@
+"""Training on several devices and workers: the cluster rules on their own, real runs of the train stage with
+MirroredStrategy on two logical CPUs and with two MultiWorkerMirroredStrategy processes on 127.0.0.1, and the
+Kubeflow TFJob manifest."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+import yaml
+from conftest import REPO_ROOT, VENV_BIN, dvc, set_param
+
+from fmnist.distribute import cluster_from_env, is_chief, killed_unless_done_within, local_cluster, peers_lost_as_error
+from fmnist.errors import PipelineError
+
+SRC = REPO_ROOT / "src"
+
+
+def strategy_with(cluster: dict, task_type: str, task_id: int) -> types.SimpleNamespace:
+    """A stand-in strategy with a cluster resolver for `cluster` ({job: [address, ...]})."""
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(tf.train.ClusterSpec(cluster), task_type=task_type,
+                                                                task_id=task_id)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_the_chief_is_the_chief_task_else_worker_0_else_the_only_process():
+    workers = {"worker": ["a:1", "b:1"]}
+    assert is_chief(strategy_with(workers, "worker", 0)) and not is_chief(strategy_with(workers, "worker", 1))
+    with_chief = {"chief": ["c:1"], **workers}
+    assert is_chief(strategy_with(with_chief, "chief", 0)) and not is_chief(strategy_with(with_chief, "worker", 0))
+    assert is_chief(tf.distribute.get_strategy())
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (None, "TF_CONFIG is not set"),
+    ("{not json", "TF_CONFIG is not a valid cluster and task"),
+    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a valid cluster and task"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "IndexError"),
+])  # fmt: skip
+def test_a_missing_or_broken_tf_config_names_the_problem_and_the_fix(monkeypatch, value, problem):
+    if value is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(PipelineError, match=f"{problem}.*set it on every machine"):
+        cluster_from_env()
+
+
+def test_local_cluster_gives_each_worker_the_same_cluster_and_its_own_index():
+    configs = local_cluster(2)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": 0}, {"type": "worker", "index": 1}]
+    addresses = configs[0]["cluster"]["worker"]
+    assert configs[1]["cluster"]["worker"] == addresses and len(set(addresses)) == 2
+
+
+def test_a_lost_worker_becomes_one_clear_error():
+    with pytest.raises(PipelineError, match="lost contact with another worker .*UnavailableError: peer reset.*restart"):
+        with peers_lost_as_error():
+            raise tf.errors.UnavailableError(None, None, "peer reset\nGRPC details")
+
+
+def watched(seconds_inside: float, bound: float) -> subprocess.CompletedProcess:
+    """A process that spends `seconds_inside` in a `killed_unless_done_within(bound)` block."""
+    code = (f"import time\nfrom fmnist.distribute import killed_unless_done_within\n"
+            f"with killed_unless_done_within({bound}, 'the peer never came'):\n    time.sleep({seconds_inside})\n"
+            "print('finished')")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_the_watchdog_kills_a_block_that_overruns_and_spares_one_that_finishes():
+    start = time.monotonic()
+    overrun = watched(seconds_inside=50, bound=1)
+    assert time.monotonic() - start < 20
+    assert overrun.returncode == -9 and overrun.stderr.strip() == "error: the peer never came"
+    assert "finished" not in overrun.stdout
+    in_time = watched(seconds_inside=0.1, bound=30)
+    assert in_time.returncode == 0 and in_time.stdout.strip() == "finished" and in_time.stderr == ""
+
+
+def test_killed_unless_done_within_lets_exceptions_through():
+    with pytest.raises(ValueError), killed_unless_done_within(30, "unused"):
+        raise ValueError
+
+
+# --- The train stage for real, on the tiny slice -------------------------------------------------------------
+
+
+def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
+    """{path: (size, mtime)} of every file in a workspace, git's and Python's caches left out."""
+    return {p.relative_to(repo).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in repo.rglob("*")
+            if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts}  # fmt: skip
+
+
+def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python", "-m", "fmnist.train")):
+    """`command` (by default the train stage's) in `repo` as one worker of `tf_config`'s cluster."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
+           "TF_CONFIG": json.dumps(tf_config)}  # fmt: skip
+    return subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def fingerprint(stdout: str) -> str:
+    """The weights fingerprint a train run printed."""
+    return stdout.split("weights ")[1].split(";")[0]
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus_trains_the_tiny_slice(pipeline_copy):
+    set_param(pipeline_copy, "train", "distribute", "mirrored")
+    set_param(pipeline_copy, "train", "devices", ["/cpu:0", "/cpu:1"])
+    out = dvc(pipeline_copy, "repro", "evaluate").stdout
+    assert "on 2 replica(s)" in out
+    assert json.loads((pipeline_copy / "metrics/test.json").read_text())["test"]["accuracy"] > 0.3  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_two_local_workers_end_with_the_same_weights_and_only_the_chief_writes(pipeline_copy, tmp_path):
+    set_param(pipeline_copy, "train", "distribute", "multi_worker")
+    set_param(pipeline_copy, "train", "epochs", 1)
+    other = Path(shutil.copytree(pipeline_copy, tmp_path / "other", symlinks=True))  # the second machine
+    before = workspace_files(other)
+    chief_config, other_config = local_cluster(2)
+    # As on real machines: the chief runs the stage under DVC, which records its outputs; the other worker runs
+    # the stage's command alone.
+    workers = [start_train(pipeline_copy, chief_config, ("dvc", "repro", "train")), start_train(other, other_config)]
+    (chief_out, chief_err), (other_out, other_err) = (w.communicate(timeout=600) for w in workers)
+    assert [w.returncode for w in workers] == [0, 0], chief_err[-2000:] + other_err[-2000:]
+    assert "on 2 replica(s)" in chief_out and "saved in float32" in chief_out
+    assert fingerprint(chief_out) == fingerprint(other_out)
+    assert workspace_files(other) == before  # no model, no logs, no temporary files
+    evaluated = dvc(pipeline_copy, "repro", "evaluate").stdout
+    assert "Running stage 'train'" not in evaluated  # DVC recorded the chief's outputs
+    assert json.loads((pipeline_copy / "metrics/test.json").read_text())["test"]["accuracy"] > 0.3  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_fails_within_the_bound_and_writes_nothing(pipeline_copy):
+    set_param(pipeline_copy, "train", "distribute", "multi_worker")
+    set_param(pipeline_copy, "train", "peer_timeout_s", 5)
+    before = workspace_files(pipeline_copy)
+    start = time.monotonic()
+    lonely = start_train(pipeline_copy, local_cluster(2)[0])
+    _, stderr = lonely.communicate(timeout=120)
+    assert time.monotonic() - start < 5 + 60  # the bound, plus importing TensorFlow
+    assert lonely.returncode != 0
+    assert "error: worker 0 could not reach every worker in TF_CONFIG" in stderr
+    assert "within train.peer_timeout_s = 5 s; start the train stage on all of them" in stderr
+    assert workspace_files(pipeline_copy) == before
+
+
+def test_the_tfjob_manifest_runs_the_train_stage_command_in_the_container_the_operator_configures():
+    manifest = yaml.safe_load((REPO_ROOT / "docs/tfjob.yaml").read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("kubeflow.org/v1", "TFJob")
+    stage_command = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    specs = manifest["spec"]["tfReplicaSpecs"]
+    assert set(specs) == {"Chief", "Worker"}
+    scripts = {}
+    for role, spec in specs.items():
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["name"] == "tensorflow"  # where the operator sets TF_CONFIG
+        scripts[role] = container["args"][0]
+    assert stage_command in scripts["Worker"]
+    assert "dvc exp run --name tfjob-train train" in scripts["Chief"]  # DVC runs the same command there
