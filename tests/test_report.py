@@ -120,7 +120,8 @@ def test_workflow_reproduces_builds_the_report_and_posts_one_comment():
     doc = workflow()
     script = "\n".join(step_runs(doc))
     assert "apt-get install -y dataset-fashion-mnist" in script
-    assert "pip install -e ." in script
+    assert ".github/dvc-remote.sh" in script  # installs the project and the remote's plugin (sweep.yml too)
+    assert "pip install -e ." in (REPO_ROOT / ".github/dvc-remote.sh").read_text()
     assert "dvc repro --pull --allow-missing" in script and re.search(r"^\s*dvc repro$", script, re.M)
     assert doc["jobs"]["report"]["env"]["BASE_REF"] == "origin/${{ github.base_ref }}"
     assert 'python -m fmnist.report --base "$BASE_REF"' in script

@@ -51,9 +51,9 @@ def cluster_from_env() -> dict:
         raise PipelineError(f"train.distribute is multi_worker but TF_CONFIG is not set; {fix}")
     try:
         config = json.loads(raw)
-        task, cluster = config["task"], config["cluster"]
-        addresses = cluster[task["type"]]
-        addresses[task["index"]]
+        addresses, index = config["cluster"][config["task"]["type"]], config["task"]["index"]
+        if not (isinstance(index, int) and 0 <= index < len(addresses)):
+            raise IndexError(f"task index {index!r} is not one of the {len(addresses)} addresses of its type")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise PipelineError(f"TF_CONFIG is not a valid cluster and task ({type(exc).__name__}: {exc}); {fix}") from None
     return config
