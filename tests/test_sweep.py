@@ -87,7 +87,7 @@ def clone(origin: Path, dest: Path) -> Path:
 @pytest.mark.slow
 def test_two_runners_share_experiments_and_a_third_clone_collects_and_applies_the_best(pipeline_copy, tmp_path):
     origin, storage = tmp_path / "origin.git", tmp_path / "storage"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)  # clones check out main
     dvc(pipeline_copy, "remote", "add", "-d", "storage", str(storage))
     git_commit(pipeline_copy, "tiny pipeline, its outputs and the DVC remote")
     dvc(pipeline_copy, "push")
@@ -102,12 +102,16 @@ def test_two_runners_share_experiments_and_a_third_clone_collects_and_applies_th
         assert run(["git", "status", "--porcelain"], runner).stdout == ""  # --temp left the workspace alone
 
     collector = clone(origin, tmp_path / "collector")
-    table = fmnist(collector, "sweep", "collect", "--prefix", "t").splitlines()
+    table = fmnist(collector, "sweep", "collect", "--prefix", "t").splitlines()  # stdout: the table alone
+    assert table[0].startswith("| rank | experiment |"), table
     ranked = [line.split(" | ")[1] for line in table[2:]]
     assert sorted(ranked) == ["t-1", "t-2"], table
     assert "train.epochs=1" in next(line for line in table if "t-1" in line)
-    listed = dvc(collector, "exp", "show", "--no-pager").stdout
-    assert "t-1" in listed and "t-2" in listed
+    listed = dvc(collector, "exp", "show", "--csv").stdout.splitlines()  # DVC's own view lists both, with metrics
+    header = listed[0].split(",")
+    rows = {line.split(",")[header.index("Experiment")]: line.split(",") for line in listed[1:]}
+    assert {"t-1", "t-2"} <= set(rows)
+    assert all(float(rows[name][header.index("test.accuracy")]) > 0 for name in ("t-1", "t-2"))
 
     best = ranked[0]
     best_accuracy = float(table[2].split(" | ")[2])

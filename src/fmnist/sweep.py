@@ -66,8 +66,9 @@ def share(sets: list[list[str]], number: int, count: int) -> list[int]:
 
 
 def dvc(*args: str, capture: bool = False) -> str:
-    """Run `dvc ARGS` (its output shown as it runs unless captured, then returned); stop the sweep if it fails."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE if capture else None,
+    """Run `dvc ARGS`; return its output if captured, else show it on stderr (our stdout is the result alone,
+    which the workflow appends to its summary). Stop the sweep if it fails."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE if capture else sys.stderr,
                             text=True)  # fmt: skip
     if result.returncode != 0:
         raise PipelineError(f"`dvc {' '.join(args)}` failed (exit {result.returncode}); see DVC's message above")
