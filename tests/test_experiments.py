@@ -2,24 +2,22 @@
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import dvc, git_commit, run
 
+from fmnist import sweep
+
 pytestmark = pytest.mark.slow
 
 QUEUE_TIMEOUT_S = 300
 
 
-def experiments(repo: Path) -> Iterator[tuple[str, dict]]:
-    """(name, data) of every experiment in `dvc exp show --json` (baselines and workspace left out)."""
-    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp["revs"]:
-                yield rev["name"], rev["data"]
+def experiments(repo: Path) -> dict[str, dict]:
+    """{name: data} of every experiment in `repo`'s `dvc exp show --json`, read as `fmnist sweep collect` reads it."""
+    return sweep.experiments(json.loads(dvc(repo, "exp", "show", "--json").stdout))
 
 
 def exp_params(data: dict) -> dict:
