@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from fmnist.dataset import RELEASE_FILES, ReleaseFile
-from fmnist.fetch import DEBIAN_DIR
-from fmnist.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
-from fmnist.presets import deep_merge
+from fmnist.lib.dataset import RELEASE_FILES, ReleaseFile
+from fmnist.stages.fetch import DEBIAN_DIR
+from fmnist.lib.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment running the tests

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmnist import atomic
+from fmnist.lib import atomic
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):

@@ -1,6 +1,6 @@
 """The benchmark's table: medians of repeated runs and ratios to the first row (pure functions, no training)."""
 
-from fmnist.bench import Result, accuracy_cell, median_run, table
+from fmnist.tools.bench import Result, accuracy_cell, median_run, table
 
 
 def run(name: str, accuracy: float, train: float, evaluate: float = 2.0) -> Result:

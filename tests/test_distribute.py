@@ -17,8 +17,8 @@ import tensorflow as tf
 import yaml
 from conftest import REPO_ROOT, VENV_BIN, dvc, set_param
 
-from fmnist.distribute import cluster_from_env, is_chief, killed_unless_done_within, local_cluster, peers_lost_as_error
-from fmnist.errors import PipelineError
+from fmnist.nn.distribute import cluster_from_env, is_chief, killed_unless_done_within, local_cluster, peers_lost_as_error
+from fmnist.lib.errors import PipelineError
 
 SRC = REPO_ROOT / "src"
 
@@ -68,7 +68,7 @@ def test_a_lost_worker_becomes_one_clear_error():
 
 def watched(seconds_inside: float, bound: float) -> subprocess.CompletedProcess:
     """A process that spends `seconds_inside` in a `killed_unless_done_within(bound)` block."""
-    code = (f"import time\nfrom fmnist.distribute import killed_unless_done_within\n"
+    code = (f"import time\nfrom fmnist.nn.distribute import killed_unless_done_within\n"
             f"with killed_unless_done_within({bound}, 'the peer never came'):\n    time.sleep({seconds_inside})\n"
             "print('finished')")  # fmt: skip
     return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
@@ -103,7 +103,7 @@ def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
             and not p.relative_to(repo).as_posix().startswith(".dvc/tmp/")}  # fmt: skip
 
 
-def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python", "-m", "fmnist.train")):
+def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python", "-m", "fmnist.stages.train")):
     """`command` (by default the train stage's) in `repo` as one worker of `tf_config`'s cluster."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
            "TF_CONFIG": json.dumps(tf_config)}  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist import paths
+from fmnist.lib import paths
 from conftest import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
@@ -17,7 +17,7 @@ EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
     "fetch": ["fetch"], "prepare": ["prepare"], "train": ["model", "train"],
     "evaluate": ["evaluate"], "export": ["export"], "plot_errors": ["plot_errors"],
 }  # fmt: skip
-EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.paths
+EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.paths
     "fetch": (set(), {paths.RAW_DIR}),
     "prepare": ({paths.RAW_DIR}, {paths.PREPARED_DIR}),
     "train": ({paths.PREPARED_DIR}, {paths.MODEL_FILE, paths.TRAIN_LOG_DIR / "plots", paths.TRAIN_LOG_DIR / "metrics.json"}),
@@ -29,20 +29,26 @@ EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.paths
 }  # fmt: skip
 
 
+def module_file(module: str) -> Path:
+    """src/fmnist/a/b.py for "fmnist.a.b"."""
+    return PACKAGE.parent / f"{module.replace('.', '/')}.py"
+
+
 def fmnist_imports(module: str) -> set[str]:
-    """Modules of the fmnist package that `module` imports, transitively (by reading the source)."""
+    """Modules of the fmnist package that `module` imports, transitively (by reading the source).
+
+    Subpackages' __init__.py files hold only a docstring, so they are not dependencies.
+    """
     found, todo = set(), [module]
     while todo:
         name = todo.pop()
         if name in found:
             continue
         found.add(name)
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "fmnist":
-                todo += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist."):
-                todo.append(node.module.removeprefix("fmnist."))
+        for node in ast.walk(ast.parse(module_file(name).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist"):
+                submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+                todo += [m for m in submodules if module_file(m).is_file()] or [node.module]
     return found
 
 
@@ -53,8 +59,9 @@ def names(entries: list) -> set[str]:
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_code_deps_are_exactly_the_imported_modules(stage):
     code_deps = {d for d in STAGES[stage]["deps"] if d.startswith("src/")}
-    assert code_deps == {f"src/fmnist/{m}.py" for m in fmnist_imports(stage)}
-    assert STAGES[stage]["cmd"] == f"python -m fmnist.{stage}"
+    module = f"fmnist.stages.{stage}"
+    assert code_deps == {module_file(m).relative_to(REPO_ROOT).as_posix() for m in fmnist_imports(module)}
+    assert STAGES[stage]["cmd"] == f"python -m {module}"
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -80,7 +87,7 @@ def test_package_init_only_quiets_tensorflow():
 
 
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():
-    from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
+    from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 
     artifact = PIPELINE["artifacts"]["fashion-cnn"]
     assert artifact["path"] == str(paths.MODEL_FILE) and artifact["type"] == "model"

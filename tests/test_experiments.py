@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import dvc, git_commit, run
 
-from fmnist import sweep
+from fmnist.tools import sweep
 
 pytestmark = pytest.mark.slow
 

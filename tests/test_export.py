@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
-from fmnist.model import build_model
-from fmnist.params import ModelParams
+from fmnist.stages.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
+from fmnist.nn.model import build_model
+from fmnist.lib.params import ModelParams
 
 SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
 

@@ -35,9 +35,9 @@ from pathlib import Path
 import kagglehub.config
 import pytest
 
-from fmnist import fetch
-from fmnist.fetch import OFFLINE_HINT, FetchError
-from fmnist.params import FetchParams
+from fmnist.stages import fetch
+from fmnist.stages.fetch import OFFLINE_HINT, FetchError
+from fmnist.lib.params import FetchParams
 from conftest import REPO_ROOT
 HANDLE = "zalando-research/fashionmnist/versions/4"
 OWNER, SLUG, VERSION = "zalando-research", "fashionmnist", 4
@@ -346,7 +346,7 @@ def test_download_with_kagglehub_returns_the_cached_bundle(kaggle_env, fake_kagg
 
 
 def test_stage_with_kaggle_not_found_exits_1_with_one_line_and_keeps_data_raw(tmp_path, kaggle_env, fake_kaggle):
-    """`python -m fmnist.fetch` with fetch.source: kaggle and Kaggle answering 404 exits 1 with exactly one line
+    """`python -m fmnist.stages.fetch` with fetch.source: kaggle and Kaggle answering 404 exits 1 with exactly one line
     on stderr, `error: ...` naming Kaggle and the alternatives, and leaves an earlier data/raw/ untouched."""
     project = tmp_path / "project"
     project.mkdir()
@@ -359,7 +359,7 @@ def test_stage_with_kaggle_not_found_exits_1_with_one_line_and_keeps_data_raw(tm
     fake_kaggle.serve_not_found()
 
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist.fetch"], cwd=project, env=dict(os.environ), capture_output=True, text=True,
+        [sys.executable, "-m", "fmnist.stages.fetch"], cwd=project, env=dict(os.environ), capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr

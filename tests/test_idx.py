@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from fmnist.idx import IdxFormatError, encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.lib.idx import IdxFormatError, encode_idx, parse_idx, read_maybe_gzip, sha256_hex
 
 
 def test_real_files_have_the_release_shapes(real_release):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmnist import metrics
+from fmnist.lib import metrics
 
 TRUE = np.array([0, 0, 0, 1, 1, 2])
 PRED = np.array([0, 0, 1, 1, 2, 2])

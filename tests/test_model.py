@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.errors import PipelineError
-from fmnist.model import build_model
-from fmnist.modelio import load_model, save_model
-from fmnist.params import ModelParams
+from fmnist.lib.errors import PipelineError
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import load_model, save_model
+from fmnist.lib.params import ModelParams
 
 SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0, precision="float32")
 SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2, precision="auto")
@@ -71,7 +71,7 @@ def test_safe_mode_refuses_a_model_with_code_in_it(tmp_path):
 
 
 def test_random_shift_moves_whole_images_by_at_most_max_px():
-    from fmnist.model import RandomShift
+    from fmnist.nn.model import RandomShift
 
     image = np.zeros((1, 28, 28, 1), np.float32)
     image[0, 10:14, 12:15, 0] = 1.0  # a 4x3 block, far from the border

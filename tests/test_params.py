@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from fmnist.params import ParamsError, Params, load_params, parse_params
+from fmnist.lib.params import ParamsError, Params, load_params, parse_params
 from conftest import REPO_ROOT
 
 
@@ -103,7 +103,7 @@ def test_yaml_objects_are_not_constructed(tmp_path):
 @pytest.mark.parametrize("epochs", [1, 2, 100])
 def test_the_default_params_accept_any_epoch_budget(raw, epochs):
     # `dvc exp run -S train.epochs=1` is the first quick check people try: the warmup is a share of the budget.
-    from fmnist.train import learning_rate_schedule
+    from fmnist.stages.train import learning_rate_schedule
 
     params = parse_params(with_value(raw, "train.epochs", epochs)).train
     schedule = learning_rate_schedule(params, steps_per_epoch=210)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.photo import NoGarmentError, to_fashion_mnist
-from fmnist.predict_bench import photo_like_jpeg
+from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
+from fmnist.tools.predict_bench import photo_like_jpeg
 
 
 def garment(size=(60, 40), box=(15, 10, 45, 30), colour=(40, 60, 200), background="white") -> Image.Image:

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 from matplotlib.image import imread
 
-from fmnist.dataset import CLASS_NAMES
-from fmnist.fetch import DEBIAN_DIR
+from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.stages.fetch import DEBIAN_DIR
 from conftest import dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow

@@ -3,8 +3,8 @@
 import numpy as np
 from matplotlib.image import imread
 
-from fmnist import plots
-from fmnist.plot_errors import misclassified_indices, sample_indices, save_figure
+from fmnist.lib import plots
+from fmnist.stages.plot_errors import misclassified_indices, sample_indices, save_figure
 
 
 def probabilities_for(predicted: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fmnist.precision import FLOAT32, MIXED_BF16, Resolution, choose, cpu_flags, resolve_cpu, resolve_gpus
+from fmnist.nn.precision import FLOAT32, MIXED_BF16, Resolution, choose, cpu_flags, resolve_cpu, resolve_gpus
 
 BF16_X86 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 AMX_X86 = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"})

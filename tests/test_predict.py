@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.dataset import CLASS_NAMES
-from fmnist.model import build_model
-from fmnist.modelio import save_model
-from fmnist.params import ModelParams
-from fmnist.predict import predict_sources
-from fmnist.predict_bench import photo_like_jpeg, write_photos
+from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import save_model
+from fmnist.lib.params import ModelParams
+from fmnist.apps.predict import predict_sources
+from fmnist.tools.predict_bench import photo_like_jpeg, write_photos
 from conftest import VENV_BIN, run
 
 TINY = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
@@ -135,7 +135,7 @@ def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
 
 
 def test_a_directory_is_predicted_in_batches_by_one_model(tiny_model_file, tmp_path, real_release):
-    from fmnist.modelio import load_model
+    from fmnist.nn.modelio import load_model
 
     write_photos(real_release["t10k-images-idx3-ubyte"][:300], tmp_path)
     model = load_model(tiny_model_file)
@@ -150,8 +150,8 @@ def test_a_directory_is_predicted_in_batches_by_one_model(tiny_model_file, tmp_p
 @pytest.mark.slow
 def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release):
     """1,000 test images as photo-like JPEGs through the real command, against the arrays, with a trained model."""
-    from fmnist.predict import predict_images
-    from fmnist.train import one_hot
+    from fmnist.apps.predict import predict_images
+    from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
     model = build_model(dataclasses.replace(TINY, width=8, dense_units=64), seed=0)

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from fmnist.dataset import Split, load_split, save_split
-from fmnist.errors import PipelineError
-from fmnist.idx import encode_idx
-from fmnist.params import PrepareParams
-from fmnist.prepare import read_raw_split, split_train_val, stratified_sample
+from fmnist.lib.dataset import Split, load_split, save_split
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.idx import encode_idx
+from fmnist.lib.params import PrepareParams
+from fmnist.stages.prepare import read_raw_split, split_train_val, stratified_sample
 
 
 @pytest.fixture

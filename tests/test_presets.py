@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from fmnist.errors import PipelineError
-from fmnist.params import parse_params
-from fmnist.presets import deep_merge, load_preset, overrides_as_flags
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import parse_params
+from fmnist.tools.presets import deep_merge, load_preset, overrides_as_flags
 from conftest import REPO_ROOT
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "presets").glob("*.yaml"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist.registry import ARTIFACT
+from fmnist.apps.registry import ARTIFACT
 from conftest import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_fmnist_finds_a_registered_model_by_stage_or_version(registry, tmp_path)
     gto(repo, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "staging")
     # In a child process, as `fmnist predict` runs it: DVC sets up its own logging, which outlives a test.
     for selector, expected in (("stage='staging'", "v2.0.0"), ("version='v1.0.0'", "v1.0.0")):
-        code = f"from fmnist.registry import registered_model; print(registered_model({str(repo)!r}, {selector}))"
+        code = f"from fmnist.apps.registry import registered_model; print(registered_model({str(repo)!r}, {selector}))"
         found = run([str(VENV_BIN / "python"), "-c", code], tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
         path = Path(found.stdout.strip().splitlines()[-1])
         assert path.is_relative_to(tmp_path / "cache") and path.read_bytes() == versions[expected]
@@ -111,9 +111,9 @@ def test_the_release_workflow_reads_what_a_tag_says(registry):
     gto(repo, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "prod", "--force")  # a new tag, whatever came before
     tags = run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split()
     newest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
-    parsed = run([str(VENV_BIN / "python"), "-m", "fmnist.release", "parse-tag", newest], repo).stdout
+    parsed = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", newest], repo).stdout
     assert parsed.splitlines() == [f"name={ARTIFACT}", "version=v2.0.0", "stage=prod", "event=assignment"]
-    registration = run([str(VENV_BIN / "python"), "-m", "fmnist.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo)
+    registration = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo)
     assert registration.stdout.splitlines() == [f"name={ARTIFACT}", "version=v1.0.0", "stage=", "event=registration"]
-    bad = run([str(VENV_BIN / "python"), "-m", "fmnist.release", "parse-tag", "v1.0.0"], repo, check=False)
+    bad = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", "v1.0.0"], repo, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: v1.0.0 is not a GTO tag")

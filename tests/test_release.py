@@ -5,11 +5,11 @@ import json
 import keras
 import yaml
 
-from fmnist.dataset import CLASS_NAMES, RELEASE_FILES
-from fmnist.model import build_model
-from fmnist.modelio import save_model
-from fmnist.params import ModelParams
-from fmnist.release import model_card, smoke_accuracy
+from fmnist.lib.dataset import CLASS_NAMES, RELEASE_FILES
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import save_model
+from fmnist.lib.params import ModelParams
+from fmnist.tools.release import model_card, smoke_accuracy
 from conftest import REPO_ROOT
 
 WORKFLOW = yaml.safe_load((REPO_ROOT / ".github/workflows/release.yml").read_text())
@@ -36,6 +36,6 @@ def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
 def test_the_workflow_runs_on_stage_assignments_and_calls_these_steps():
     assert WORKFLOW[True]["push"]["tags"] == ["fashion-cnn#*#*"]  # YAML reads the key `on` as True
     script = "\n".join(step.get("run", "") for step in WORKFLOW["jobs"]["release"]["steps"])
-    for command in ("python -m fmnist.release parse-tag", "dvc artifacts get . fashion-cnn --rev",
-                    "python -m fmnist.release smoke", "python -m fmnist.release card", "gh release create"):
+    for command in ("python -m fmnist.tools.release parse-tag", "dvc artifacts get . fashion-cnn --rev",
+                    "python -m fmnist.tools.release smoke", "python -m fmnist.tools.release card", "gh release create"):
         assert command in script

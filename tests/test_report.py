@@ -1,4 +1,4 @@
-"""`python -m fmnist.report`: the formatting functions, the CI workflow that posts it, and a real two-commit run."""
+"""`python -m fmnist.tools.report`: the formatting functions, the CI workflow that posts it, and a real two-commit run."""
 
 import json
 import re
@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, dvc, git_commit, run, set_param
 
-from fmnist import report
+from fmnist.tools import report
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
 
@@ -124,7 +124,7 @@ def test_workflow_reproduces_builds_the_report_and_posts_one_comment():
     assert "pip install -e ." in (REPO_ROOT / ".github/dvc-remote.sh").read_text()
     assert "dvc repro --pull --allow-missing" in script and re.search(r"^\s*dvc repro$", script, re.M)
     assert doc["jobs"]["report"]["env"]["BASE_REF"] == "origin/${{ github.base_ref }}"
-    assert 'python -m fmnist.report --base "$BASE_REF"' in script
+    assert 'python -m fmnist.tools.report --base "$BASE_REF"' in script
     assert re.search(r"gh pr comment \S+ --edit-last --body-file report\.md \\\s*\|\| gh pr comment \S+ --body-file "
                      r"report\.md", script)  # fmt: skip
     comment = next(s for s in doc["jobs"]["report"]["steps"] if "gh pr comment" in s.get("run", ""))
@@ -143,8 +143,8 @@ def test_workflow_shell_scripts_parse():
 
 
 def report_cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m fmnist.report ARGS` in `repo` with the repo's own src/ importable."""
-    return run([sys.executable, "-m", "fmnist.report", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
+    """Run `python -m fmnist.tools.report ARGS` in `repo` with the repo's own src/ importable."""
+    return run([sys.executable, "-m", "fmnist.tools.report", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
 
 
 def accuracy_of(repo: Path, rev: str | None = None) -> float:

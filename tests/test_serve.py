@@ -15,11 +15,11 @@ import keras
 import pytest
 from PIL import Image
 
-from fmnist.dataset import CLASS_NAMES
-from fmnist.model import build_model
-from fmnist.modelio import save_model
-from fmnist.params import ModelParams
-from fmnist.predict_bench import photo_like_jpeg
+from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import save_model
+from fmnist.lib.params import ModelParams
+from fmnist.tools.predict_bench import photo_like_jpeg
 from conftest import VENV_BIN
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import dvc, git_commit, run
 
-from fmnist.errors import PipelineError
-from fmnist.sweep import check_prefix, parse_sets, parse_worker, ranking, share
+from fmnist.lib.errors import PipelineError
+from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
 
 def test_sets_are_a_json_list_of_override_lists():

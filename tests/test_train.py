@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist.dataset import Split
-from fmnist.errors import PipelineError
-from fmnist.model import build_model
-from fmnist.params import EarlyStoppingParams, ModelParams, TrainParams
-from fmnist.train import (
+from fmnist.lib.dataset import Split
+from fmnist.lib.errors import PipelineError
+from fmnist.nn.model import build_model
+from fmnist.lib.params import EarlyStoppingParams, ModelParams, TrainParams
+from fmnist.stages.train import (
     as_float32,
     callbacks,
     check_batch_size,

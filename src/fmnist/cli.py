@@ -8,8 +8,9 @@
 import argparse
 import sys
 
-from fmnist import predict, serve, sweep
-from fmnist.errors import run_stage
+from fmnist.apps import predict, serve
+from fmnist.tools import sweep
+from fmnist.lib.errors import run_stage
 
 
 def parser() -> argparse.ArgumentParser:

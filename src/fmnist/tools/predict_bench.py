@@ -1,7 +1,7 @@
 """How well and how fast `fmnist predict` works on photos: accuracy on photo-like JPEGs against the same images
 as arrays, the time of one `fmnist predict one.jpg` from the shell, and images per second.
 
-    python -m fmnist.predict_bench [--model models/model.keras] [--count 1000] [--out predict-bench.md]
+    python -m fmnist.tools.predict_bench [--model models/model.keras] [--count 1000] [--out predict-bench.md]
 
 Needs data/prepared (`dvc repro prepare`). The photos are the first COUNT test images, negated to a white
 background, upscaled 4-8x, placed with white margins on a larger canvas and saved as RGB JPEGs: what a product
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist import paths
-from fmnist.dataset import CLASS_NAMES, load_split
-from fmnist.errors import run_stage
+from fmnist.lib import paths
+from fmnist.lib.dataset import CLASS_NAMES, load_split
+from fmnist.lib.errors import run_stage
 
 
 def photo_like_jpeg(sample: np.ndarray, scale: int = 6, margins: tuple[int, int] = (30, 50)) -> bytes:
@@ -60,8 +60,8 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
-    from fmnist.modelio import load_model
-    from fmnist.predict import predict_images
+    from fmnist.nn.modelio import load_model
+    from fmnist.apps.predict import predict_images
 
     test = load_split("test")
     images, labels = test.images[:count, ..., 0], test.labels[:count]
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="test images made into photos (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
-    text = report(measure(args.model, args.count), args.count, " ".join(["python -m fmnist.predict_bench", *sys.argv[1:]]))
+    text = report(measure(args.model, args.count), args.count, " ".join(["python -m fmnist.tools.predict_bench", *sys.argv[1:]]))
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

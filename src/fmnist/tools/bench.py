@@ -1,6 +1,6 @@
 """Benchmark on the real data: the seed's plain script, then the seed, default and fast presets, one table.
 
-    python -m fmnist.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2] [--out bench.md]
+    python -m fmnist.tools.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2] [--out bench.md]
 
 A preset with `train.distribute: multi_worker` (presets/two-workers.yaml) trains with two worker processes on
 this machine, each in its own scratch directory.
@@ -31,13 +31,14 @@ import keras
 import tensorflow as tf
 import yaml
 
-from fmnist import distribute, paths
-from fmnist.dataset import load_split
-from fmnist.errors import PipelineError, run_stage
-from fmnist.evaluate import predict_probabilities
-from fmnist.modelio import load_model
-from fmnist.params import load_params
-from fmnist.presets import deep_merge, load_preset
+from fmnist.lib import paths
+from fmnist.nn import distribute
+from fmnist.lib.dataset import load_split
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.stages.evaluate import predict_probabilities
+from fmnist.nn.modelio import load_model
+from fmnist.lib.params import load_params
+from fmnist.tools.presets import deep_merge, load_preset
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,10 @@ def scratch_workspace(root: Path, params: dict) -> Path:
 def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float:
     """Train with two multi_worker processes on this machine; the chief's wall time (both end together)."""
     configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in distribute.local_cluster(2)]
-    other = subprocess.Popen([sys.executable, "-m", "fmnist.train"], cwd=worker, env={**os.environ, **configs[1]},
+    other = subprocess.Popen([sys.executable, "-m", "fmnist.stages.train"], cwd=worker, env={**os.environ, **configs[1]},
                              stdout=subprocess.DEVNULL)  # fmt: skip
     try:
-        seconds, _ = timed([sys.executable, "-m", "fmnist.train"], chief, configs[0])
+        seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], chief, configs[0])
     finally:
         other.wait()  # it ends with the chief: on success, or when the chief's failure breaks its all-reduce
     if other.returncode != 0:
@@ -102,8 +103,8 @@ def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Resu
     if params["train"]["distribute"] == "multi_worker":
         train_seconds = timed_local_workers(workspace, scratch_workspace(root / f"{name}-worker", params), env)
     else:
-        train_seconds, _ = timed([sys.executable, "-m", "fmnist.train"], workspace, env)
-    evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.evaluate"], workspace, env)
+        train_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], workspace, env)
+    evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.evaluate"], workspace, env)
     model = load_model(workspace / paths.MODEL_FILE)
     test = load_split("test")
     start = time.perf_counter()
@@ -119,7 +120,7 @@ def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Resu
 def run_reference(root: Path, params: dict, env: dict[str, str]) -> Result:
     """The seed's plain Keras script, as one process: its fit and evaluate are both in the measured time."""
     workspace = scratch_workspace(root / "reference", params)  # the script reads data/raw only
-    seconds, stdout = timed([sys.executable, "-m", "fmnist.reference"], workspace, env)
+    seconds, stdout = timed([sys.executable, "-m", "fmnist.tools.reference"], workspace, env)
     report = json.loads(stdout.strip().splitlines()[-1])
     return Result("seed script (plain Keras)", report["test_accuracy"], seconds, 0.0, report["evaluate_seconds"],
                   report["parameters"], report["epochs"], f"{device()}, float32")  # fmt: skip
@@ -188,7 +189,7 @@ def main() -> None:
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}
     rounds = [run_round(base, presets, not args.no_reference, env) for _ in range(args.repeats)]
-    command = " ".join(["python -m fmnist.bench", *sys.argv[1:]])
+    command = " ".join(["python -m fmnist.tools.bench", *sys.argv[1:]])
     report = (f"{table([list(runs) for runs in zip(*rounds)])}\n\n"
               f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}"
               f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n")  # fmt: skip

@@ -12,9 +12,9 @@ import time
 import keras
 from keras import layers
 
-from fmnist import paths
-from fmnist.errors import run_stage
-from fmnist.prepare import read_raw_split
+from fmnist.lib import paths
+from fmnist.lib.errors import run_stage
+from fmnist.stages.prepare import read_raw_split
 
 
 def build_reference_model() -> keras.Model:

@@ -1,4 +1,4 @@
-"""`python -m fmnist.report`: the pull-request review report, the same locally as in CI.
+"""`python -m fmnist.tools.report`: the pull-request review report, the same locally as in CI.
 
 Compares the workspace with a base revision using DVC's own diffs and writes report.md: the test accuracy
 at the base and in the workspace with the signed delta first, then `dvc params diff` and `dvc metrics diff`
@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fmnist import atomic, paths
-from fmnist.errors import PipelineError, run_stage
+from fmnist.lib import atomic, paths
+from fmnist.lib.errors import PipelineError, run_stage
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
@@ -138,7 +138,7 @@ def dvc_output(*args: str) -> str:
 def check_base(rev: str) -> None:
     """Fail with a one-line message unless `rev` names a commit of this git repository."""
     if not Path("dvc.yaml").is_file():
-        raise PipelineError("dvc.yaml not found; run `python -m fmnist.report` from the repository root")
+        raise PipelineError("dvc.yaml not found; run `python -m fmnist.tools.report` from the repository root")
     if rev.startswith("-") or capture(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]).returncode:
         raise PipelineError(f"unknown base revision {rev!r}; `git fetch` it or pass another --base")
 
@@ -206,7 +206,7 @@ def metrics_table(rev: str, targets: Sequence[Path], show_all: bool) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: --base, --out, --plots-dir."""
-    parser = argparse.ArgumentParser(prog="python -m fmnist.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.tools.report", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=DEFAULT_BASE, help="git revision to compare with (default: main)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: report.md)")
     parser.add_argument("--plots-dir", type=Path, default=DEFAULT_PLOTS_DIR,

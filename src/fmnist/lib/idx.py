@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.errors import PipelineError
+from fmnist.lib.errors import PipelineError
 
 UINT8_TYPE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"

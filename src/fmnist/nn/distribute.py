@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from fmnist.errors import PipelineError
-from fmnist.params import TrainParams
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import TrainParams
 
 README_SECTION = "README, Training on several devices and machines"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import atomic, paths
+from fmnist.lib import atomic, paths
 
 # Index = label. Names from the dataset's README (zalandoresearch/fashion-mnist).
 CLASS_NAMES = (

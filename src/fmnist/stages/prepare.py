@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import atomic, paths
-from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, Split, save_split
-from fmnist.errors import PipelineError, run_stage
-from fmnist.idx import parse_idx, read_maybe_gzip
-from fmnist.params import PrepareParams, load_params
+from fmnist.lib import atomic, paths
+from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES, Split, save_split
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.idx import parse_idx, read_maybe_gzip
+from fmnist.lib.params import PrepareParams, load_params
 
 RAW_NAMES = {  # split -> (images file, labels file) in data/raw
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -1,8 +1,8 @@
 """The release workflow's steps (.github/workflows/release.yml), runnable and testable on any machine.
 
-    python -m fmnist.release parse-tag TAG                  name=, version=, stage=, event= lines (GITHUB_OUTPUT)
-    python -m fmnist.release smoke MODEL [--count 100]      predict test images with MODEL; fail below 0.85
-    python -m fmnist.release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
+    python -m fmnist.tools.release parse-tag TAG                  name=, version=, stage=, event= lines (GITHUB_OUTPUT)
+    python -m fmnist.tools.release smoke MODEL [--count 100]      predict test images with MODEL; fail below 0.85
+    python -m fmnist.tools.release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
 
 `card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, export.json).
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
-from fmnist.errors import PipelineError, run_stage
-from fmnist.registry import ARTIFACT
+from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.apps.registry import ARTIFACT
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -37,8 +37,8 @@ def parse_tag(tag: str, repo: str = ".") -> dict[str, str]:
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the model file on a few images, through the same code as `fmnist predict`."""
-    from fmnist.modelio import load_model
-    from fmnist.predict import predict_images
+    from fmnist.nn.modelio import load_model
+    from fmnist.apps.predict import predict_images
 
     return float(np.mean(predict_images(load_model(model_path), images).argmax(axis=1) == labels))
 
@@ -91,7 +91,7 @@ def main() -> None:
     elif args.verb == "card":
         print(model_card(args.version, args.stage, args.commit), end="")
     else:
-        from fmnist.dataset import load_split
+        from fmnist.lib.dataset import load_split
 
         test = load_split("test")
         accuracy = smoke_accuracy(args.model, test.images[: args.count], test.labels[: args.count])

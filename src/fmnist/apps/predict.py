@@ -4,7 +4,7 @@
                    [--top 3] [--format table|json|csv] [--save-inputs DIR]
 
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
-standard input. Each image goes through fmnist.photo (what the dataset's own conversion did), then the whole set
+standard input. Each image goes through fmnist.apps.photo (what the dataset's own conversion did), then the whole set
 is predicted in batches by one loaded model. A file that cannot be used gets one line on stderr, the others are
 still predicted, and the exit status is 1 if any failed.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fmnist import paths
-from fmnist.dataset import CLASS_NAMES
-from fmnist.errors import PipelineError, run_stage
-from fmnist.photo import NoGarmentError, to_fashion_mnist
-from fmnist.registry import ARTIFACT, registered_model
+from fmnist.lib import paths
+from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
+from fmnist.apps.registry import ARTIFACT, registered_model
 
 BATCH_SIZE = 512  # images per model call: one call for most inputs, bounded memory for large directories
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
@@ -92,8 +92,8 @@ def convert(data: bytes) -> np.ndarray:
 
 def predict_images(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 10) float32 probabilities, each averaged with its mirror image's (as evaluate)."""
-    from fmnist.evaluate import predict_probabilities  # TensorFlow loads here, after the inputs are read
-    from fmnist.params import EvaluateParams
+    from fmnist.stages.evaluate import predict_probabilities  # TensorFlow loads here, after the inputs are read
+    from fmnist.lib.params import EvaluateParams
 
     return predict_probabilities(model, images[..., None], EvaluateParams(batch_size=BATCH_SIZE, flip_tta=True))
 
@@ -150,7 +150,7 @@ def save_inputs(predictions: list[Prediction], directory: Path) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which model: a file, or a registered version or stage (fmnist.registry); shared with `fmnist serve`."""
+    """Which model: a file, or a registered version or stage (fmnist.apps.registry); shared with `fmnist serve`."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
     which.add_argument("--model-version", metavar="VERSION", help=f"the registered {ARTIFACT} version, e.g. v1.0.0")
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     """Predict and print; the exit status: 0 if every input was classified, else 1."""
     if not 0 <= args.top <= len(CLASS_NAMES) - 1:
         raise PipelineError(f"--top must be between 0 and {len(CLASS_NAMES) - 1}, got {args.top}")
-    from fmnist.modelio import load_model  # TensorFlow loads only once the arguments are known to be sound
+    from fmnist.nn.modelio import load_model  # TensorFlow loads only once the arguments are known to be sound
 
     model = load_model(model_file(args))
     predictions, errors = predict_sources(model, args.paths)

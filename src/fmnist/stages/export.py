@@ -16,12 +16,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist import atomic, paths
-from fmnist.dataset import IMAGE_SHAPE, load_split
-from fmnist.errors import run_stage
-from fmnist.evaluate import predict_probabilities
-from fmnist.modelio import load_model
-from fmnist.params import EvaluateParams, ExportParams, load_params
+from fmnist.lib import atomic, paths
+from fmnist.lib.dataset import IMAGE_SHAPE, load_split
+from fmnist.lib.errors import run_stage
+from fmnist.stages.evaluate import predict_probabilities
+from fmnist.nn.modelio import load_model
+from fmnist.lib.params import EvaluateParams, ExportParams, load_params
 
 
 def write_saved_model(model: keras.Model, target: Path, mirror_average: bool) -> None:

@@ -8,16 +8,16 @@ Augmentation layers are part of the model too; Keras runs them only while traini
 import keras
 from keras import layers, ops
 
-from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.params import ModelParams
+from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.lib.params import ModelParams
 
 
 def build_model(params: ModelParams, seed: int, policy: str = "float32", sync_batch_norm: bool = False) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
     `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
-    the train stage resolves that (fmnist.precision) and saves a float32 copy. `sync_batch_norm` is for
-    training on several replicas (fmnist.distribute): batch norm then uses the statistics of the global batch,
+    the train stage resolves that (fmnist.nn.precision) and saves a float32 copy. `sync_batch_norm` is for
+    training on several replicas (fmnist.nn.distribute): batch norm then uses the statistics of the global batch,
     as on one device, and every replica keeps the same moving averages.
     """
     previous_policy = keras.config.dtype_policy()

@@ -3,7 +3,7 @@
 Writes models/model.keras (byte-identical for identical weights) and metrics/train/ (dvclive: metrics.json
 with the last epoch's values, plots/metrics/{train,eval}/*.tsv with one row per epoch).
 
-One training loop serves every `train.distribute` strategy (fmnist.distribute): a compiled step run on each
+One training loop serves every `train.distribute` strategy (fmnist.nn.distribute): a compiled step run on each
 replica with `strategy.run`, Keras callbacks called once per epoch. Not `model.fit`: Keras 3's fit fails under
 MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585).
 """
@@ -18,12 +18,13 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fmnist import atomic, distribute, paths, precision
-from fmnist.dataset import NUM_CLASSES, Split, load_split
-from fmnist.errors import PipelineError, run_stage
-from fmnist.model import build_model
-from fmnist.modelio import save_model
-from fmnist.params import ModelParams, Params, TrainParams, load_params
+from fmnist.lib import atomic, paths
+from fmnist.nn import distribute, precision
+from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import save_model
+from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
 
 
 def seed_everything(params: TrainParams) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fmnist import atomic, metrics, paths, plots
-from fmnist.dataset import NUM_CLASSES, load_split
-from fmnist.errors import PipelineError, run_stage
-from fmnist.params import load_params
+from fmnist.lib import atomic, metrics, paths, plots
+from fmnist.lib.dataset import NUM_CLASSES, load_split
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.params import load_params
 
 CONFUSED_PAIRS_SHOWN = 10
 

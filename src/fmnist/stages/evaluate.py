@@ -11,11 +11,11 @@ import io
 import keras
 import numpy as np
 
-from fmnist import atomic, metrics, paths
-from fmnist.dataset import CLASS_NAMES, load_split
-from fmnist.errors import run_stage
-from fmnist.modelio import load_model
-from fmnist.params import EvaluateParams, load_params
+from fmnist.lib import atomic, metrics, paths
+from fmnist.lib.dataset import CLASS_NAMES, load_split
+from fmnist.lib.errors import run_stage
+from fmnist.nn.modelio import load_model
+from fmnist.lib.params import EvaluateParams, load_params
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, params: EvaluateParams) -> np.ndarray:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-from fmnist.errors import PipelineError
+from fmnist.lib.errors import PipelineError
 
 DEFAULT_METRIC = "test.accuracy"  # metrics/test.json; higher is better
 METRICS_FILE = "metrics/test.json"

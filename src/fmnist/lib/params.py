@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from fmnist.errors import PipelineError
-from fmnist.paths import PARAMS_FILE
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.paths import PARAMS_FILE
 
 
 class ParamsError(PipelineError):
@@ -59,7 +59,7 @@ class ModelParams:
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
-    # auto: bf16 compute where the hardware has it natively, else float32 (fmnist.precision); the saved model
+    # auto: bf16 compute where the hardware has it natively, else float32 (fmnist.nn.precision); the saved model
     # is float32 whatever trained it, so it runs everywhere.
     precision: Literal["auto", "float32", "mixed_bfloat16"]
 
@@ -92,7 +92,7 @@ class TrainParams:
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
-    distribute: Literal["none", "mirrored", "multi_worker"]  # fmnist.distribute: one device, local devices, TF_CONFIG
+    distribute: Literal["none", "mirrored", "multi_worker"]  # fmnist.nn.distribute: one device, local devices, TF_CONFIG
     devices: tuple[str, ...] | None  # mirrored only: device names; null = every local GPU, else the CPU
     peer_timeout_s: float  # multi_worker: how long to wait at start-up for every worker to join
 

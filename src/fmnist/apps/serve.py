@@ -21,12 +21,12 @@ import yaml
 from aiohttp import web
 from PIL import Image
 
-from fmnist.predict import Prediction, add_model_arguments, convert, model_file, predict_images
+from fmnist.apps.predict import Prediction, add_model_arguments, convert, model_file, predict_images
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 MODEL = web.AppKey("model", object)
 PROVENANCE = web.AppKey("provenance", dict)
-log = logging.getLogger("fmnist.serve")
+log = logging.getLogger("fmnist.apps.serve")
 
 
 def provenance(model_path: Path, lock_file: Path = Path("dvc.lock")) -> dict:
@@ -79,7 +79,7 @@ async def predict_handler(request: web.Request) -> web.Response:
 
 async def page_handler(request: web.Request) -> web.Response:
     """GET /: the page."""
-    return web.Response(text=resources.files("fmnist").joinpath("static/index.html").read_text(), content_type="text/html")
+    return web.Response(text=resources.files("fmnist.apps").joinpath("static/index.html").read_text(), content_type="text/html")
 
 
 @web.middleware
@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model once, then serve until interrupted."""
-    from fmnist.modelio import load_model
+    from fmnist.nn.modelio import load_model
 
     path = model_file(args)
     model = load_model(path)

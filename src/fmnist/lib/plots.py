@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fmnist.dataset import CLASS_NAMES  # noqa: E402
+from fmnist.lib.dataset import CLASS_NAMES  # noqa: E402
 
 CORRECT_COLOR, WRONG_COLOR = "#1a7f37", "#cf222e"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import keras
 
-from fmnist import atomic
-from fmnist.errors import PipelineError
-from fmnist.model import RandomShift
+from fmnist.lib import atomic
+from fmnist.lib.errors import PipelineError
+from fmnist.nn.model import RandomShift
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 

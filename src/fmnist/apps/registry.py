@@ -7,8 +7,8 @@ finds the commit that the tag names and reads the model from that commit's DVC r
 import os
 from pathlib import Path
 
-from fmnist import atomic
-from fmnist.errors import PipelineError
+from fmnist.lib import atomic
+from fmnist.lib.errors import PipelineError
 
 ARTIFACT = "fashion-cnn"  # the artifact's name in dvc.yaml
 

@@ -1,7 +1,7 @@
 """Named partial params (presets/*.yaml) laid over params.yaml, for the benchmark and for `dvc exp run -S`.
 
-`python -m fmnist.presets fast` prints the preset as DVC overrides:
-    dvc exp run -n fast $(python -m fmnist.presets fast)
+`python -m fmnist.tools.presets fast` prints the preset as DVC overrides:
+    dvc exp run -n fast $(python -m fmnist.tools.presets fast)
 """
 
 import sys
@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from fmnist.errors import PipelineError, run_stage
+from fmnist.lib.errors import PipelineError, run_stage
 
 PRESETS_DIR = Path("presets")
 
@@ -45,7 +45,7 @@ def overrides_as_flags(overrides: dict[str, Any], prefix: str = "") -> list[str]
 
 def main() -> None:
     if len(sys.argv) != 2:
-        raise PipelineError("usage: python -m fmnist.presets NAME (a file in presets/)")
+        raise PipelineError("usage: python -m fmnist.tools.presets NAME (a file in presets/)")
     print(" ".join(overrides_as_flags(load_preset(sys.argv[1]))))
 
 

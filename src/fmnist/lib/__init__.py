@@ -1,0 +1,1 @@
+"""The library every part shares, free of TensorFlow: params, paths, errors, files, data, metrics, figures."""

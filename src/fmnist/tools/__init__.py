@@ -1,0 +1,1 @@
+"""Tools around the pipeline: benchmark, report, releases, presets, sweeps."""
