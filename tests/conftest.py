@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from fmnist.lib.dataset import RELEASE_FILES, ReleaseFile
-from fmnist.stages.fetch import DEBIAN_DIR
 from fmnist.lib.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.stages.fetch import DEBIAN_DIR
 from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

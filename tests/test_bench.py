@@ -4,8 +4,9 @@ from fmnist.tools.bench import Result, accuracy_cell, median_run, table
 
 
 def run(name: str, accuracy: float, train: float, evaluate: float = 2.0) -> Result:
-    return Result(name, accuracy, train, evaluate, predict_seconds=1.0, parameters=1234, epochs=3,
-                  compute="CPU, float32")
+    return Result(
+        name, accuracy, train, evaluate, predict_seconds=1.0, parameters=1234, epochs=3, compute="CPU, float32"
+    )
 
 
 def test_median_run_picks_the_middle_total_time():

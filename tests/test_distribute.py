@@ -15,18 +15,25 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import REPO_ROOT, VENV_BIN, dvc, set_param
 
-from fmnist.nn.distribute import cluster_from_env, is_chief, killed_unless_done_within, local_cluster, peers_lost_as_error
+from conftest import REPO_ROOT, VENV_BIN, dvc, set_param
 from fmnist.lib.errors import PipelineError
+from fmnist.nn.distribute import (
+    cluster_from_env,
+    is_chief,
+    killed_unless_done_within,
+    local_cluster,
+    peers_lost_as_error,
+)
 
 SRC = REPO_ROOT / "src"
 
 
 def strategy_with(cluster: dict, task_type: str, task_id: int) -> types.SimpleNamespace:
     """A stand-in strategy with a cluster resolver for `cluster` ({job: [address, ...]})."""
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(tf.train.ClusterSpec(cluster), task_type=task_type,
-                                                                task_id=task_id)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
     return types.SimpleNamespace(cluster_resolver=resolver)
 
 
@@ -38,12 +45,15 @@ def test_the_chief_is_the_chief_task_else_worker_0_else_the_only_process():
     assert is_chief(tf.distribute.get_strategy())
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    (None, "TF_CONFIG is not set"),
-    ("{not json", "TF_CONFIG is not a valid cluster and task"),
-    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a valid cluster and task"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "IndexError"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (None, "TF_CONFIG is not set"),
+        ("{not json", "TF_CONFIG is not a valid cluster and task"),
+        ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a valid cluster and task"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "IndexError"),
+    ],
+)
 def test_a_missing_or_broken_tf_config_names_the_problem_and_the_fix(monkeypatch, value, problem):
     if value is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -61,18 +71,25 @@ def test_local_cluster_gives_each_worker_the_same_cluster_and_its_own_index():
 
 
 def test_a_lost_worker_becomes_one_clear_error():
-    with pytest.raises(PipelineError, match="lost contact with another worker .*UnavailableError: peer reset.*restart"):
-        with peers_lost_as_error():
-            raise tf.errors.UnavailableError(None, None, "peer reset\nGRPC details")
+    expected = r"lost contact with another worker .*UnavailableError: peer reset.*restart"
+    with pytest.raises(PipelineError, match=expected), peers_lost_as_error():
+        raise tf.errors.UnavailableError(None, None, "peer reset\nGRPC details")
 
 
 def watched(seconds_inside: float, bound: float) -> subprocess.CompletedProcess:
     """A process that spends `seconds_inside` in a `killed_unless_done_within(bound)` block."""
-    code = (f"import time\nfrom fmnist.nn.distribute import killed_unless_done_within\n"
-            f"with killed_unless_done_within({bound}, 'the peer never came'):\n    time.sleep({seconds_inside})\n"
-            "print('finished')")  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    code = (
+        f"import time\nfrom fmnist.nn.distribute import killed_unless_done_within\n"
+        f"with killed_unless_done_within({bound}, 'the peer never came'):\n    time.sleep({seconds_inside})\n"
+        "print('finished')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_watchdog_kills_a_block_that_overruns_and_spares_one_that_finishes():
@@ -98,15 +115,24 @@ def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
 
     (.dvc/tmp holds dvclive's per-epoch signal for `dvc exp run`, DVCLIVE_STEP_COMPLETED, not an output.)
     """
-    return {p.relative_to(repo).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in repo.rglob("*")
-            if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts
-            and not p.relative_to(repo).as_posix().startswith(".dvc/tmp/")}  # fmt: skip
+    return {
+        p.relative_to(repo).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in repo.rglob("*")
+        if p.is_file()
+        and ".git" not in p.parts
+        and "__pycache__" not in p.parts
+        and not p.relative_to(repo).as_posix().startswith(".dvc/tmp/")
+    }
 
 
 def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python", "-m", "fmnist.stages.train")):
     """`command` (by default the train stage's) in `repo` as one worker of `tf_config`'s cluster."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
-           "TF_CONFIG": json.dumps(tf_config)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(repo / "src"),
+        "TF_CONFIG": json.dumps(tf_config),
+    }
     return subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -146,8 +172,9 @@ def test_two_local_workers_end_with_the_same_weights_and_only_the_chief_writes(p
 
 
 @pytest.mark.slow
-def test_a_worker_that_stops_answering_makes_the_chief_fail_in_one_line_and_keep_its_old_outputs(pipeline_copy,
-                                                                                                tmp_path):
+def test_a_worker_that_stops_answering_makes_the_chief_fail_in_one_line_and_keep_its_old_outputs(
+    pipeline_copy, tmp_path
+):
     set_param(pipeline_copy, "train", "distribute", "multi_worker")
     set_param(pipeline_copy, "train", "epochs", 500)  # far longer than the test waits
     other = Path(shutil.copytree(pipeline_copy, tmp_path / "other", symlinks=True))

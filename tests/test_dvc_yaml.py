@@ -6,27 +6,38 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist.lib import paths
 from conftest import REPO_ROOT
+from fmnist.lib import paths
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
 PACKAGE = REPO_ROOT / "src" / "fmnist"
 
 EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
-    "fetch": ["fetch"], "prepare": ["prepare"], "train": ["model", "train"],
-    "evaluate": ["evaluate"], "export": ["export"], "plot_errors": ["plot_errors"],
-}  # fmt: skip
+    "fetch": ["fetch"],
+    "prepare": ["prepare"],
+    "train": ["model", "train"],
+    "evaluate": ["evaluate"],
+    "export": ["export"],
+    "plot_errors": ["plot_errors"],
+}
 EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.paths
     "fetch": (set(), {paths.RAW_DIR}),
     "prepare": ({paths.RAW_DIR}, {paths.PREPARED_DIR}),
-    "train": ({paths.PREPARED_DIR}, {paths.MODEL_FILE, paths.TRAIN_LOG_DIR / "plots", paths.TRAIN_LOG_DIR / "metrics.json"}),
-    "evaluate": ({paths.MODEL_FILE, paths.PREPARED_DIR},
-                 {paths.PREDICTIONS_FILE, paths.CONFUSION_FILE, paths.TEST_METRICS_FILE, paths.PER_CLASS_METRICS_FILE}),
+    "train": (
+        {paths.PREPARED_DIR},
+        {paths.MODEL_FILE, paths.TRAIN_LOG_DIR / "plots", paths.TRAIN_LOG_DIR / "metrics.json"},
+    ),
+    "evaluate": (
+        {paths.MODEL_FILE, paths.PREPARED_DIR},
+        {paths.PREDICTIONS_FILE, paths.CONFUSION_FILE, paths.TEST_METRICS_FILE, paths.PER_CLASS_METRICS_FILE},
+    ),
     "export": ({paths.MODEL_FILE, paths.PREPARED_DIR}, {paths.EXPORT_DIR, paths.EXPORT_METRICS_FILE}),
-    "plot_errors": ({paths.PREPARED_DIR, paths.PREDICTIONS_FILE},
-                    {paths.RANDOM_PREDICTIONS_PLOT, paths.MISCLASSIFIED_PLOT, paths.CONFUSED_PAIRS_PLOT}),
-}  # fmt: skip
+    "plot_errors": (
+        {paths.PREPARED_DIR, paths.PREDICTIONS_FILE},
+        {paths.RANDOM_PREDICTIONS_PLOT, paths.MISCLASSIFIED_PLOT, paths.CONFUSED_PAIRS_PLOT},
+    ),
+}
 
 
 def module_file(module: str) -> Path:
@@ -83,9 +94,12 @@ def test_package_init_only_quiets_tensorflow():
     # Importing the package must stay cheap and do nothing but set up the filter for TensorFlow's start-up lines.
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     code = [ast.unparse(node) for node in tree.body[1:]]
-    assert code == ["import os", "from fmnist.lib import tf_notices",
-                    "os.environ.setdefault(tf_notices.LEVEL_VARIABLE, tf_notices.DEFAULT_LEVEL)",
-                    "tf_notices.hide_import_notices()"]  # fmt: skip
+    assert code == [
+        "import os",
+        "from fmnist.lib import tf_notices",
+        "os.environ.setdefault(tf_notices.LEVEL_VARIABLE, tf_notices.DEFAULT_LEVEL)",
+        "tf_notices.hide_import_notices()",
+    ]
 
 
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():

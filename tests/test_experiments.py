@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, git_commit, run
 
+from conftest import dvc, git_commit, run
 from fmnist.tools import sweep
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.stages.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
-from fmnist.nn.model import build_model
 from fmnist.lib.params import ModelParams
+from fmnist.nn.model import build_model
+from fmnist.stages.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
 
 SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
 
@@ -19,6 +19,7 @@ def exported(tmp_path_factory, real_release):
     keras.utils.set_random_seed(0)
     model = build_model(SMALL, seed=0)
     images = real_release["t10k-images-idx3-ubyte"][:200, ..., None]
+
     def probabilities(x):
         return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, verbose=0)))
 
@@ -38,7 +39,10 @@ def test_saved_model_serves_probabilities_of_uint8_images_as_keras_does(exported
 
 def test_tflite_float_matches_and_int8_weights_are_smaller_and_close(exported):
     reference, saved_model, images = exported
-    float_model, int8_model = tflite_bytes(saved_model, int8_weights=False), tflite_bytes(saved_model, int8_weights=True)
+    float_model, int8_model = (
+        tflite_bytes(saved_model, int8_weights=False),
+        tflite_bytes(saved_model, int8_weights=True),
+    )
     np.testing.assert_allclose(tflite_probabilities(float_model, images), reference, atol=1e-5)
     assert len(int8_model) < len(float_model) * 0.6
     np.testing.assert_allclose(tflite_probabilities(int8_model, images), reference, atol=0.05)
@@ -46,4 +50,7 @@ def test_tflite_float_matches_and_int8_weights_are_smaller_and_close(exported):
 
 def test_exports_of_the_same_model_are_byte_identical(exported, tmp_path):
     _, saved_model, _ = exported
-    assert hashlib.sha256(tflite_bytes(saved_model, False)).digest() == hashlib.sha256(tflite_bytes(saved_model, False)).digest()
+    assert (
+        hashlib.sha256(tflite_bytes(saved_model, False)).digest()
+        == hashlib.sha256(tflite_bytes(saved_model, False)).digest()
+    )

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from fmnist.stages import fetch
-from fmnist.lib.params import FetchParams
 from conftest import REPO_ROOT
+from fmnist.lib.params import FetchParams
+from fmnist.stages import fetch
 
 HANDLE = "zalando-research/fashionmnist/versions/4"
 
@@ -47,7 +47,7 @@ def test_a_changed_byte_fails_verification(tmp_path, tiny_release):
 
 def test_a_missing_file_names_the_file_and_the_alternatives(tmp_path, tiny_release):
     contents, table = tiny_release
-    directory = write_files(tmp_path, {k: v for k, v in tiny_release[0].items() if k != "t10k-images-idx3-ubyte"})
+    directory = write_files(tmp_path, {k: v for k, v in contents.items() if k != "t10k-images-idx3-ubyte"})
     with pytest.raises(fetch.FetchError, match=r"t10k-images-idx3-ubyte\[\.gz\] not found .*dataset-fashion-mnist"):
         fetch.read_verified(directory, table)
 

@@ -35,10 +35,11 @@ from pathlib import Path
 import kagglehub.config
 import pytest
 
+from conftest import REPO_ROOT
+from fmnist.lib.params import FetchParams
 from fmnist.stages import fetch
 from fmnist.stages.fetch import OFFLINE_HINT, FetchError
-from fmnist.lib.params import FetchParams
-from conftest import REPO_ROOT
+
 HANDLE = "zalando-research/fashionmnist/versions/4"
 OWNER, SLUG, VERSION = "zalando-research", "fashionmnist", 4
 PORT = 7777  # kagglesdk's KaggleEnv.TEST endpoint: http://localhost:7777
@@ -52,10 +53,21 @@ DECOYS = {
 }
 # Anything that could send kagglehub elsewhere: real credentials, Kaggle or Colab notebook caches, proxies.
 ENV_TO_CLEAR = (
-    "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_DATA_PROXY_URL",
-    "TBE_RUNTIME_ADDR", "DISABLE_KAGGLE_CACHE", fetch.DATA_DIR_ENV,
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
-)  # fmt: skip
+    "KAGGLE_API_TOKEN",
+    "KAGGLE_USERNAME",
+    "KAGGLE_KEY",
+    "KAGGLE_KERNEL_RUN_TYPE",
+    "KAGGLE_DATA_PROXY_URL",
+    "TBE_RUNTIME_ADDR",
+    "DISABLE_KAGGLE_CACHE",
+    fetch.DATA_DIR_ENV,
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 
 
 def params(source: str) -> FetchParams:
@@ -276,8 +288,9 @@ def bad_deflate(archive: bytes) -> tuple[bytes, str]:
     ],
     ids=["md5-mismatch", "not-a-zip", "bad-crc", "bad-deflate-stream"],
 )
-def test_a_damaged_download_is_a_one_line_fetch_error(damage, compression, cause, reason, kaggle_env, fake_kaggle,
-                                                      tiny_release):  # fmt: skip
+def test_a_damaged_download_is_a_one_line_fetch_error(
+    damage, compression, cause, reason, kaggle_env, fake_kaggle, tiny_release
+):
     """Whatever kagglehub raises for a damaged download (its MD5 check, an unknown archive type, zipfile's CRC
     check, zlib) becomes a FetchError naming Kaggle, kagglehub's reason and the offline alternatives, and the
     damaged download is not marked complete, so the next run downloads again."""
@@ -359,9 +372,13 @@ def test_stage_with_kaggle_not_found_exits_1_with_one_line_and_keeps_data_raw(tm
     fake_kaggle.serve_not_found()
 
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist.stages.fetch"], cwd=project, env=dict(os.environ), capture_output=True, text=True,
+        [sys.executable, "-m", "fmnist.stages.fetch"],
+        cwd=project,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert_one_line_naming_kaggle_and_the_alternatives(result.stderr.rstrip("\n"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import load_model, save_model
-from fmnist.lib.params import ModelParams
 
 SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0, precision="float32")
 SMALL_BN = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.3, flip=True, shift_px=2, precision="auto")
@@ -47,7 +47,7 @@ def test_same_seed_same_weights():
     first = build_model(SMALL_BN, seed=3).get_weights()
     keras.utils.set_random_seed(3)
     second = build_model(SMALL_BN, seed=3).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_saved_file_is_byte_identical_and_loads_to_the_same_predictions(tmp_path):
@@ -95,12 +95,15 @@ def test_mixed_precision_computes_in_bfloat16_and_leaves_the_global_policy_alone
     assert build_model(SEED_NET, seed=0).get_layer("conv1").compute_dtype == "float32"  # the default policy
 
 
-@pytest.mark.parametrize("damage", [
-    lambda data: data[: len(data) // 2],  # a download or copy cut short
-    lambda data: b"",  # zero bytes
-    lambda data: b"version https://git-lfs.github.com/spec/v1\n",  # a pointer file, not the model
-    lambda data: data[:3000] + bytes(b ^ 0xFF for b in data[3000:3100]) + data[3100:],  # flipped bytes
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # a download or copy cut short
+        lambda data: b"",  # zero bytes
+        lambda data: b"version https://git-lfs.github.com/spec/v1\n",  # a pointer file, not the model
+        lambda data: data[:3000] + bytes(b ^ 0xFF for b in data[3000:3100]) + data[3100:],  # flipped bytes
+    ],
+)
 def test_a_damaged_model_file_is_one_line_naming_it_and_how_to_restore_it(tmp_path, damage):
     path = tmp_path / "model.keras"
     save_model(build_model(SMALL_BN, seed=0), path)

@@ -1,13 +1,13 @@
 """params.yaml validation: the real file passes; every kind of mistake names the key."""
 
-import re
 import copy
+import re
 
 import pytest
 import yaml
 
-from fmnist.lib.params import ParamsError, Params, load_params, parse_params
 from conftest import REPO_ROOT
+from fmnist.lib.params import Params, ParamsError, load_params, parse_params
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_the_default_params_accept_any_epoch_budget(raw, epochs):
 def test_precision_accepts_auto_and_the_two_policies_only(raw):
     for value in ("auto", "float32", "mixed_bfloat16"):
         assert parse_params(with_value(raw, "model.precision", value)).model.precision == value
-    with pytest.raises(ParamsError, match="model.precision must be one of auto, float32, mixed_bfloat16"):
+    with pytest.raises(ParamsError, match=r"model\.precision must be one of auto, float32, mixed_bfloat16"):
         parse_params(with_value(raw, "model.precision", "float16"))
 
 
@@ -123,5 +123,5 @@ def test_mirrored_takes_device_names_as_a_tuple(raw):
     assert parse_params(raw).train.devices is None  # every local GPU, else the CPU
     devices = parse_params(with_value(raw, "train.devices", ["/cpu:0", "/cpu:1"])).train.devices
     assert devices == ("/cpu:0", "/cpu:1")
-    with pytest.raises(ParamsError, match="train.devices must be null, or a non-empty list"):
+    with pytest.raises(ParamsError, match=r"train\.devices must be null, or a non-empty list"):
         parse_params(with_value(raw, "train.devices", []))

@@ -65,14 +65,19 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # ... with "rotate 90 degrees clockwise to display"
     encoded = io.BytesIO()
     stored.save(encoded, format="PNG", exif=exif)
-    np.testing.assert_array_equal(to_fashion_mnist(Image.open(io.BytesIO(encoded.getvalue()))), to_fashion_mnist(upright))
+    np.testing.assert_array_equal(
+        to_fashion_mnist(Image.open(io.BytesIO(encoded.getvalue()))), to_fashion_mnist(upright)
+    )
 
 
-@pytest.mark.parametrize("image, reason", [
-    (Image.new("RGB", (300, 200), "white"), "one flat colour"),
-    (Image.new("RGB", (1, 1), "black"), "only 1x1 pixels"),
-    (garment(box=(20, 20, 21, 21)), "only a speck"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "image, reason",
+    [
+        (Image.new("RGB", (300, 200), "white"), "one flat colour"),
+        (Image.new("RGB", (1, 1), "black"), "only 1x1 pixels"),
+        (garment(box=(20, 20, 21, 21)), "only a speck"),
+    ],
+)
 def test_no_garment_is_an_error_not_a_guess(image, reason):
     with pytest.raises(NoGarmentError, match=reason):
         to_fashion_mnist(image)

@@ -7,9 +7,9 @@ import zipfile
 import pytest
 from matplotlib.image import imread
 
+from conftest import dvc, git_commit, make_pipeline_repo, run, set_param
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.stages.fetch import DEBIAN_DIR
-from conftest import dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,9 @@ def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(
         assert "bfloat16" not in archive.read("config.json").decode()
     assert json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["precision"] == "mixed_bfloat16"
     for env in WITHOUT_NATIVE_BF16.values():
-        assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == ["evaluate"]
+        assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == [
+            "evaluate"
+        ]
 
 
 def test_metrics_diff_shows_a_change_of_precision(pipeline_copy):

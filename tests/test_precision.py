@@ -19,12 +19,15 @@ def test_x86_without_bf16_instructions_uses_float32():
     assert resolution.policy == FLOAT32 and "no native bfloat16" in resolution.reason
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),  # flags still say bf16, oneDNN aborts
-    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),  # AVX512 without its bf16 part
-    ({"DNNL_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),  # the older name of the same variable
-    ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "TF_ENABLE_ONEDNN_OPTS=0"),  # Eigen emulates bf16, 14x slower
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),  # flags still say bf16, oneDNN aborts
+        ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),  # AVX512 without its bf16 part
+        ({"DNNL_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),  # the older name of the same variable
+        ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "TF_ENABLE_ONEDNN_OPTS=0"),  # Eigen emulates bf16, 14x slower
+    ],
+)
 def test_a_bf16_cpu_whose_onednn_cannot_use_it_uses_float32(env, named):
     resolution = resolve_cpu(BF16_X86, env, "x86_64")
     assert resolution.policy == FLOAT32 and named in resolution.reason
@@ -32,7 +35,9 @@ def test_a_bf16_cpu_whose_onednn_cannot_use_it_uses_float32(env, named):
 
 @pytest.mark.parametrize("cap", ["AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL", "default"])
 def test_onednn_caps_that_keep_bf16(cap):
-    assert resolve_cpu(BF16_X86, {"ONEDNN_MAX_CPU_ISA": cap, "TF_ENABLE_ONEDNN_OPTS": "1"}, "x86_64").policy == MIXED_BF16
+    assert (
+        resolve_cpu(BF16_X86, {"ONEDNN_MAX_CPU_ISA": cap, "TF_ENABLE_ONEDNN_OPTS": "1"}, "x86_64").policy == MIXED_BF16
+    )
 
 
 def test_arm64_needs_the_bf16_feature():

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import VENV_BIN, run
+from fmnist.apps.predict import predict_sources
 from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.lib.params import ModelParams
-from fmnist.apps.predict import predict_sources
 from fmnist.tools.predict_bench import photo_like_jpeg, write_photos
-from conftest import VENV_BIN, run
 
 TINY = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
 
@@ -43,10 +43,15 @@ def fmnist(*args: str, cwd, stdin: bytes | None = None):
 
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels (Pillow refuses it before decoding anything)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,19 +81,34 @@ def inputs(tmp_path_factory, real_release):
 
 
 EXPECTED_ERRORS = {  # file -> what its line on stderr must say
-    "bad/notes.txt": "not an image that Pillow can read", "bad/array.npy": "not an image that Pillow can read",
-    "bad/archive.zip": "not an image that Pillow can read", "bad/cut.jpg": "damaged or truncated",
-    "bad/cut.png": "damaged or truncated", "bad/empty.jpg": "an empty file (0 bytes)",
-    "bad/bomb.png": "too large to decode safely", "bad/dot.png": "no garment found",
+    "bad/notes.txt": "not an image that Pillow can read",
+    "bad/array.npy": "not an image that Pillow can read",
+    "bad/archive.zip": "not an image that Pillow can read",
+    "bad/cut.jpg": "damaged or truncated",
+    "bad/cut.png": "damaged or truncated",
+    "bad/empty.jpg": "an empty file (0 bytes)",
+    "bad/bomb.png": "too large to decode safely",
+    "bad/dot.png": "no garment found",
     "bad/white.jpg": "no garment found: the image is one flat colour",
-    "no-images": "a directory with no image files", "missing.jpg": "no such file or directory",
-}  # fmt: skip
+    "no-images": "a directory with no image files",
+    "missing.jpg": "no such file or directory",
+}
 
 
 def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tiny_model_file, inputs):
     files = [str(p.relative_to(inputs)) for p in sorted((inputs / "bad").iterdir())]
-    result = fmnist("predict", "good", *files, "no-images", "missing.jpg", "--model", str(tiny_model_file),
-                    "--format", "json", cwd=inputs)  # fmt: skip
+    result = fmnist(
+        "predict",
+        "good",
+        *files,
+        "no-images",
+        "missing.jpg",
+        "--model",
+        str(tiny_model_file),
+        "--format",
+        "json",
+        cwd=inputs,
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(EXPECTED_ERRORS), result.stderr
@@ -126,8 +146,16 @@ def test_formats_table_json_and_csv(tiny_model_file, inputs):
 
 
 def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
-    result = fmnist("predict", "-", "--model", str(tiny_model_file), "--save-inputs", str(tmp_path / "seen"),
-                    cwd=inputs, stdin=(inputs / "good" / "a.jpg").read_bytes())  # fmt: skip
+    result = fmnist(
+        "predict",
+        "-",
+        "--model",
+        str(tiny_model_file),
+        "--save-inputs",
+        str(tmp_path / "seen"),
+        cwd=inputs,
+        stdin=(inputs / "good" / "a.jpg").read_bytes(),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines()[1].startswith("- ")
     [saved] = list((tmp_path / "seen").iterdir())

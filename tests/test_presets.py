@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
+from conftest import REPO_ROOT
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import parse_params
 from fmnist.tools.presets import deep_merge, load_preset, overrides_as_flags
-from conftest import REPO_ROOT
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "presets").glob("*.yaml"))
 
@@ -18,9 +18,15 @@ def test_every_preset_gives_valid_params(name):
 
 
 def test_seed_preset_is_the_reference_recipe():
-    params = parse_params(deep_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()),
-                                     load_preset("seed", REPO_ROOT / "presets")))  # fmt: skip
-    assert (params.model.arch, params.model.width, params.model.dense_units, params.model.dropout) == ("seed", 32, 128, 0.5)
+    params = parse_params(
+        deep_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), load_preset("seed", REPO_ROOT / "presets"))
+    )
+    assert (params.model.arch, params.model.width, params.model.dense_units, params.model.dropout) == (
+        "seed",
+        32,
+        128,
+        0.5,
+    )
     assert (params.train.batch_size, params.train.epochs, params.train.learning_rate) == (32, 10, 0.001)
     assert params.train.early_stopping.enabled and params.train.early_stopping.patience == 5
 
@@ -32,10 +38,18 @@ def test_deep_merge_keeps_untouched_nested_keys():
 
 def test_flags_round_trip_through_yaml_scalars():
     flags = overrides_as_flags({"train": {"epochs": 5, "learning_rate": 0.001, "stop": {"on": True}}, "m": {"s": None}})
-    assert flags == ["-S", "train.epochs=5", "-S", "train.learning_rate=0.001", "-S", "train.stop.on=true",
-                     "-S", "m.s=null"]  # fmt: skip
+    assert flags == [
+        "-S",
+        "train.epochs=5",
+        "-S",
+        "train.learning_rate=0.001",
+        "-S",
+        "train.stop.on=true",
+        "-S",
+        "m.s=null",
+    ]
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(PipelineError, match="no preset 'nope' .*known: .*seed"):
+    with pytest.raises(PipelineError, match=r"no preset 'nope' .*known: .*seed"):
         load_preset("nope", REPO_ROOT / "presets")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist.apps.registry import ARTIFACT
 from conftest import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
+from fmnist.apps.registry import ARTIFACT
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,8 @@ def test_promote_promote_and_roll_back_each_fetch_the_right_bytes(registry, tmp_
         assert fetched == versions[version]
     # Every assignment is its own tag: the stage's history stays in git.
     assert sorted(run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split()) == [
-        f"{ARTIFACT}#prod#{n}" for n in (1, 2, 3)]
+        f"{ARTIFACT}#prod#{n}" for n in (1, 2, 3)
+    ]
     assert artifacts_get(repo, tmp_path, "--rev", "v2.0.0")[1] == versions["v2.0.0"]
 
 
@@ -92,8 +93,9 @@ def test_a_missing_version_or_stage_is_a_clear_error(registry, tmp_path, selecto
 def test_fmnist_says_in_one_line_what_is_not_registered(registry, tmp_path):
     repo, _ = registry
     for args in (["--model-version", "v9.9.9"], ["--model-stage", "canary"]):
-        result = run([str(VENV_BIN / "fmnist"), "predict", "x.jpg", "--model-repo", str(repo), *args], tmp_path,
-                     check=False)  # fmt: skip
+        result = run(
+            [str(VENV_BIN / "fmnist"), "predict", "x.jpg", "--model-repo", str(repo), *args], tmp_path, check=False
+        )
         assert result.returncode == 1 and result.stdout == ""
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"error: no {ARTIFACT} model at ") and "gto show" in line
@@ -108,12 +110,16 @@ def test_a_missing_artifact_name_is_a_clear_error(registry, tmp_path):
 
 def test_the_release_workflow_reads_what_a_tag_says(registry):
     repo, _ = registry
-    gto(repo, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "prod", "--force")  # a new tag, whatever came before
+    gto(
+        repo, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "prod", "--force"
+    )  # a new tag, whatever came before
     tags = run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split()
     newest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
     parsed = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", newest], repo).stdout
     assert parsed.splitlines() == [f"name={ARTIFACT}", "version=v2.0.0", "stage=prod", "event=assignment"]
-    registration = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo)
+    registration = run(
+        [str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo
+    )
     assert registration.stdout.splitlines() == [f"name={ARTIFACT}", "version=v1.0.0", "stage=", "event=registration"]
     bad = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", "v1.0.0"], repo, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: v1.0.0 is not a GTO tag")

@@ -5,12 +5,12 @@ import json
 import keras
 import yaml
 
+from conftest import REPO_ROOT
 from fmnist.lib.dataset import CLASS_NAMES, RELEASE_FILES
+from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.lib.params import ModelParams
 from fmnist.tools.release import model_card, smoke_accuracy
-from conftest import REPO_ROOT
 
 WORKFLOW = yaml.safe_load((REPO_ROOT / ".github/workflows/release.yml").read_text())
 
@@ -26,7 +26,10 @@ def test_the_model_card_has_the_contract_the_results_and_the_provenance():
 
 
 def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
-    images, labels = real_release["t10k-images-idx3-ubyte"][:100, ..., None], real_release["t10k-labels-idx1-ubyte"][:100]
+    images, labels = (
+        real_release["t10k-images-idx3-ubyte"][:100, ..., None],
+        real_release["t10k-labels-idx1-ubyte"][:100],
+    )
     params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     keras.utils.set_random_seed(0)
     save_model(build_model(params, seed=0), tmp_path / "untrained.keras")
@@ -36,6 +39,11 @@ def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
 def test_the_workflow_runs_on_stage_assignments_and_calls_these_steps():
     assert WORKFLOW[True]["push"]["tags"] == ["fashion-cnn#*#*"]  # YAML reads the key `on` as True
     script = "\n".join(step.get("run", "") for step in WORKFLOW["jobs"]["release"]["steps"])
-    for command in ("python -m fmnist.tools.release parse-tag", "dvc artifacts get . fashion-cnn --rev",
-                    "python -m fmnist.tools.release smoke", "python -m fmnist.tools.release card", "gh release create"):
+    for command in (
+        "python -m fmnist.tools.release parse-tag",
+        "dvc artifacts get . fashion-cnn --rev",
+        "python -m fmnist.tools.release smoke",
+        "python -m fmnist.tools.release card",
+        "gh release create",
+    ):
         assert command in script

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import dvc, git_commit, run
 
 pytestmark = pytest.mark.slow
@@ -126,8 +127,10 @@ def test_without_verify_a_writable_corrupted_object_is_detected_and_deleted_from
     repo_c, md5 = clone_without_verify(clone_a, tmp_path, 0o644)
     pull = dvc(repo_c, "pull", check=False)
     assert pull.returncode == 1
-    assert f"Some of the cache files do not exist neither locally nor on remote. Missing cache files:\nmd5: {md5}" \
-        in pull.stderr  # fmt: skip
+    assert (
+        f"Some of the cache files do not exist neither locally nor on remote. Missing cache files:\nmd5: {md5}"
+        in pull.stderr
+    )
     assert not (repo_c / MODEL).exists()
     assert not remote_object(remote, md5).exists()
 

@@ -1,4 +1,4 @@
-"""`python -m fmnist.tools.report`: the formatting functions, the CI workflow that posts it, and a real two-commit run."""
+"""`python -m fmnist.tools.report`: the formatting functions, the CI workflow that posts it, a real two-commit run."""
 
 import json
 import re
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, dvc, git_commit, run, set_param
 
+from conftest import REPO_ROOT, dvc, git_commit, run, set_param
 from fmnist.tools import report
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
@@ -46,7 +46,7 @@ def test_signed_rounds_to_one_test_image_and_never_prints_minus_zero():
 def test_accuracy_from_json_reads_the_evaluate_stage_layout_and_rejects_others():
     assert report.accuracy_from_json('{"test": {"accuracy": 0.875, "loss": 0.3}}') == 0.875
     for text in ('{"accuracy": 0.9}', "not json", '{"test": {"accuracy": "high"}}', '{"test": {"accuracy": true}}'):
-        with pytest.raises(ValueError, match="test.accuracy"):
+        with pytest.raises(ValueError, match=r"test\.accuracy"):
             report.accuracy_from_json(text)
 
 
@@ -64,7 +64,9 @@ def test_parse_ls_tree_and_compare_blobs_find_changed_added_and_removed_files():
     assert base == {"plots/confusion.csv": "aaa", "plots/misclassified.png": "bbb"}
     workspace = {"plots/confusion.csv": "aaa", "plots/misclassified.png": "ccc", "plots/confused_pairs.png": "ddd"}
     assert report.compare_blobs(base, workspace) == {
-        "plots/confused_pairs.png": "added", "plots/misclassified.png": "changed"}  # fmt: skip
+        "plots/confused_pairs.png": "added",
+        "plots/misclassified.png": "changed",
+    }
     assert report.compare_blobs(base, {}) == {"plots/confusion.csv": "removed", "plots/misclassified.png": "removed"}
 
 
@@ -125,8 +127,11 @@ def test_workflow_reproduces_builds_the_report_and_posts_one_comment():
     assert "dvc repro --pull --allow-missing" in script and re.search(r"^\s*dvc repro$", script, re.M)
     assert doc["jobs"]["report"]["env"]["BASE_REF"] == "origin/${{ github.base_ref }}"
     assert 'python -m fmnist.tools.report --base "$BASE_REF"' in script
-    assert re.search(r"gh pr comment \S+ --edit-last --body-file report\.md \\\s*\|\| gh pr comment \S+ --body-file "
-                     r"report\.md", script)  # fmt: skip
+    assert re.search(
+        r"gh pr comment \S+ --edit-last --body-file report\.md \\\s*\|\| gh pr comment \S+ --body-file "
+        r"report\.md",
+        script,
+    )
     comment = next(s for s in doc["jobs"]["report"]["steps"] if "gh pr comment" in s.get("run", ""))
     assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
 
@@ -144,7 +149,9 @@ def test_workflow_shell_scripts_parse():
 
 def report_cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run `python -m fmnist.tools.report ARGS` in `repo` with the repo's own src/ importable."""
-    return run([sys.executable, "-m", "fmnist.tools.report", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
+    return run(
+        [sys.executable, "-m", "fmnist.tools.report", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")}
+    )
 
 
 def accuracy_of(repo: Path, rev: str | None = None) -> float:
@@ -172,8 +179,9 @@ def test_report_compares_two_commits_whose_metrics_differ(pipeline_copy):
     assert f"test accuracy {new:.4f} ({delta}) vs main -> report.md" in result.stdout
     lines = text.splitlines()
     assert lines[0] == report.TITLE
-    assert lines[2] == (f"**Test accuracy: `main` {base:.4f} → workspace {new:.4f} "
-                        f"({delta}, {'better' if new > base else 'worse'})**")  # fmt: skip
+    assert lines[2] == (
+        f"**Test accuracy: `main` {base:.4f} → workspace {new:.4f} ({delta}, {'better' if new > base else 'worse'})**"
+    )
     assert re.search(rf"^\| params\.yaml \| train\.epochs\s+\| {epochs}\s+\| {epochs + 1}\s+\|$", text, re.M)
     assert re.search(rf"^\| metrics/test\.json\s+\| test\.accuracy\s+\| {base:g}\s+\| {new:g}\s+\|", text, re.M)
     assert "- `plots/misclassified.png` (misclassified test images): changed" in text

@@ -15,12 +15,12 @@ import keras
 import pytest
 from PIL import Image
 
+from conftest import VENV_BIN
 from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.lib.params import ModelParams
 from fmnist.tools.predict_bench import photo_like_jpeg
-from conftest import VENV_BIN
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
 
@@ -39,8 +39,12 @@ def server(tmp_path_factory):
     params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     save_model(build_model(params, seed=0), workdir / "model.keras")
     port = free_port()
-    process = subprocess.Popen([str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras"],
-                               cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -87,20 +91,31 @@ def test_predict_answers_every_class_the_image_it_saw_and_the_model_provenance(s
 
 def test_multipart_upload_gives_the_same_answer(server, garment_jpeg):
     boundary = "fmnist-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + garment_jpeg + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + garment_jpeg
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     status, answer = post(f"{server}/predict", body, f"multipart/form-data; boundary={boundary}")
     assert status == 200
     assert answer["probabilities"] == post(f"{server}/predict", garment_jpeg)[1]["probabilities"]
 
 
-@pytest.mark.parametrize("body, status, error", [
-    (lambda jpeg: b"", 400, "empty request"),
-    (lambda jpeg: b"just some text", 415, "not an image"),
-    (lambda jpeg: jpeg[: len(jpeg) // 2], 415, "damaged or truncated"),
-    (lambda jpeg: b"x" * (10 * 1024 * 1024 + 1), 413, "larger than the 10 MB limit"),
-])  # fmt: skip
-def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_keeps_serving(server, garment_jpeg, body, status, error):
+@pytest.mark.parametrize(
+    "body, status, error",
+    [
+        (lambda jpeg: b"", 400, "empty request"),
+        (lambda jpeg: b"just some text", 415, "not an image"),
+        (lambda jpeg: jpeg[: len(jpeg) // 2], 415, "damaged or truncated"),
+        (lambda jpeg: b"x" * (10 * 1024 * 1024 + 1), 413, "larger than the 10 MB limit"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_keeps_serving(
+    server, garment_jpeg, body, status, error
+):
     got, answer = post(f"{server}/predict", body(garment_jpeg))
     assert got == status and error in answer["error"]
     assert post(f"{server}/predict", garment_jpeg)[0] == 200
@@ -110,7 +125,9 @@ def test_an_image_without_a_garment_is_unprocessable(server):
     white = io.BytesIO()
     Image.new("RGB", (300, 200), "white").save(white, format="PNG")
     assert post(f"{server}/predict", white.getvalue(), "image/png") == (
-        422, {"error": "no garment found: the image is one flat colour"})
+        422,
+        {"error": "no garment found: the image is one flat colour"},
+    )
 
 
 def test_unknown_paths_and_methods_are_json_errors(server):
@@ -139,8 +156,10 @@ def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg
     photo.write_bytes(garment_jpeg)
     expected = post(f"{server}/predict", garment_jpeg)[1]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update"])  # fmt: skip
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
         page = browser.new_page(viewport={"width": 900, "height": 700})
         page.goto(server)
         page.set_input_files("#file", str(photo))

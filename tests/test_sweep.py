@@ -8,15 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import dvc, git_commit, run
 
+from conftest import dvc, git_commit, run
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
 
 def test_sets_are_a_json_list_of_override_lists():
     assert parse_sets('[["train.epochs=3"], ["model.width=8", "train.seed=1"]]') == [
-        ["train.epochs=3"], ["model.width=8", "train.seed=1"]]  # fmt: skip
+        ["train.epochs=3"],
+        ["model.width=8", "train.seed=1"],
+    ]
     for bad in ("train.epochs=3", "[]", '["train.epochs=3"]', "[[]]", '[["epochs"]]', "[[3]]"):
         with pytest.raises(PipelineError, match="--sets"):
             parse_sets(bad)
@@ -48,18 +50,23 @@ def show_json(baseline: dict, runs: dict[str, tuple[dict, float | None]]) -> lis
         return {"params": {"params.yaml": {"data": params}}, "metrics": metrics}
 
     experiments = [{"revs": [{"name": name, "data": data(params, acc)}]} for name, (params, acc) in runs.items()]
-    return [{"rev": "workspace", "data": data(baseline, 0.5)},
-            {"rev": "abc123", "name": "main", "data": data(baseline, 0.5), "experiments": experiments}]  # fmt: skip
+    return [
+        {"rev": "workspace", "data": data(baseline, 0.5)},
+        {"rev": "abc123", "name": "main", "data": data(baseline, 0.5), "experiments": experiments},
+    ]
 
 
 def test_ranking_puts_the_best_first_and_names_what_each_changed():
     base = {"train": {"epochs": 15, "learning_rate": 0.01}, "model": {"width": 16}}
-    show = show_json(base, {
-        "s-1": ({"train": {"epochs": 3, "learning_rate": 0.01}, "model": {"width": 16}}, 0.91),
-        "s-2": ({"train": {"epochs": 15, "learning_rate": 0.02}, "model": {"width": 24}}, 0.94),
-        "s-3": (base, None),  # failed before evaluate
-        "other": (base, 0.99),  # not this sweep's
-    })  # fmt: skip
+    show = show_json(
+        base,
+        {
+            "s-1": ({"train": {"epochs": 3, "learning_rate": 0.01}, "model": {"width": 16}}, 0.91),
+            "s-2": ({"train": {"epochs": 15, "learning_rate": 0.02}, "model": {"width": 24}}, 0.94),
+            "s-3": (base, None),  # failed before evaluate
+            "other": (base, 0.99),  # not this sweep's
+        },
+    )
     lines = ranking(show, "s").splitlines()
     assert lines[0] == "| rank | experiment | test.accuracy | params changed |"
     assert lines[2:] == [

@@ -42,8 +42,11 @@ def test_tf_cpp_min_log_level_0_shows_every_start_up_line():
 
 
 def test_a_stage_that_fails_prints_its_one_line_and_nothing_else(tmp_path):
-    result = python("import runpy; runpy.run_module('fmnist.stages.evaluate', run_name='__main__')",
-                    CPU_KINDS["onednn_on"], cwd=tmp_path)  # fmt: skip
+    result = python(
+        "import runpy; runpy.run_module('fmnist.stages.evaluate', run_name='__main__')",
+        CPU_KINDS["onednn_on"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert result.stderr == "error: params.yaml not found; run the stages from the repository root\n"
 
@@ -56,7 +59,7 @@ def test_an_error_printed_while_tensorflow_loads_still_shows_even_if_the_process
         "os.write(2, b'I0000 00:00:1795788500.905407   23088 port.cc:153] a notice\\n')\n"
         "os.write(2, b'E0000 00:00:1795788500.905407   23088 cpu_check.cc:1] this CPU lacks AVX\\n')\n"
         "os.abort()\n"
-    )  # fmt: skip
+    )
     result = python("import fmnist, tensorflow", {"PYTHONPATH": f"{tmp_path}{os.pathsep}{SRC}"})
     assert result.returncode != 0
     assert "this CPU lacks AVX" in result.stderr and "a notice" not in result.stderr
@@ -65,9 +68,17 @@ def test_an_error_printed_while_tensorflow_loads_still_shows_even_if_the_process
 @pytest.mark.parametrize(("level", "kept"), [(1, "WEF"), (2, "EF"), (3, "F")])
 def test_the_filter_drops_abseil_lines_below_the_level_and_keeps_the_rest(level, kept):
     lines = [f"{s}0000 00:00:1795788500.905407   23088 port.cc:153] {s} line\n" for s in "IWEF"]
-    other = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
-             "Traceback (most recent call last):\n", "I am not a log line\n"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", FILTER, str(level)], input="".join(lines + other),
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    other = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        "Traceback (most recent call last):\n",
+        "I am not a log line\n",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", FILTER, str(level)],
+        input="".join(lines + other),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     expected = [line for line in lines if line[0] in kept] + other[1:]
     assert result.stdout.splitlines(keepends=True) == expected

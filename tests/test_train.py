@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from fmnist.lib.dataset import Split
 from fmnist.lib.errors import PipelineError
-from fmnist.nn.model import build_model
 from fmnist.lib.params import EarlyStoppingParams, ModelParams, TrainParams
+from fmnist.nn.model import build_model
 from fmnist.stages.train import (
     as_float32,
     callbacks,
@@ -26,11 +26,19 @@ from fmnist.stages.train import (
 )
 
 PARAMS = TrainParams(
-    seed=0, batch_size=4, epochs=5, learning_rate=0.01, schedule="cosine", warmup_fraction=0.2, label_smoothing=0.1,
-    deterministic=True, early_stopping=EarlyStoppingParams(enabled=False, monitor="val_loss", patience=5,
-                                                           restore_best_weights=True),
-    distribute="none", devices=None, peer_timeout_s=300,
-)  # fmt: skip
+    seed=0,
+    batch_size=4,
+    epochs=5,
+    learning_rate=0.01,
+    schedule="cosine",
+    warmup_fraction=0.2,
+    label_smoothing=0.1,
+    deterministic=True,
+    early_stopping=EarlyStoppingParams(enabled=False, monitor="val_loss", patience=5, restore_best_weights=True),
+    distribute="none",
+    devices=None,
+    peer_timeout_s=300,
+)
 
 
 def numbered_split(n: int) -> Split:
@@ -91,7 +99,7 @@ def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32(
     trained = build_model(params, seed=0, policy="mixed_bfloat16")
     portable = as_float32(trained, params, seed=0)
     assert {layer.compute_dtype for layer in portable.layers if layer.name != "image"} == {"float32"}
-    assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), portable.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), portable.get_weights(), strict=True))
     x = numbered_split(6).images
     # the same function, computed more exactly: bf16 keeps ~3 significant digits
     np.testing.assert_allclose(portable.predict(x, verbose=0), trained.predict(x, verbose=0), atol=0.05)
@@ -103,12 +111,14 @@ def test_replicas_share_each_global_batch_as_one_device_would_take_it(pipelines,
     split, global_batch = numbered_split(40), 8
     one_device = epoch_ids(training_batches(split, global_batch, seed=5))
     per_pipeline = [
-        epoch_ids(training_batches(split, global_batch, seed=5, context=tf.distribute.InputContext(pipelines, i, replicas)))
+        epoch_ids(
+            training_batches(split, global_batch, seed=5, context=tf.distribute.InputContext(pipelines, i, replicas))
+        )
         for i in range(pipelines)
-    ]  # fmt: skip
+    ]
     per_step = replicas // pipelines  # consecutive per-replica batches of one pipeline form one step
     for step, images in enumerate(one_device):
-        shared = [i for batches in per_pipeline for b in batches[step * per_step:(step + 1) * per_step] for i in b]
+        shared = [i for batches in per_pipeline for b in batches[step * per_step : (step + 1) * per_step] for i in b]
         assert sorted(shared) == sorted(images) and len(shared) == global_batch
     assert all(len(batches) == len(one_device) * per_step for batches in per_pipeline)
 
@@ -139,8 +149,13 @@ def test_early_stopping_ends_the_loop_and_restores_the_best_weights():
         return {"accuracy": 0.5, "loss": 1.0}
 
     stop = dataclasses.replace(PARAMS.early_stopping, enabled=True, patience=2)
-    run_epochs(model, train_epoch, lambda: {"val_loss": next(val_losses), "val_accuracy": 0.5}, epochs=5,
-               callback_list=callbacks(dataclasses.replace(PARAMS, early_stopping=stop), live=None))  # fmt: skip
+    run_epochs(
+        model,
+        train_epoch,
+        lambda: {"val_loss": next(val_losses), "val_accuracy": 0.5},
+        epochs=5,
+        callback_list=callbacks(dataclasses.replace(PARAMS, early_stopping=stop), live=None),
+    )
     assert list(weights_at) == [1, 2, 3, 4]
     assert weights_fingerprint(model) == weights_at[2]
 
@@ -150,10 +165,14 @@ def test_dvclive_gets_one_step_per_epoch_with_train_and_eval_metrics(tmp_path):
 
     model = build_model(ModelParams("bn_cnn", 4, 16, 0.0, False, 0, "auto"), seed=0)
     live = Live(dir=str(tmp_path), save_dvc_exp=False, dvcyaml=False)
-    run_epochs(model, lambda: {"accuracy": 0.5, "loss": 1.0}, lambda: {"val_loss": 0.9, "val_accuracy": 0.6}, 3,
-               callbacks(PARAMS, live))  # fmt: skip
-    assert (tmp_path / "plots/metrics/eval/accuracy.tsv").read_text().splitlines()[1:] == [
-        "0\t0.6", "1\t0.6", "2\t0.6"]  # fmt: skip
+    run_epochs(
+        model,
+        lambda: {"accuracy": 0.5, "loss": 1.0},
+        lambda: {"val_loss": 0.9, "val_accuracy": 0.6},
+        3,
+        callbacks(PARAMS, live),
+    )
+    assert (tmp_path / "plots/metrics/eval/accuracy.tsv").read_text().splitlines()[1:] == ["0\t0.6", "1\t0.6", "2\t0.6"]
     assert json.loads((tmp_path / "metrics.json").read_text())["train"] == {"accuracy": 0.5, "loss": 1.0}
 
 

@@ -33,7 +33,7 @@ def test_actionlint_catches_an_unknown_context(tmp_path):
 
 def test_shellcheck_catches_an_unquoted_variable_in_a_run_script(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text(STEPS.format('rm -rf $TARGET_DIR/*'))
+    broken.write_text(STEPS.format("rm -rf $TARGET_DIR/*"))
     result = lint(broken)
     assert result.returncode == 1 and "actionlint: 1 workflows, 0 problems" in result.stdout
     assert "SC2086" in result.stderr and "shellcheck: every run script of 1 workflows, 1 with problems" in result.stdout

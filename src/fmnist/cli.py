@@ -1,16 +1,16 @@
 """The `fmnist` command: the tools around the pipeline (the stages themselves run under `dvc repro`).
 
-    fmnist predict PATH ...     classify images (see `fmnist predict --help`)
-    fmnist serve                a web page and a JSON API for the same (see `fmnist serve --help`)
-    fmnist sweep run|collect    a sweep of experiments across machines (see `fmnist sweep --help`)
+fmnist predict PATH ...     classify images (see `fmnist predict --help`)
+fmnist serve                a web page and a JSON API for the same (see `fmnist serve --help`)
+fmnist sweep run|collect    a sweep of experiments across machines (see `fmnist sweep --help`)
 """
 
 import argparse
 import sys
 
 from fmnist.apps import predict, serve
-from fmnist.tools import sweep
 from fmnist.lib.errors import run_stage
+from fmnist.tools import sweep
 
 
 def parser() -> argparse.ArgumentParser:

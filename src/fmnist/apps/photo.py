@@ -32,7 +32,7 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     # Downscale as the dataset did (box filter, then a light sharpening to bring back the outlines).
     small = garment.resize((width, height), Image.Resampling.BOX).filter(
         ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0)
-    )  # fmt: skip
+    )
     canvas = Image.new("RGB", (SIZE, SIZE), "white")
     canvas.paste(small, ((SIZE - width) // 2, (SIZE - height) // 2))
     return 255 - np.asarray(canvas.convert("L"), dtype=np.uint8)  # negate: light garment on black

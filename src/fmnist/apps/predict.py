@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
+from fmnist.apps.registry import ARTIFACT, registered_model
 from fmnist.lib import paths
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
-from fmnist.apps.registry import ARTIFACT, registered_model
 
 BATCH_SIZE = 512  # images per model call: one call for most inputs, bounded memory for large directories
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
@@ -48,8 +48,11 @@ class Prediction:
     def summary(self) -> dict:
         """{class, probability, probabilities: {every class: p}}: the JSON of `--format json` and `fmnist serve`."""
         best, probability = self.ranked()[0]
-        return {"class": best, "probability": probability,
-                "probabilities": {name: float(q) for name, q in zip(CLASS_NAMES, self.probabilities)}}  # fmt: skip
+        return {
+            "class": best,
+            "probability": probability,
+            "probabilities": {name: float(q) for name, q in zip(CLASS_NAMES, self.probabilities, strict=True)},
+        }
 
 
 def image_sources(arguments: list[str]) -> Iterator[tuple[str, str | None]]:
@@ -92,8 +95,8 @@ def convert(data: bytes) -> np.ndarray:
 
 def predict_images(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 10) float32 probabilities, each averaged with its mirror image's (as evaluate)."""
-    from fmnist.stages.evaluate import predict_probabilities  # TensorFlow loads here, after the inputs are read
     from fmnist.lib.params import EvaluateParams
+    from fmnist.stages.evaluate import predict_probabilities  # TensorFlow loads here, after the inputs are read
 
     return predict_probabilities(model, images[..., None], EvaluateParams(batch_size=BATCH_SIZE, flip_tta=True))
 
@@ -112,7 +115,7 @@ def predict_sources(model, sources: list[str]) -> tuple[list[Prediction], list[s
     if not images:
         return [], errors
     probabilities = predict_images(model, np.stack(images))
-    return [Prediction(n, i, p) for n, i, p in zip(names, images, probabilities)], errors
+    return [Prediction(n, i, p) for n, i, p in zip(names, images, probabilities, strict=True)], errors
 
 
 def as_table(predictions: list[Prediction], top: int) -> str:
@@ -155,8 +158,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
     which.add_argument("--model-version", metavar="VERSION", help=f"the registered {ARTIFACT} version, e.g. v1.0.0")
     which.add_argument("--model-stage", metavar="STAGE", help=f"the {ARTIFACT} version assigned to STAGE, e.g. prod")
-    parser.add_argument("--model-repo", default=".", metavar="REPO",
-                        help="the git repository (path or URL) whose registry to read (default: this one)")  # fmt: skip
+    parser.add_argument(
+        "--model-repo",
+        default=".",
+        metavar="REPO",
+        help="the git repository (path or URL) whose registry to read (default: this one)",
+    )
 
 
 def model_file(args: argparse.Namespace) -> Path:
@@ -186,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
     for line in errors:
         print(line, file=sys.stderr)
     if predictions:
-        render = {"table": lambda: as_table(predictions, args.top), "json": lambda: as_json_lines(predictions),
-                  "csv": lambda: as_csv(predictions)}[args.format]  # fmt: skip
+        render = {
+            "table": lambda: as_table(predictions, args.top),
+            "json": lambda: as_json_lines(predictions),
+            "csv": lambda: as_csv(predictions),
+        }[args.format]
         print(render())
     if args.save_inputs and predictions:
         save_inputs(predictions, args.save_inputs)

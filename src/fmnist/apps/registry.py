@@ -31,6 +31,8 @@ def registered_model(repo: str, version: str | None = None, stage: str | None = 
             atomic.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=found["rev"], mode="rb"))
     except (DvcException, ValueError, KeyError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise PipelineError(f"no {ARTIFACT} model at {wanted} in {repo}: {reason}; `gto show {ARTIFACT}` lists the "
-                            "registered versions and stages") from None  # fmt: skip
+        raise PipelineError(
+            f"no {ARTIFACT} model at {wanted} in {repo}: {reason}; `gto show {ARTIFACT}` lists the "
+            "registered versions and stages"
+        ) from None
     return target

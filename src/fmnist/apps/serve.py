@@ -37,8 +37,13 @@ def provenance(model_path: Path, lock_file: Path = Path("dvc.lock")) -> dict:
         outs = yaml.safe_load(lock_file.read_text()).get("stages", {}).get("train", {}).get("outs", [])
         locked = next((o.get("md5") for o in outs if o.get("path") == str(model_path)), None)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    return {"file": str(model_path), "md5": md5, "dvc_lock_md5": locked, "matches_dvc_lock": md5 == locked,
-            "git_commit": commit}  # fmt: skip
+    return {
+        "file": str(model_path),
+        "md5": md5,
+        "dvc_lock_md5": locked,
+        "matches_dvc_lock": md5 == locked,
+        "git_commit": commit,
+    }
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -79,7 +84,9 @@ async def predict_handler(request: web.Request) -> web.Response:
 
 async def page_handler(request: web.Request) -> web.Response:
     """GET /: the page."""
-    return web.Response(text=resources.files("fmnist.apps").joinpath("static/index.html").read_text(), content_type="text/html")
+    return web.Response(
+        text=resources.files("fmnist.apps").joinpath("static/index.html").read_text(), content_type="text/html"
+    )
 
 
 @web.middleware
@@ -108,7 +115,9 @@ def create_app(model, model_provenance: dict) -> web.Application:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of `fmnist serve`."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     add_model_arguments(parser)
 

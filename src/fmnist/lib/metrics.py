@@ -45,5 +45,6 @@ def most_confused_pairs(matrix: np.ndarray, count: int) -> list[tuple[int, int, 
     off_diagonal = matrix.copy()
     np.fill_diagonal(off_diagonal, 0)
     order = np.argsort(-off_diagonal, axis=None, kind="stable")[:count]
-    pairs = [(int(t), int(p), int(off_diagonal[t, p])) for t, p in zip(*np.unravel_index(order, matrix.shape))]
+    cells = zip(*np.unravel_index(order, matrix.shape), strict=True)
+    pairs = [(int(t), int(p), int(off_diagonal[t, p])) for t, p in cells]
     return [pair for pair in pairs if pair[2] > 0]

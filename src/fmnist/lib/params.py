@@ -92,7 +92,9 @@ class TrainParams:
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
-    distribute: Literal["none", "mirrored", "multi_worker"]  # fmnist.nn.distribute: one device, local devices, TF_CONFIG
+    distribute: Literal[
+        "none", "mirrored", "multi_worker"
+    ]  # fmnist.nn.distribute: one device, local devices, TF_CONFIG
     devices: tuple[str, ...] | None  # mirrored only: device names; null = every local GPU, else the CPU
     peer_timeout_s: float  # multi_worker: how long to wait at start-up for every worker to join
 
@@ -103,8 +105,12 @@ class TrainParams:
         _require(0 < self.learning_rate <= 1, "train.learning_rate", "must be in (0, 1]", self.learning_rate)
         _require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
-        _require(self.devices is None or (self.distribute == "mirrored" and len(self.devices) > 0), "train.devices",
-                 "must be null, or a non-empty list when train.distribute is mirrored", self.devices)  # fmt: skip
+        _require(
+            self.devices is None or (self.distribute == "mirrored" and len(self.devices) > 0),
+            "train.devices",
+            "must be null, or a non-empty list when train.distribute is mirrored",
+            self.devices,
+        )
         _require(self.peer_timeout_s > 0, "train.peer_timeout_s", "must be > 0", self.peer_timeout_s)
 
 
@@ -123,8 +129,12 @@ class ExportParams:
     int8_max_accuracy_drop: float  # write the int8-weight TFLite file only if it loses at most this test accuracy
 
     def __post_init__(self) -> None:
-        _require(0 <= self.int8_max_accuracy_drop <= 1, "export.int8_max_accuracy_drop", "must be in [0, 1]",
-                 self.int8_max_accuracy_drop)  # fmt: skip
+        _require(
+            0 <= self.int8_max_accuracy_drop <= 1,
+            "export.int8_max_accuracy_drop",
+            "must be in [0, 1]",
+            self.int8_max_accuracy_drop,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,9 @@ class PlotErrorsParams:
 
     def __post_init__(self) -> None:
         _require(1 <= self.n_random <= 400, "plot_errors.n_random", "must be in 1..400", self.n_random)
-        _require(1 <= self.n_misclassified <= 400, "plot_errors.n_misclassified", "must be in 1..400",
-                 self.n_misclassified)  # fmt: skip
+        _require(
+            1 <= self.n_misclassified <= 400, "plot_errors.n_misclassified", "must be in 1..400", self.n_misclassified
+        )
         _require(self.seed >= 0, "plot_errors.seed", "must be >= 0", self.seed)
 
 

@@ -21,6 +21,7 @@ RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
 MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
 CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
 
+
 def split_files(split: str, root: Path = PREPARED_DIR) -> tuple[Path, Path]:
     """The (images, labels) .npy paths of one prepared split."""
     return root / f"{split}_images.npy", root / f"{split}_labels.npy"

@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from fmnist.lib.dataset import CLASS_NAMES  # noqa: E402
+from fmnist.lib.dataset import CLASS_NAMES
 
 CORRECT_COLOR, WRONG_COLOR = "#1a7f37", "#cf222e"
 
@@ -26,7 +26,7 @@ def prediction_grid(images: np.ndarray, true: np.ndarray, probabilities: np.ndar
     predicted = probabilities.argmax(axis=1)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, t, p, probs in zip(axes.flat, images, true, predicted, probabilities):
+    for ax, image, t, p, probs in zip(axes.flat, images, true, predicted, probabilities, strict=False):
         ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=255)
         color = CORRECT_COLOR if t == p else WRONG_COLOR
         ax.set_title(f"{CLASS_NAMES[p]} ({probs[p]:.0%})\ntrue: {CLASS_NAMES[t]}", fontsize=7, color=color)
@@ -43,9 +43,14 @@ def confused_pairs_chart(pairs: list[tuple[int, int, int]], support: np.ndarray,
     bars = ax.barh(range(len(pairs)), counts, color=WRONG_COLOR)
     ax.set_yticks(range(len(pairs)), labels, fontsize=8)
     ax.invert_yaxis()  # largest first, at the top
-    for bar, (t, _, n) in zip(bars, pairs):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {n} ({n / support[t]:.1%} of {CLASS_NAMES[t]})",
-                va="center", fontsize=7)  # fmt: skip
+    for bar, (t, _, n) in zip(bars, pairs, strict=True):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {n} ({n / support[t]:.1%} of {CLASS_NAMES[t]})",
+            va="center",
+            fontsize=7,
+        )
     ax.set_xlabel("misclassified test images (true → predicted)")
     ax.set_xlim(0, max(counts, default=1) * 1.45)
     ax.set_title(title, fontsize=11)

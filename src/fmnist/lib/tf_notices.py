@@ -34,7 +34,8 @@ DEFAULT_LEVEL = "2"  # TensorFlow's INFO and WARNING lines hidden, errors shown
 FILTER = r"""
 import re, sys
 level = int(sys.argv[1])
-line_format = re.compile(rb"([IWE])\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")  # I0000 00:00:1795788500.905407 23088 port.cc:153]
+# I0000 00:00:1795788500.905407   23088 port.cc:153] ...
+line_format = re.compile(rb"([IWE])\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
 preamble = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 out = sys.stdout.buffer
 for line in sys.stdin.buffer:
@@ -64,8 +65,9 @@ def stderr_filtered(level: int) -> Iterator[None]:
         return
     sys.stderr.flush()
     read_end, write_end = os.pipe()
-    filter_process = subprocess.Popen([sys.executable, "-I", "-S", "-c", FILTER, str(level)], stdin=read_end,
-                                      stdout=saved)  # fmt: skip
+    filter_process = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", FILTER, str(level)], stdin=read_end, stdout=saved
+    )
     os.close(read_end)
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -101,7 +103,9 @@ class _TensorFlowFinder(importlib.abc.MetaPathFinder):
     def __init__(self, level: int) -> None:
         self.level = level
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "tensorflow":
             return None
         sys.meta_path.remove(self)  # one import to wrap; the other finders do the finding

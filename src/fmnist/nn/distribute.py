@@ -71,10 +71,13 @@ def multi_worker_strategy(peer_timeout_s: float) -> tf.distribute.Strategy:
     """
     config = cluster_from_env()
     task = f"{config['task']['type']} {config['task']['index']}"
-    everyone = ", ".join(f"{job} {i} at {address}" for job, addresses in config["cluster"].items()
-                         for i, address in enumerate(addresses))  # fmt: skip
-    message = (f"{task} could not reach every worker in TF_CONFIG ({everyone}) within train.peer_timeout_s = "
-               f"{peer_timeout_s:g} s; start the train stage on all of them ({README_SECTION})")  # fmt: skip
+    everyone = ", ".join(
+        f"{job} {i} at {address}" for job, addresses in config["cluster"].items() for i, address in enumerate(addresses)
+    )
+    message = (
+        f"{task} could not reach every worker in TF_CONFIG ({everyone}) within train.peer_timeout_s = "
+        f"{peer_timeout_s:g} s; start the train stage on all of them ({README_SECTION})"
+    )
     with killed_unless_done_within(peer_timeout_s, message):
         return tf.distribute.MultiWorkerMirroredStrategy()
 
@@ -98,8 +101,9 @@ def killed_unless_done_within(seconds: float, message: str) -> Iterator[None]:
     GIL, so a watchdog thread never gets to run and SIGTERM is not acted on; a separate process with SIGKILL is
     what works. Use it only before anything is written: the process ends without unwinding.
     """
-    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
-                                stdin=subprocess.PIPE)  # fmt: skip
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message], stdin=subprocess.PIPE
+    )
     try:
         yield
     finally:
@@ -114,8 +118,10 @@ def peers_lost_as_error() -> Iterator[None]:
         yield
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as exc:
         first_line = re.sub(r"\{\{.*?\}\}\s*", "", str(exc).strip()).splitlines()[0]  # without TF's op name
-        raise PipelineError(f"lost contact with another worker ({type(exc).__name__}: {first_line}); every worker "
-                            "must run to the end: restart the train stage on all of them") from None  # fmt: skip
+        raise PipelineError(
+            f"lost contact with another worker ({type(exc).__name__}: {first_line}); every worker "
+            "must run to the end: restart the train stage on all of them"
+        ) from None
 
 
 def local_cluster(count: int) -> list[dict]:

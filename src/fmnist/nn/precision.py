@@ -18,10 +18,21 @@ FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at which oneDNN has native bf16 kernels on x86: AVX512_CORE_BF16 and up.
 # Anything else (SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, AVX512_CORE_VNNI, a typo) counts as "no bf16".
-BF16_ISA_CAPS = frozenset({
-    "ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
-    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-})  # fmt: skip
+BF16_ISA_CAPS = frozenset(
+    {
+        "ALL",
+        "DEFAULT",
+        "AVX512_CORE_BF16",
+        "AVX512_CORE_FP16",
+        "AVX512_CORE_AMX",
+        "AVX512_CORE_AMX_FP16",
+        "AVX10_1_512",
+        "AVX10_1_512_AMX",
+        "AVX10_1_512_AMX_FP16",
+        "AVX10_2_512",
+        "AVX10_2_512_AMX_2",
+    }
+)
 X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo names
 ARM_BF16_FLAGS = frozenset({"bf16"})  # /proc/cpuinfo "Features" on aarch64 (Armv8.6 BF16, e.g. Graviton3)
 MIN_GPU_CAPABILITY = (8, 0)  # Ampere and newer have bf16 tensor cores
@@ -98,6 +109,8 @@ def choose(requested: str, native: Resolution) -> tuple[str, str]:
     if requested == "auto":
         return native.policy, f"precision: {native.policy} (auto: {native.reason})"
     if requested == MIXED_BF16 and native.policy != MIXED_BF16:
-        return requested, (f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run "
-                           "several times slower, or to abort; set model.precision to auto or float32")  # fmt: skip
+        return requested, (
+            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run "
+            "several times slower, or to abort; set model.precision to auto or float32"
+        )
     return requested, f"precision: {requested} (set in params.yaml)"

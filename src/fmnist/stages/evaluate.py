@@ -14,12 +14,13 @@ import numpy as np
 from fmnist.lib import atomic, metrics, paths
 from fmnist.lib.dataset import CLASS_NAMES, load_split
 from fmnist.lib.errors import run_stage
-from fmnist.nn.modelio import load_model
 from fmnist.lib.params import EvaluateParams, load_params
+from fmnist.nn.modelio import load_model
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, params: EvaluateParams) -> np.ndarray:
     """(N, 28, 28, 1) uint8 -> (N, 10) float32 class probabilities, averaged with the mirror images if asked."""
+
     def probs(x: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, batch_size=params.batch_size, verbose=0)))
 
@@ -43,7 +44,7 @@ def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
-    writer.writerows((CLASS_NAMES[t], CLASS_NAMES[p]) for t, p in zip(true, predicted))
+    writer.writerows((CLASS_NAMES[t], CLASS_NAMES[p]) for t, p in zip(true, predicted, strict=True))
     return out.getvalue()
 
 

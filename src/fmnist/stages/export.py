@@ -19,9 +19,9 @@ import tensorflow as tf
 from fmnist.lib import atomic, paths
 from fmnist.lib.dataset import IMAGE_SHAPE, load_split
 from fmnist.lib.errors import run_stage
-from fmnist.stages.evaluate import predict_probabilities
-from fmnist.nn.modelio import load_model
 from fmnist.lib.params import EvaluateParams, ExportParams, load_params
+from fmnist.nn.modelio import load_model
+from fmnist.stages.evaluate import predict_probabilities
 
 
 def write_saved_model(model: keras.Model, target: Path, mirror_average: bool) -> None:
@@ -30,6 +30,7 @@ def write_saved_model(model: keras.Model, target: Path, mirror_average: bool) ->
     With `mirror_average`, each image's probabilities are averaged with its mirror image's, as `evaluate` and
     `fmnist predict` do, so a consumer of the export gets the accuracy that metrics/test.json reports.
     """
+
     def serve(images):
         probabilities = keras.ops.softmax(model(images, training=False))
         if mirror_average:  # axis 2 = width: a left-right mirror
@@ -41,7 +42,7 @@ def write_saved_model(model: keras.Model, target: Path, mirror_average: bool) ->
     archive.track(model)
     archive.add_endpoint(
         name="serve", fn=serve, input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")]
-    )  # fmt: skip
+    )
     archive.write_out(str(target), verbose=False)
 
 
@@ -56,8 +57,10 @@ def tflite_bytes(saved_model: Path, int8_weights: bool) -> bytes:
 def saved_model_probabilities(saved_model: Path, images: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, 28, 28, 1) uint8 -> (N, 10) probabilities from the SavedModel loaded back with TensorFlow alone."""
     serve = tf.saved_model.load(str(saved_model)).signatures["serve"]
-    batches = [next(iter(serve(images=tf.constant(images[i : i + batch_size])).values())).numpy()
-               for i in range(0, len(images), batch_size)]  # fmt: skip
+    batches = [
+        next(iter(serve(images=tf.constant(images[i : i + batch_size])).values())).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(batches)
 
 
@@ -85,7 +88,9 @@ def main() -> None:
     params: ExportParams = load_params().export
     model = load_model(paths.MODEL_FILE)
     test = load_split("test")
-    reference = predict_probabilities(model, test.images, EvaluateParams(batch_size=1000, flip_tta=params.mirror_average))
+    reference = predict_probabilities(
+        model, test.images, EvaluateParams(batch_size=1000, flip_tta=params.mirror_average)
+    )
     metrics = {"keras": report("keras", paths.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
     with atomic.atomic_dir(paths.EXPORT_DIR) as out:
         write_saved_model(model, out / "saved_model", params.mirror_average)
@@ -101,7 +106,9 @@ def main() -> None:
                 (out / name).write_bytes(flatbuffer)
             metrics[name] = row
     atomic.write_json(paths.EXPORT_METRICS_FILE, {"export": metrics})
-    print("export: " + ", ".join(f"{k} {v['test_accuracy']:.4f}" for k, v in metrics.items()) + f" -> {paths.EXPORT_DIR}")
+    print(
+        "export: " + ", ".join(f"{k} {v['test_accuracy']:.4f}" for k, v in metrics.items()) + f" -> {paths.EXPORT_DIR}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
-def read_verified(directory: Path, expected: Iterable[ReleaseFile] = RELEASE_FILES,
-                  refetch: str = "fetch it again") -> dict[str, bytes]:  # fmt: skip
+def read_verified(
+    directory: Path, expected: Iterable[ReleaseFile] = RELEASE_FILES, refetch: str = "fetch it again"
+) -> dict[str, bytes]:
     """The decompressed bytes of every expected file in `directory`, each checked by size and SHA-256.
 
     `refetch` ends the message for a file that fails its check: how to get a good copy.
@@ -109,11 +110,12 @@ def read_from_kaggle(handle: str, expected: Iterable[ReleaseFile]) -> tuple[str,
 def local_candidates(env: Mapping[str, str]) -> list[Path]:
     """Local directories `auto` tries, in order."""
     candidates = [Path(env[DATA_DIR_ENV])] if env.get(DATA_DIR_ENV) else []
-    return candidates + [DEBIAN_DIR]
+    return [*candidates, DEBIAN_DIR]
 
 
-def resolve_release(params: FetchParams, env: Mapping[str, str],
-                    expected: Iterable[ReleaseFile] = RELEASE_FILES) -> tuple[str, dict[str, bytes]]:  # fmt: skip
+def resolve_release(
+    params: FetchParams, env: Mapping[str, str], expected: Iterable[ReleaseFile] = RELEASE_FILES
+) -> tuple[str, dict[str, bytes]]:
     """(a description of the source used, the verified file contents) for `fetch.source`."""
     expected = tuple(expected)
     if params.source == "kaggle":

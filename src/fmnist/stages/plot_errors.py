@@ -49,13 +49,18 @@ def main() -> None:
     pairs = metrics.most_confused_pairs(matrix, CONFUSED_PAIRS_SHOWN)
     figures = {
         paths.RANDOM_PREDICTIONS_PLOT: plots.prediction_grid(
-            test.images[shown], test.labels[shown], probabilities[shown], f"{len(shown)} random test images"),
+            test.images[shown], test.labels[shown], probabilities[shown], f"{len(shown)} random test images"
+        ),
         paths.MISCLASSIFIED_PLOT: plots.prediction_grid(
-            test.images[wrong], test.labels[wrong], probabilities[wrong],
-            f"{len(wrong)} of {int(np.sum(test.labels != predicted))} misclassified test images"),
+            test.images[wrong],
+            test.labels[wrong],
+            probabilities[wrong],
+            f"{len(wrong)} of {int(np.sum(test.labels != predicted))} misclassified test images",
+        ),
         paths.CONFUSED_PAIRS_PLOT: plots.confused_pairs_chart(
-            pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"),
-    }  # fmt: skip
+            pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"
+        ),
+    }
     for target, fig in figures.items():
         save_figure(fig, target)
     print(f"plot_errors: {len(figures)} figures -> {paths.RANDOM_PREDICTIONS_PLOT.parent}")

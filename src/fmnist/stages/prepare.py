@@ -45,7 +45,7 @@ def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) 
     # Hand the leftover places to the classes with the largest fractional parts (stable: lower class first).
     leftover = count - quotas.sum()
     quotas[np.argsort(-(exact - quotas), kind="stable")[:leftover]] += 1
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas, strict=True)]
     return np.sort(np.concatenate(picked))
 
 

@@ -19,12 +19,12 @@ from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from fmnist.lib import atomic, paths
-from fmnist.nn import distribute, precision
 from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
 from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
+from fmnist.nn import distribute, precision
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
 
 
 def seed_everything(params: TrainParams) -> None:
@@ -34,16 +34,21 @@ def seed_everything(params: TrainParams) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def learning_rate_schedule(params: TrainParams, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate_schedule(
+    params: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """Adam's learning rate: constant, or linear warmup to the peak then cosine decay to zero."""
     if params.schedule == "constant":
         return params.learning_rate
     total_steps = params.epochs * steps_per_epoch
     warmup_steps = round(params.warmup_fraction * total_steps)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, alpha=0.0,
-        warmup_target=params.learning_rate, warmup_steps=warmup_steps,
-    )  # fmt: skip
+        initial_learning_rate=0.0,
+        decay_steps=total_steps - warmup_steps,
+        alpha=0.0,
+        warmup_target=params.learning_rate,
+        warmup_steps=warmup_steps,
+    )
 
 
 def callbacks(params: TrainParams, live: Live | None) -> list[keras.callbacks.Callback]:
@@ -51,10 +56,14 @@ def callbacks(params: TrainParams, live: Live | None) -> list[keras.callbacks.Ca
     found = [] if live is None else [DVCLiveCallback(live=live)]
     stop = params.early_stopping
     if stop.enabled:
-        found.append(keras.callbacks.EarlyStopping(
-            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights,
-            verbose=1,
-        ))  # fmt: skip
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor,
+                patience=stop.patience,
+                restore_best_weights=stop.restore_best_weights,
+                verbose=1,
+            )
+        )
     return found
 
 
@@ -88,8 +97,9 @@ def _without_autotune() -> tf.data.Options:
     return options
 
 
-def training_batches(split: Split, batch_size: int, seed: int,
-                     context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+def training_batches(
+    split: Split, batch_size: int, seed: int, context: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
     """One epoch of full batches, reshuffled on every pass; only the indices are shuffled.
 
     `batch_size` is the global batch. Under a distribution strategy, `context` says which input pipeline this is
@@ -114,8 +124,9 @@ def validation_batches(split: Split, batch_size: int) -> tf.data.Dataset:
 
 def loss_function(params: TrainParams) -> keras.losses.Loss:
     """Label-smoothed cross-entropy on logits, one value per image: (B, 10), (B, 10) -> (B,)."""
-    return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=params.label_smoothing,
-                                                reduction=None)  # fmt: skip
+    return keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=params.label_smoothing, reduction=None
+    )
 
 
 def loss_and_correct(targets: tf.Tensor, logits: tf.Tensor, per_image_loss: tf.Tensor) -> tf.Tensor:
@@ -124,8 +135,13 @@ def loss_and_correct(targets: tf.Tensor, logits: tf.Tensor, per_image_loss: tf.T
     return tf.stack([tf.reduce_sum(per_image_loss), tf.reduce_sum(tf.cast(correct, tf.float32))])
 
 
-def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    loss_fn: keras.losses.Loss, global_batch: int):  # fmt: skip
+def make_train_step(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loss_fn: keras.losses.Loss,
+    global_batch: int,
+):
     """A compiled step that trains every replica on its share of one global batch.
 
     Returns the global batch's (summed loss, correct count). No XLA: on CPU it made training slower here.
@@ -139,7 +155,7 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
             # makes the step that of one device on the whole batch.
             loss = tf.nn.compute_average_loss(per_image, global_batch_size=global_batch)
         gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss_and_correct(targets, logits, per_image)
 
     @tf.function(jit_compile=False)
@@ -171,8 +187,15 @@ def make_evaluate(model: keras.Model, loss_fn: keras.losses.Loss, batches: tf.da
     return evaluate
 
 
-def train_model(train: Split, val: Split, model_params: ModelParams, params: TrainParams, live: Live | None,
-                policy: str = "float32", strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def train_model(
+    train: Split,
+    val: Split,
+    model_params: ModelParams,
+    params: TrainParams,
+    live: Live | None,
+    policy: str = "float32",
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
     """Build a model computing under `policy` and train it with `strategy` (default: one device).
 
     Per-epoch metrics go to dvclive through `live` (None on workers that write nothing).
@@ -182,28 +205,34 @@ def train_model(train: Split, val: Split, model_params: ModelParams, params: Tra
     check_batch_size(params.batch_size, len(train.labels), strategy.num_replicas_in_sync)
     seed_everything(params)
     with strategy.scope():  # variables mirrored on every replica
-        model = build_model(model_params, seed=params.seed, policy=policy,
-                            sync_batch_norm=strategy.num_replicas_in_sync > 1)  # fmt: skip
+        model = build_model(
+            model_params, seed=params.seed, policy=policy, sync_batch_norm=strategy.num_replicas_in_sync > 1
+        )
         optimizer = keras.optimizers.Adam(learning_rate_schedule(params, steps_per_epoch))
         optimizer.build(model.trainable_variables)  # its moment variables, here rather than inside the step
     loss_fn = loss_function(params)
     step = make_train_step(strategy, model, optimizer, loss_fn, params.batch_size)
     batches = strategy.distribute_datasets_from_function(
-        lambda context: training_batches(train, params.batch_size, params.seed, context))
+        lambda context: training_batches(train, params.batch_size, params.seed, context)
+    )
     evaluate = make_evaluate(model, loss_fn, validation_batches(val, params.batch_size))
-    run_epochs(model, lambda: run_epoch(step, batches, params.batch_size), evaluate, params.epochs,
-               callbacks(params, live))  # fmt: skip
+    run_epochs(
+        model, lambda: run_epoch(step, batches, params.batch_size), evaluate, params.epochs, callbacks(params, live)
+    )
     return model
 
 
 def check_batch_size(batch_size: int, images: int, replicas: int) -> None:
     """Fail early, naming the fix, when the global batch cannot be split or filled."""
     if batch_size > images:
-        raise PipelineError(f"train.batch_size ({batch_size}) exceeds the {images} training images; lower it or "
-                            "raise prepare.limit")  # fmt: skip
+        raise PipelineError(
+            f"train.batch_size ({batch_size}) exceeds the {images} training images; lower it or raise prepare.limit"
+        )
     if batch_size % replicas:
-        raise PipelineError(f"train.batch_size ({batch_size}) must split evenly over the {replicas} replicas; "
-                            f"make it a multiple of {replicas}")  # fmt: skip
+        raise PipelineError(
+            f"train.batch_size ({batch_size}) must split evenly over the {replicas} replicas; "
+            f"make it a multiple of {replicas}"
+        )
 
 
 def run_epoch(step, batches, global_batch: int) -> dict[str, float]:
@@ -219,8 +248,9 @@ def run_epoch(step, batches, global_batch: int) -> dict[str, float]:
     return {"accuracy": correct, "loss": loss}
 
 
-def run_epochs(model: keras.Model, train_epoch, evaluate, epochs: int,
-               callback_list: list[keras.callbacks.Callback]) -> None:  # fmt: skip
+def run_epochs(
+    model: keras.Model, train_epoch, evaluate, epochs: int, callback_list: list[keras.callbacks.Callback]
+) -> None:
     """The epoch loop, calling the Keras callbacks (dvclive, early stopping) as `fit` would, one line per epoch."""
     hooks = keras.callbacks.CallbackList(callback_list, model=model)
     model.stop_training = False
@@ -256,7 +286,9 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()[:16]
 
 
-def train_and_save(train: Split, val: Split, params: Params, policy: str, strategy: tf.distribute.Strategy) -> keras.Model:
+def train_and_save(
+    train: Split, val: Split, params: Params, policy: str, strategy: tf.distribute.Strategy
+) -> keras.Model:
     """The chief's part: train with dvclive logging to metrics/train/, save models/model.keras; both atomic."""
     with atomic.atomic_dir(paths.TRAIN_LOG_DIR) as log_dir:
         live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
@@ -280,8 +312,10 @@ def main() -> None:
             model = train_model(train, val, params.model, params.train, None, policy, strategy)
             done = "the chief saves the model and the logs"
     # Every worker prints the fingerprint: they must all end with the same weights.
-    print(f"train: {model.count_params():,} parameters, trained in {policy} on {strategy.num_replicas_in_sync} "
-          f"replica(s), weights {weights_fingerprint(model)}; {done}")  # fmt: skip
+    print(
+        f"train: {model.count_params():,} parameters, trained in {policy} on {strategy.num_replicas_in_sync} "
+        f"replica(s), weights {weights_fingerprint(model)}; {done}"
+    )
 
 
 if __name__ == "__main__":

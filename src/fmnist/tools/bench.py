@@ -1,6 +1,7 @@
 """Benchmark on the real data: the seed's plain script, then the seed, default and fast presets, one table.
 
-    python -m fmnist.tools.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2] [--out bench.md]
+    python -m fmnist.tools.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2]
+                                 [--out bench.md]
 
 A preset with `train.distribute: multi_worker` (presets/two-workers.yaml) trains with two worker processes on
 this machine, each in its own scratch directory.
@@ -32,12 +33,12 @@ import tensorflow as tf
 import yaml
 
 from fmnist.lib import paths
-from fmnist.nn import distribute
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.stages.evaluate import predict_probabilities
-from fmnist.nn.modelio import load_model
 from fmnist.lib.params import load_params
+from fmnist.nn import distribute
+from fmnist.nn.modelio import load_model
+from fmnist.stages.evaluate import predict_probabilities
 from fmnist.tools.presets import deep_merge, load_preset
 
 
@@ -80,8 +81,12 @@ def scratch_workspace(root: Path, params: dict) -> Path:
 def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float:
     """Train with two multi_worker processes on this machine; the chief's wall time (both end together)."""
     configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in distribute.local_cluster(2)]
-    other = subprocess.Popen([sys.executable, "-m", "fmnist.stages.train"], cwd=worker, env={**os.environ, **configs[1]},
-                             stdout=subprocess.DEVNULL)  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-m", "fmnist.stages.train"],
+        cwd=worker,
+        env={**os.environ, **configs[1]},
+        stdout=subprocess.DEVNULL,
+    )
     try:
         seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], chief, configs[0])
     finally:
@@ -113,8 +118,16 @@ def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Resu
     accuracy = json.loads((workspace / paths.TEST_METRICS_FILE).read_text())["test"]["accuracy"]
     epochs = (workspace / paths.TRAIN_LOG_DIR / "plots/metrics/train/loss.tsv").read_text().count("\n") - 1
     precision = json.loads((workspace / paths.TRAIN_LOG_DIR / "metrics.json").read_text())["precision"]
-    return Result(name, accuracy, train_seconds, evaluate_seconds, predict_seconds, model.count_params(), epochs,
-                  f"{device()}, {precision}")  # fmt: skip
+    return Result(
+        name,
+        accuracy,
+        train_seconds,
+        evaluate_seconds,
+        predict_seconds,
+        model.count_params(),
+        epochs,
+        f"{device()}, {precision}",
+    )
 
 
 def run_reference(root: Path, params: dict, env: dict[str, str]) -> Result:
@@ -122,8 +135,16 @@ def run_reference(root: Path, params: dict, env: dict[str, str]) -> Result:
     workspace = scratch_workspace(root / "reference", params)  # the script reads data/raw only
     seconds, stdout = timed([sys.executable, "-m", "fmnist.tools.reference"], workspace, env)
     report = json.loads(stdout.strip().splitlines()[-1])
-    return Result("seed script (plain Keras)", report["test_accuracy"], seconds, 0.0, report["evaluate_seconds"],
-                  report["parameters"], report["epochs"], f"{device()}, float32")  # fmt: skip
+    return Result(
+        "seed script (plain Keras)",
+        report["test_accuracy"],
+        seconds,
+        0.0,
+        report["evaluate_seconds"],
+        report["parameters"],
+        report["epochs"],
+        f"{device()}, float32",
+    )
 
 
 def run_round(base: dict, presets: dict[str, dict], with_reference: bool, env: dict[str, str]) -> list[Result]:
@@ -138,10 +159,18 @@ def run_round(base: dict, presets: dict[str, dict], with_reference: bool, env: d
 def machine() -> str:
     """What the figures were measured on."""
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")] or ["no GPU"]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return (f"{date.today()}, {os.cpu_count()} CPU cores ({cpu}), {', '.join(gpus)}, Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Keras {keras.__version__}")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{date.today()}, {os.cpu_count()} CPU cores ({cpu}), {', '.join(gpus)}, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
 
 
 def median_run(runs: list[Result]) -> Result:
@@ -160,15 +189,28 @@ def accuracy_cell(runs: list[Result]) -> str:
 def table(rows: list[list[Result]]) -> str:
     """One Markdown row per list of repeated runs (its median run); times relative to the first row's median."""
     base = median_run(rows[0]).total_seconds
-    lines = [
-        "| run | test accuracy | train + evaluate (s) | all runs (s) | train (s) | evaluate (s) | predict 10k (s) | time vs first row | parameters | epochs | ran on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    columns = (
+        "run",
+        "test accuracy",
+        "train + evaluate (s)",
+        "all runs (s)",
+        "train (s)",
+        "evaluate (s)",
+        "predict 10k (s)",
+        "time vs first row",
+        "parameters",
+        "epochs",
+        "ran on",
+    )
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for runs in rows:
         r = median_run(runs)
         every = ", ".join(f"{x.total_seconds:.0f}" for x in runs)
-        lines.append(f"| {r.name} | {accuracy_cell(runs)} | {r.total_seconds:.0f} | {every} | {r.train_seconds:.0f} | "
-                     f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | {r.epochs} | {r.compute} |")  # fmt: skip
+        lines.append(
+            f"| {r.name} | {accuracy_cell(runs)} | {r.total_seconds:.0f} | {every} | {r.train_seconds:.0f} | "
+            f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | "
+            f"{r.epochs} | {r.compute} |"
+        )
     return "\n".join(lines)
 
 
@@ -190,9 +232,11 @@ def main() -> None:
     env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}
     rounds = [run_round(base, presets, not args.no_reference, env) for _ in range(args.repeats)]
     command = " ".join(["python -m fmnist.tools.bench", *sys.argv[1:]])
-    report = (f"{table([list(runs) for runs in zip(*rounds)])}\n\n"
-              f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}"
-              f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n")  # fmt: skip
+    report = (
+        f"{table([list(runs) for runs in zip(*rounds, strict=True)])}\n\n"
+        f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}"
+        f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n"
+    )
     print(report)
     if args.out:
         args.out.write_text(report)

@@ -60,8 +60,8 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
-    from fmnist.nn.modelio import load_model
     from fmnist.apps.predict import predict_images
+    from fmnist.nn.modelio import load_model
 
     test = load_split("test")
     images, labels = test.images[:count, ..., 0], test.labels[:count]
@@ -85,16 +85,23 @@ def measure(model_path: Path, count: int) -> dict[str, float]:
 
 def report(figures: dict[str, float], count: int, command: str) -> str:
     """The figures as a Markdown table."""
-    return "\n".join([
-        "| measure | value |", "|---|---|",
-        f"| accuracy on {count} test images as arrays | {figures['array_accuracy']:.4f} |",
-        f"| accuracy on the same images as photo-like JPEGs, through `fmnist predict` | {figures['photo_accuracy']:.4f} |",
-        f"| `fmnist predict one.jpg` from the shell, start-up included (median of 3) | {figures['one_jpeg_seconds']:.1f} s |",
-        f"| `fmnist predict DIR` on {count} JPEGs, start-up included | {figures['directory_seconds']:.1f} s "
-        f"({count / figures['directory_seconds']:.0f} images/s) |",
-        f"| 10,000 28x28 arrays, in process (with mirror averaging) | {figures['arrays_per_second']:,.0f} images/s |",
-        "", f"Measured by `{command}`.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "| measure | value |",
+            "|---|---|",
+            f"| accuracy on {count} test images as arrays | {figures['array_accuracy']:.4f} |",
+            "| accuracy on the same images as photo-like JPEGs, through `fmnist predict` | "
+            f"{figures['photo_accuracy']:.4f} |",
+            "| `fmnist predict one.jpg` from the shell, start-up included (median of 3) | "
+            f"{figures['one_jpeg_seconds']:.1f} s |",
+            f"| `fmnist predict DIR` on {count} JPEGs, start-up included | {figures['directory_seconds']:.1f} s "
+            f"({count / figures['directory_seconds']:.0f} images/s) |",
+            "| 10,000 28x28 arrays, in process (with mirror averaging) | "
+            f"{figures['arrays_per_second']:,.0f} images/s |",
+            "",
+            f"Measured by `{command}`.",
+        ]
+    )
 
 
 def main() -> None:
@@ -103,7 +110,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="test images made into photos (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
-    text = report(measure(args.model, args.count), args.count, " ".join(["python -m fmnist.tools.predict_bench", *sys.argv[1:]]))
+    text = report(
+        measure(args.model, args.count), args.count, " ".join(["python -m fmnist.tools.predict_bench", *sys.argv[1:]])
+    )
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -39,7 +39,10 @@ def overrides_as_flags(overrides: dict[str, Any], prefix: str = "") -> list[str]
         if isinstance(value, dict):
             flags += overrides_as_flags(value, f"{prefix}{key}.")
         else:
-            flags += ["-S", f"{prefix}{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+            flags += [
+                "-S",
+                f"{prefix}{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+            ]
     return flags
 
 

@@ -19,18 +19,20 @@ from fmnist.stages.prepare import read_raw_split
 
 def build_reference_model() -> keras.Model:
     """The seed network exactly as the plain script wrote it (softmax output, float inputs in [0, 1])."""
-    return keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ])  # fmt: skip
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 
 
 def main() -> None:
@@ -43,16 +45,24 @@ def main() -> None:
     # training runs its full 10 epochs).
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
     start = time.perf_counter()
-    history = model.fit(x_train, train.labels, batch_size=32, epochs=10, validation_split=0.1, callbacks=[stop],
-                        verbose=2)  # fmt: skip
+    history = model.fit(
+        x_train, train.labels, batch_size=32, epochs=10, validation_split=0.1, callbacks=[stop], verbose=2
+    )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     loss, accuracy = model.evaluate(x_test, test.labels, verbose=0)
-    print(json.dumps({
-        "test_accuracy": accuracy, "test_loss": loss, "fit_seconds": fit_seconds,
-        "evaluate_seconds": time.perf_counter() - start, "epochs": len(history.history["loss"]),
-        "parameters": model.count_params(),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "test_accuracy": accuracy,
+                "test_loss": loss,
+                "fit_seconds": fit_seconds,
+                "evaluate_seconds": time.perf_counter() - start,
+                "epochs": len(history.history["loss"]),
+                "parameters": model.count_params(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.apps.registry import ARTIFACT
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
 from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.apps.registry import ARTIFACT
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -30,15 +30,17 @@ def parse_tag(tag: str, repo: str = ".") -> dict[str, str]:
         raise PipelineError(f"{tag} is not a GTO tag of this repository (NAME@vX.Y.Z or NAME#STAGE#N)")
     event = events[0]
     return {
-        "name": event.artifact, "version": event.version, "stage": getattr(event, "stage", ""),
+        "name": event.artifact,
+        "version": event.version,
+        "stage": getattr(event, "stage", ""),
         "event": "assignment" if isinstance(event, Assignment) else "registration",
-    }  # fmt: skip
+    }
 
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the model file on a few images, through the same code as `fmnist predict`."""
-    from fmnist.nn.modelio import load_model
     from fmnist.apps.predict import predict_images
+    from fmnist.nn.modelio import load_model
 
     return float(np.mean(predict_images(load_model(model_path), images).argmax(axis=1) == labels))
 
@@ -50,27 +52,46 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
     export_file = metrics_dir / "export.json"
     exports = json.loads(export_file.read_text())["export"] if export_file.is_file() else {}
     lines = [
-        f"# {ARTIFACT} {version}" + (f" ({stage})" if stage else ""), "",
-        "A Keras CNN that classifies 28x28 grey images of clothing into the ten Fashion-MNIST classes.", "",
-        "## Input and output", "",
+        f"# {ARTIFACT} {version}" + (f" ({stage})" if stage else ""),
+        "",
+        "A Keras CNN that classifies 28x28 grey images of clothing into the ten Fashion-MNIST classes.",
+        "",
+        "## Input and output",
+        "",
         f"- `model.keras`: input uint8 images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), 0-255, garment light "
         "on black; output logits (N, 10). Load with `keras.models.load_model(path, safe_mode=True)`.",
         "- `export/saved_model`: signature `serve`, input `images` uint8 (N, 28, 28, 1), output probabilities (N, 10).",
         "- `export/*.tflite`: the same signature for LiteRT.",
-        f"- Classes, by output index: {', '.join(f'{i} {name}' for i, name in enumerate(CLASS_NAMES))}.", "",
-        "## Results on the 10,000 test images", "",
-        f"Accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, loss {test['loss']:.4f}.", "",
-        "| class | precision | recall | F1 |", "|---|---|---|---|",
+        f"- Classes, by output index: {', '.join(f'{i} {name}' for i, name in enumerate(CLASS_NAMES))}.",
+        "",
+        "## Results on the 10,000 test images",
+        "",
+        f"Accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, loss {test['loss']:.4f}.",
+        "",
+        "| class | precision | recall | F1 |",
+        "|---|---|---|---|",
         *(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |" for name, m in per_class.items()),
-    ]  # fmt: skip
+    ]
     if exports:
-        lines += ["", "| file | size (kB) | test accuracy | largest probability difference from Keras |",
-                  "|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {name} | {m['size_kb']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
-                  for name, m in exports.items() if m.get("written", True)]  # fmt: skip
-    lines += ["", "## Provenance", "", f"- Commit: `{commit}`.",
-              "- Data: Fashion-MNIST (Zalando Research, MIT licence), the original release; SHA-256 of each "
-              "decompressed file:", *(f"  - `{f.name}`: `{f.sha256}`" for f in RELEASE_FILES)]  # fmt: skip
+        lines += [
+            "",
+            "| file | size (kB) | test accuracy | largest probability difference from Keras |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {m['size_kb']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
+            for name, m in exports.items()
+            if m.get("written", True)
+        ]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Commit: `{commit}`.",
+        "- Data: Fashion-MNIST (Zalando Research, MIT licence), the original release; SHA-256 of each "
+        "decompressed file:",
+        *(f"  - `{f.name}`: `{f.sha256}`" for f in RELEASE_FILES),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -200,8 +200,9 @@ def write_plots(rev: str, plots_dir: Path) -> Path:
 
 def metrics_table(rev: str, targets: Sequence[Path], show_all: bool) -> str:
     """`dvc metrics diff REV --md` for `targets`, with unchanged metrics too if `show_all`."""
-    return dvc_output("metrics", "diff", rev, "--md", *(["--all"] if show_all else []),
-                      "--targets", *(t.as_posix() for t in targets))  # fmt: skip
+    return dvc_output(
+        "metrics", "diff", rev, "--md", *(["--all"] if show_all else []), "--targets", *(t.as_posix() for t in targets)
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -209,8 +210,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fmnist.tools.report", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=DEFAULT_BASE, help="git revision to compare with (default: main)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: report.md)")
-    parser.add_argument("--plots-dir", type=Path, default=DEFAULT_PLOTS_DIR,
-                        help="where `dvc plots diff` writes index.html (default: report/plots)")  # fmt: skip
+    parser.add_argument(
+        "--plots-dir",
+        type=Path,
+        default=DEFAULT_PLOTS_DIR,
+        help="where `dvc plots diff` writes index.html (default: report/plots)",
+    )
     return parser.parse_args(argv)
 
 
@@ -223,10 +228,14 @@ def report_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     return [
         ("Params (`dvc params diff`)", table_or_note(params, f"No parameter differs from {rev}.")),
         ("Metrics (`dvc metrics diff`)", table_or_note(summary, "No metrics found.")),
-        ("Per-class metrics", details("Changed per-class precision, recall and F1",
-                                      table_or_note(per_class, "No per-class metric changed."))),
+        (
+            "Per-class metrics",
+            details(
+                "Changed per-class precision, recall and F1", table_or_note(per_class, "No per-class metric changed.")
+            ),
+        ),
         ("Plots", plots_section(rev, changes, write_plots(rev, plots_dir))),
-    ]  # fmt: skip
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,16 +29,22 @@ def parse_sets(text: str) -> list[list[str]]:
         sets = json.loads(text)
     except ValueError as exc:
         raise PipelineError(f"--sets is not JSON ({exc}); give a list of override lists such as {example}") from None
-    valid = isinstance(sets, list) and sets and all(
-        isinstance(group, list) and group and all(isinstance(o, str) and "=" in o for o in group) for group in sets)
+    valid = (
+        isinstance(sets, list)
+        and sets
+        and all(
+            isinstance(group, list) and group and all(isinstance(o, str) and "=" in o for o in group) for group in sets
+        )
+    )
     if not valid:
-        raise PipelineError(f"--sets must be a non-empty list of non-empty lists of key=value strings, such as "
-                            f"{example}; got {text}")  # fmt: skip
+        raise PipelineError(
+            f"--sets must be a non-empty list of non-empty lists of key=value strings, such as {example}; got {text}"
+        )
     return sets
 
 
 def parse_worker(text: str) -> tuple[int, int]:
-    """"K/N" -> (K, N): this machine is worker K (from 1) of N."""
+    """ "K/N" -> (K, N): this machine is worker K (from 1) of N."""
     try:
         number, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -68,8 +74,9 @@ def share(sets: list[list[str]], number: int, count: int) -> list[int]:
 def dvc(*args: str, capture: bool = False) -> str:
     """Run `dvc ARGS`; return its output if captured, else show it on stderr (our stdout is the result alone,
     which the workflow appends to its summary). Stop the sweep if it fails."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE if capture else sys.stderr,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE if capture else sys.stderr, text=True
+    )
     if result.returncode != 0:
         raise PipelineError(f"`dvc {' '.join(args)}` failed (exit {result.returncode}); see DVC's message above")
     return result.stdout or ""
@@ -135,8 +142,9 @@ def ranking(show: list[dict], prefix: str, metric: str = DEFAULT_METRIC) -> str:
         changed = ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k, object()) != v) or "(none)"
         rows.append((metric_value(data, metric), name, changed))
     if not rows:
-        raise PipelineError(f"no experiments named {prefix}-N here; run `fmnist sweep collect` from the commit the "
-                            "sweep ran on")  # fmt: skip
+        raise PipelineError(
+            f"no experiments named {prefix}-N here; run `fmnist sweep collect` from the commit the sweep ran on"
+        )
     rows.sort(key=lambda row: (row[0] is None, -(row[0] or 0.0), row[1]))
     lines = [f"| rank | experiment | {metric} | params changed |", "|---|---|---|---|"]
     for rank, (value, name, changed) in enumerate(rows, start=1):
@@ -150,8 +158,10 @@ def collect(prefix: str, remote: str, metric: str) -> str:
     listed = dvc("exp", "list", remote, "--name-only", capture=True).split()
     names = [name for name in listed if name.startswith(f"{prefix}-")]
     if not names:
-        raise PipelineError(f"{remote} has no experiments named {prefix}-N for this commit; check --prefix and "
-                            "that the workers have pushed")  # fmt: skip
+        raise PipelineError(
+            f"{remote} has no experiments named {prefix}-N for this commit; check --prefix and "
+            "that the workers have pushed"
+        )
     dvc("exp", "pull", remote, *names)
     return ranking(json.loads(dvc("exp", "show", "--json", capture=True)), prefix, metric)
 
