@@ -23,7 +23,7 @@ TINY_OVERRIDES = {
     "prepare": {"limit": 1000, "val_fraction": 0.2},
     "model": {"width": 4, "dense_units": 16},
     "train": {"epochs": 2, "batch_size": 32, "warmup_fraction": 0.0},
-    "evaluate": {"flip_tta": False},
+    "inference": {"tta": "none"},
     "plot_errors": {"n_random": 8, "n_misclassified": 8},
 }
 

@@ -17,8 +17,8 @@ EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
     "fetch": ["fetch"],
     "prepare": ["prepare"],
     "train": ["model", "train"],
-    "evaluate": ["evaluate"],
-    "export": ["export"],
+    "evaluate": ["inference"],
+    "export": ["export", "inference"],
     "plot_errors": ["plot_errors"],
 }
 EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.paths

@@ -71,8 +71,8 @@ def test_misspelled_section_is_named(raw):
 
 
 def test_missing_key_is_named(raw):
-    del raw["evaluate"]["flip_tta"]
-    with pytest.raises(ParamsError, match=r"missing key evaluate\.flip_tta"):
+    del raw["inference"]["tta"]
+    with pytest.raises(ParamsError, match=r"missing key inference\.tta"):
         parse_params(raw)
 
 

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 import struct
 import subprocess
 import zipfile
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import VENV_BIN, run
+from conftest import REPO_ROOT, VENV_BIN, run
 from fmnist.apps.predict import predict_sources
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.params import ModelParams
@@ -77,6 +78,7 @@ def inputs(tmp_path_factory, real_release):
     Image.new("RGB", (400, 300), "white").save(bad / "white.jpg")
     (root / "no-images").mkdir()
     (root / "no-images" / "readme.txt").write_text("nothing to see")
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")  # run as from the repository: its inference section
     return root
 
 
@@ -162,23 +164,35 @@ def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
     assert saved.name == "0001-stdin.png" and Image.open(saved).size == (28, 28)
 
 
-def test_a_directory_is_predicted_in_batches_by_one_model(tiny_model_file, tmp_path, real_release):
-    from fmnist.nn.modelio import load_model
-
+def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, real_release):
     write_photos(real_release["t10k-images-idx3-ubyte"][:300], tmp_path)
-    model = load_model(tiny_model_file)
     calls = []
-    original = model.predict
-    model.predict = lambda x, **kw: calls.append(len(x)) or original(x, **kw)
-    predictions, errors = predict_sources(model, [str(tmp_path)])
+
+    def predict(images):
+        calls.append(images.shape)
+        return np.full((len(images), 10), 0.1, np.float32)
+
+    predictions, errors = predict_sources(predict, [str(tmp_path)])
     assert len(predictions) == 300 and not errors
-    assert calls == [300, 300]  # one call for the images, one for their mirror images
+    assert calls == [(300, 28, 28, 1)]  # fmnist.nn.inference then splits it into inference.batch_size batches
+
+
+def test_without_params_yaml_the_tta_must_be_given_and_is_then_used(tiny_model_file, inputs, tmp_path):
+    (tmp_path / "a.jpg").write_bytes((inputs / "good" / "a.jpg").read_bytes())
+    refused = fmnist("predict", "a.jpg", "--model", str(tiny_model_file), cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stdout == ""
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("error: no params.yaml here to say how the model predicts") and "--tta flip" in line
+    args = ("predict", "a.jpg", "--model", str(tiny_model_file), "--format", "json")
+    answers = {tta: json.loads(fmnist(*args, "--tta", tta, cwd=tmp_path).stdout) for tta in ("none", "flip")}
+    assert answers["none"]["probabilities"] != answers["flip"]["probabilities"]
 
 
 @pytest.mark.slow
 def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release):
     """1,000 test images as photo-like JPEGs through the real command, against the arrays, with a trained model."""
-    from fmnist.apps.predict import predict_images
+    from fmnist.lib.params import InferenceParams
+    from fmnist.nn.inference import Predictor
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
@@ -188,9 +202,10 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=128, epochs=3, verbose=0)
     save_model(model, tmp_path / "model.keras")
     images, labels = real_release["t10k-images-idx3-ubyte"][:1000], real_release["t10k-labels-idx1-ubyte"][:1000]
-    array_accuracy = np.mean(predict_images(model, images).argmax(axis=1) == labels)
+    predict = Predictor(model, InferenceParams(tta="flip", batch_size=500))
+    array_accuracy = np.mean(predict(images[..., None]).argmax(axis=1) == labels)
     write_photos(images, tmp_path / "photos")
-    result = fmnist("predict", "photos", "--model", "model.keras", "--format", "csv", cwd=tmp_path)
+    result = fmnist("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
     photo_accuracy = np.mean(np.array(predicted) == labels)

@@ -76,10 +76,16 @@ def test_fmnist_finds_a_registered_model_by_stage_or_version(registry, tmp_path)
     gto(repo, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "staging")
     # In a child process, as `fmnist predict` runs it: DVC sets up its own logging, which outlives a test.
     for selector, expected in (("stage='staging'", "v2.0.0"), ("version='v1.0.0'", "v1.0.0")):
-        code = f"from fmnist.apps.registry import registered_model; print(registered_model({str(repo)!r}, {selector}))"
+        code = (
+            "from fmnist.apps import registry\n"
+            f"found = registry.registered_model({str(repo)!r}, {selector})\n"
+            "print(found.path, found.commit, registry.inference_params(found).tta)"
+        )
         found = run([str(VENV_BIN / "python"), "-c", code], tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
-        path = Path(found.stdout.strip().splitlines()[-1])
-        assert path.is_relative_to(tmp_path / "cache") and path.read_bytes() == versions[expected]
+        path, commit, tta = found.stdout.strip().splitlines()[-1].split()
+        assert Path(path).is_relative_to(tmp_path / "cache") and Path(path).read_bytes() == versions[expected]
+        assert commit == run(["git", "rev-parse", f"{ARTIFACT}@{expected}^{{commit}}"], repo).stdout.strip()
+        assert tta == "none"  # the tiny pipeline's params.yaml at that commit
 
 
 @pytest.mark.parametrize("selector", [("--rev", "v9.9.9"), ("--stage", "canary")])

@@ -1,6 +1,7 @@
 """The release workflow's steps, run here: the model card and the smoke test (tag parsing: test_registry.py)."""
 
 import json
+import shutil
 
 import keras
 import yaml
@@ -25,7 +26,7 @@ def test_the_model_card_has_the_contract_the_results_and_the_provenance():
     assert "Commit: `0123abcd`" in card and all(f.sha256 in card for f in RELEASE_FILES)
 
 
-def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
+def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release, monkeypatch):
     images, labels = (
         real_release["t10k-images-idx3-ubyte"][:100, ..., None],
         real_release["t10k-labels-idx1-ubyte"][:100],
@@ -33,6 +34,8 @@ def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release):
     params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     keras.utils.set_random_seed(0)
     save_model(build_model(params, seed=0), tmp_path / "untrained.keras")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")  # the release job runs in the repository
+    monkeypatch.chdir(tmp_path)
     assert smoke_accuracy(tmp_path / "untrained.keras", images, labels) < 0.5  # ~chance: the release would stop
 
 

@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     save_model(build_model(params, seed=0), workdir / "model.keras")
     port = free_port()
     process = subprocess.Popen(
-        [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras"],
+        [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

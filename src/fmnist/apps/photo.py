@@ -7,8 +7,10 @@ so a photo and a test image reach the network alike. An image that already is a 
 a dark background) passes through unchanged rather than being negated twice.
 """
 
+import io
+
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
@@ -16,8 +18,52 @@ DARK_BACKGROUND = 64  # mean border grey (0..255) below which a 28x28 image coun
 MIN_GARMENT_PX = 3  # a garment narrower or lower than this (after trimming) is no garment
 
 
-class NoGarmentError(ValueError):
+class UnusableImage(ValueError):
+    """An input that cannot be classified; the message says why. `http_status` is what `fmnist serve` answers."""
+
+    http_status = 415  # Unsupported Media Type
+
+
+class EmptyImage(UnusableImage):
+    """Zero bytes."""
+
+    http_status = 400
+
+
+class NotAnImage(UnusableImage):
+    """Bytes that no image format Pillow knows can decode."""
+
+
+class DamagedImage(UnusableImage):
+    """A known image format, but truncated or malformed."""
+
+
+class TooLargeImage(UnusableImage):
+    """More pixels than Pillow decodes safely (its decompression-bomb limit)."""
+
+    http_status = 413
+
+
+class NoGarmentError(UnusableImage):
     """The image has nothing to classify: it is blank, one flat colour, or too small."""
+
+    http_status = 422
+
+
+def decode(data: bytes) -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) -> the (28, 28) uint8 network input; an UnusableImage saying what is wrong."""
+    if not data:
+        raise EmptyImage("an empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode now, so a truncated file fails here and not halfway through
+            return to_fashion_mnist(image)
+    except UnidentifiedImageError:
+        raise NotAnImage("not an image that Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise TooLargeImage(f"too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError) as exc:  # Pillow's truncated or malformed data
+        raise DamagedImage(f"a damaged or truncated image ({exc})") from None
 
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:

@@ -1,33 +1,38 @@
 """`fmnist predict`: classify photos (or Fashion-MNIST-like images) with the trained model.
 
     fmnist predict PATH [PATH ...] [--model models/model.keras | --model-stage prod | --model-version v1.0.0]
-                   [--top 3] [--format table|json|csv] [--save-inputs DIR]
+                   [--tta none|flip] [--top 3] [--format table|json|csv] [--save-inputs DIR]
 
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
-standard input. Each image goes through fmnist.apps.photo (what the dataset's own conversion did), then the whole set
-is predicted in batches by one loaded model. A file that cannot be used gets one line on stderr, the others are
-still predicted, and the exit status is 1 if any failed.
+standard input. Each image goes through fmnist.apps.photo (what the dataset's own conversion did), then the whole
+set is predicted in batches by one loaded model, as `evaluate` predicts (fmnist.nn.inference, with the
+`inference` section of params.yaml: this directory's, or the registered model's commit's). A file that cannot be
+used gets one line on stderr, the others are still predicted, and the exit status is 1 if any failed.
 """
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
-from fmnist.apps.registry import ARTIFACT, registered_model
+from fmnist.apps import registry
+from fmnist.apps.photo import UnusableImage, decode
 from fmnist.lib import paths
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.params import InferenceParams, load_params
 
-BATCH_SIZE = 512  # images per model call: one call for most inputs, bounded memory for large directories
+TTA_CHOICES = ("none", "flip")  # InferenceParams.tta
+BATCH_SIZE_WITHOUT_PARAMS = 512  # with --tta and no params.yaml: bounded memory for large directories
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
 STDIN = "-"
 
@@ -45,7 +50,7 @@ class Prediction:
         order = np.argsort(-self.probabilities, kind="stable")
         return [(CLASS_NAMES[i], float(self.probabilities[i])) for i in order]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """{class, probability, probabilities: {every class: p}}: the JSON of `--format json` and `fmnist serve`."""
         best, probability = self.ranked()[0]
         return {
@@ -71,50 +76,30 @@ def image_sources(arguments: list[str]) -> Iterator[tuple[str, str | None]]:
 
 
 def read_image(source: str) -> np.ndarray:
-    """The (28, 28) uint8 network input for one file (or stdin); ValueError with a short reason if unusable."""
-    return convert(sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes())
+    """The (28, 28) uint8 network input for one file (or stdin); UnusableImage or OSError saying what is wrong."""
+    return decode(sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes())
 
 
-def convert(data: bytes) -> np.ndarray:
-    """An encoded image (PNG, JPEG, ...) -> the (28, 28) uint8 network input; ValueError saying what is wrong."""
-    if not data:
-        raise ValueError("an empty file (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decode now, so a truncated file fails here and not halfway through
-            return to_fashion_mnist(image)
-    except UnidentifiedImageError:
-        raise ValueError("not an image that Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"too large to decode safely ({exc})") from None
-    except NoGarmentError as exc:
-        raise ValueError(str(exc)) from None
-    except (OSError, SyntaxError) as exc:  # Pillow's truncated or malformed data
-        raise ValueError(f"a damaged or truncated image ({exc})") from None
+def predict_sources(
+    predict: Callable[[np.ndarray], np.ndarray], sources: list[str]
+) -> tuple[list[Prediction], list[str]]:
+    """Read, convert and predict every source; (predictions, one error line per failed source).
 
-
-def predict_images(model, images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, 10) float32 probabilities, each averaged with its mirror image's (as evaluate)."""
-    from fmnist.lib.params import EvaluateParams
-    from fmnist.stages.evaluate import predict_probabilities  # TensorFlow loads here, after the inputs are read
-
-    return predict_probabilities(model, images[..., None], EvaluateParams(batch_size=BATCH_SIZE, flip_tta=True))
-
-
-def predict_sources(model, sources: list[str]) -> tuple[list[Prediction], list[str]]:
-    """Read, convert and predict every source; (predictions, one error line per failed source)."""
+    `predict` maps uint8 images (N, 28, 28, 1) to probabilities (N, 10): a fmnist.nn.inference.Predictor.
+    """
     names, images, errors = [], [], []
     for source, problem in image_sources(sources):
         try:
             if problem:
-                raise ValueError(problem)
+                raise UnusableImage(problem)
             images.append(read_image(source))
             names.append(source)
-        except (ValueError, OSError) as exc:
-            errors.append(f"error: {'standard input' if source == STDIN else source}: {exc}")
+        except (UnusableImage, OSError) as exc:
+            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(f"error: {'standard input' if source == STDIN else source}: {reason}")
     if not images:
         return [], errors
-    probabilities = predict_images(model, np.stack(images))
+    probabilities = predict(np.stack(images)[..., None])
     return [Prediction(n, i, p) for n, i, p in zip(names, images, probabilities, strict=True)], errors
 
 
@@ -153,24 +138,60 @@ def save_inputs(predictions: list[Prediction], directory: Path) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which model: a file, or a registered version or stage (fmnist.apps.registry); shared with `fmnist serve`."""
+    """Which model and how it predicts: a file, or a registered version or stage; shared with `fmnist serve`."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
-    which.add_argument("--model-version", metavar="VERSION", help=f"the registered {ARTIFACT} version, e.g. v1.0.0")
-    which.add_argument("--model-stage", metavar="STAGE", help=f"the {ARTIFACT} version assigned to STAGE, e.g. prod")
+    which.add_argument(
+        "--model-version", metavar="VERSION", help=f"the registered {registry.ARTIFACT} version, e.g. v1.0.0"
+    )
+    which.add_argument(
+        "--model-stage", metavar="STAGE", help=f"the {registry.ARTIFACT} version assigned to STAGE, e.g. prod"
+    )
     parser.add_argument(
         "--model-repo",
         default=".",
         metavar="REPO",
         help="the git repository (path or URL) whose registry to read (default: this one)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        help="test-time augmentation (default: inference.tta of the model's params.yaml; flip: with the mirror image)",
+    )
 
 
-def model_file(args: argparse.Namespace) -> Path:
-    """The model the arguments name, downloaded first if it is a registered one."""
+@dataclass(frozen=True)
+class ChosenModel:
+    """The model that answers, where it came from, and how it predicts."""
+
+    path: Path
+    commit: str | None  # the registry's commit for a registered model; None for a file
+    inference: InferenceParams
+
+
+def chosen_model(args: argparse.Namespace) -> ChosenModel:
+    """The model the arguments name (downloaded first if it is a registered one) and its inference params."""
     if args.model_version or args.model_stage:
-        return registered_model(args.model_repo, version=args.model_version, stage=args.model_stage)
-    return args.model
+        found = registry.registered_model(args.model_repo, version=args.model_version, stage=args.model_stage)
+        if args.tta:
+            inference = InferenceParams(tta=args.tta, batch_size=BATCH_SIZE_WITHOUT_PARAMS)
+        else:
+            inference = registry.inference_params(found)
+        return ChosenModel(found.path, found.commit, inference)
+    return ChosenModel(args.model, None, workspace_inference(args.tta))
+
+
+def workspace_inference(tta: str | None) -> InferenceParams:
+    """The `inference` section of this directory's params.yaml, with `tta` (from --tta) over it if given."""
+    if paths.PARAMS_FILE.is_file():
+        params = load_params().inference
+        return params if tta is None else dataclasses.replace(params, tta=tta)
+    if tta is None:
+        raise PipelineError(
+            f"no {paths.PARAMS_FILE} here to say how the model predicts (its inference section); run from the "
+            "repository root, or pass --tta flip (as the pipeline does) or --tta none"
+        )
+    return InferenceParams(tta=tta, batch_size=BATCH_SIZE_WITHOUT_PARAMS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,10 +207,11 @@ def run(args: argparse.Namespace) -> int:
     """Predict and print; the exit status: 0 if every input was classified, else 1."""
     if not 0 <= args.top <= len(CLASS_NAMES) - 1:
         raise PipelineError(f"--top must be between 0 and {len(CLASS_NAMES) - 1}, got {args.top}")
-    from fmnist.nn.modelio import load_model  # TensorFlow loads only once the arguments are known to be sound
+    choice = chosen_model(args)
+    from fmnist.nn.inference import Predictor  # TensorFlow loads only once the arguments are known to be sound
+    from fmnist.nn.modelio import load_model
 
-    model = load_model(model_file(args))
-    predictions, errors = predict_sources(model, args.paths)
+    predictions, errors = predict_sources(Predictor(load_model(choice.path), choice.inference), args.paths)
     for line in errors:
         print(line, file=sys.stderr)
     if predictions:

@@ -1,16 +1,30 @@
 """Registered models: the `fashion-cnn` artifact (dvc.yaml) by version or stage, as GTO's git tags name them.
 
 `fmnist predict --model-stage prod` (or `--model-version v1.0.0`) uses this instead of the workspace file: DVC
-finds the commit that the tag names and reads the model from that commit's DVC remote, with no checkout.
+finds the commit that the tag names and reads the model from that commit's DVC remote, with no checkout. The
+same commit's params.yaml says how that model's numbers were measured (its `inference` section).
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist.lib import atomic
+import yaml
+
+from fmnist.lib import atomic, paths
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import InferenceParams, ParamsError, parse_section
 
 ARTIFACT = "fashion-cnn"  # the artifact's name in dvc.yaml
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model fetched to this machine."""
+
+    path: Path  # the local copy
+    commit: str  # the git commit the version or stage names
+    params_text: str | None  # that commit's params.yaml, None if it has none
 
 
 def cache_dir() -> Path:
@@ -18,21 +32,42 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fmnist" / "models"
 
 
-def registered_model(repo: str, version: str | None = None, stage: str | None = None) -> Path:
-    """The local path of the model that `version` or `stage` names in `repo`, downloaded once per commit."""
+def registered_model(repo: str, version: str | None = None, stage: str | None = None) -> RegisteredModel:
+    """The model that `version` or `stage` names in `repo`, downloaded once per commit."""
     import dvc.api  # DVC loads only for a registered model
-    from dvc.exceptions import DvcException
+    from dvc.exceptions import ArtifactNotFoundError, DvcException
 
     wanted = f"version {version}" if version else f"stage {stage}"
+    listing = f"`gto show {ARTIFACT}` lists the registered versions and stages"
     try:
         found = dvc.api.artifacts_show(ARTIFACT, version=version, stage=stage, repo=repo)
-        target = cache_dir() / found["rev"] / Path(found["path"]).name
+    except ArtifactNotFoundError:
+        raise PipelineError(f"no {ARTIFACT} model at {wanted} in {repo}; {listing}") from None
+    except DvcException as exc:
+        raise PipelineError(f"cannot read the registry of {repo} ({' '.join(str(exc).split())}); {listing}") from exc
+    commit = found["rev"]
+    target = cache_dir() / commit / Path(found["path"]).name
+    try:
         if not target.is_file():
-            atomic.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=found["rev"], mode="rb"))
-    except (DvcException, ValueError, KeyError) as exc:
+            atomic.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=commit, mode="rb"))
+    except (DvcException, FileNotFoundError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise PipelineError(
-            f"no {ARTIFACT} model at {wanted} in {repo}: {reason}; `gto show {ARTIFACT}` lists the "
-            "registered versions and stages"
-        ) from None
-    return target
+            f"{ARTIFACT} at {wanted} is commit {commit[:12]}, but its model cannot be fetched ({reason}); "
+            "check that commit's DVC remote (`dvc remote list`) and your access to it"
+        ) from exc
+    try:
+        params_text: str | None = dvc.api.read(paths.PARAMS_FILE.as_posix(), repo=repo, rev=commit)
+    except FileNotFoundError:
+        params_text = None
+    return RegisteredModel(target, commit, params_text)
+
+
+def inference_params(model: RegisteredModel) -> InferenceParams:
+    """How the registered model's own pipeline predicted: the `inference` section of its commit's params.yaml."""
+    where = f"params.yaml at commit {model.commit[:12]}"
+    try:
+        raw = yaml.safe_load(model.params_text or "") or {}
+        return parse_section(InferenceParams, raw["inference"], "inference")
+    except (yaml.YAMLError, KeyError, TypeError, ParamsError):
+        raise PipelineError(f"{where} has no valid inference section; pass --tta none or --tta flip") from None

@@ -115,17 +115,18 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    batch_size: int  # inference batch; affects speed only
-    flip_tta: bool  # average the predictions for each image and its mirror image
+class InferenceParams:
+    tta: Literal[
+        "none", "flip"
+    ]  # test-time augmentation: none, or the average with the mirror image (fmnist.nn.inference)
+    batch_size: int  # images per call; affects speed and memory only
 
     def __post_init__(self) -> None:
-        _require(1 <= self.batch_size <= 65536, "evaluate.batch_size", "must be in 1..65536", self.batch_size)
+        _require(1 <= self.batch_size <= 65536, "inference.batch_size", "must be in 1..65536", self.batch_size)
 
 
 @dataclass(frozen=True)
 class ExportParams:
-    mirror_average: bool  # the served probabilities average each image's with its mirror image's, as evaluate
     int8_max_accuracy_drop: float  # write the int8-weight TFLite file only if it loses at most this test accuracy
 
     def __post_init__(self) -> None:
@@ -157,7 +158,7 @@ class Params:
     prepare: PrepareParams
     model: ModelParams
     train: TrainParams
-    evaluate: EvaluateParams
+    inference: InferenceParams
     export: ExportParams
     plot_errors: PlotErrorsParams
 

@@ -8,26 +8,14 @@ data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors).
 import csv
 import io
 
-import keras
 import numpy as np
 
 from fmnist.lib import atomic, metrics, paths
 from fmnist.lib.dataset import CLASS_NAMES, load_split
 from fmnist.lib.errors import run_stage
-from fmnist.lib.params import EvaluateParams, load_params
+from fmnist.lib.params import load_params
+from fmnist.nn.inference import Predictor
 from fmnist.nn.modelio import load_model
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, params: EvaluateParams) -> np.ndarray:
-    """(N, 28, 28, 1) uint8 -> (N, 10) float32 class probabilities, averaged with the mirror images if asked."""
-
-    def probs(x: np.ndarray) -> np.ndarray:
-        return keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, batch_size=params.batch_size, verbose=0)))
-
-    result = probs(images)
-    if params.flip_tta:
-        result = (result + probs(images[:, :, ::-1])) / 2  # axis 2 = width: a left-right mirror
-    return result.astype(np.float32)
 
 
 def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
@@ -49,10 +37,10 @@ def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
 
 
 def main() -> None:
-    params = load_params().evaluate
-    model = load_model(paths.MODEL_FILE)
+    params = load_params().inference
+    predict = Predictor(load_model(paths.MODEL_FILE), params)
     test = load_split("test")
-    probabilities = predict_probabilities(model, test.images, params)
+    probabilities = predict(test.images)  # (10000, 10) float32
     predicted = probabilities.argmax(axis=1)
     matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
     summary = metrics.summary(probabilities, test.labels)

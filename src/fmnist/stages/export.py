@@ -5,8 +5,8 @@ and returns class probabilities (N, 10): what TF Serving, Vertex AI and SageMake
 models/export/model.tflite (LiteRT, float32) and, when it keeps the accuracy, models/export/model_int8.tflite
 (int8 weights, about a quarter of the size), and metrics/export.json: for each file its size, the test accuracy
 of the file loaded back (SavedModel with tf.saved_model.load, TFLite with the LiteRT interpreter), and the
-largest difference of its probabilities from the Keras model's (both averaged with the mirror image's, as in
-`evaluate`, when export.mirror_average is on).
+largest difference of its probabilities from the Keras model's (both through the same `inference` params as
+`evaluate`).
 """
 
 import warnings
@@ -19,29 +19,23 @@ import tensorflow as tf
 from fmnist.lib import atomic, paths
 from fmnist.lib.dataset import IMAGE_SHAPE, load_split
 from fmnist.lib.errors import run_stage
-from fmnist.lib.params import EvaluateParams, ExportParams, load_params
+from fmnist.lib.params import load_params
+from fmnist.nn import inference
 from fmnist.nn.modelio import load_model
-from fmnist.stages.evaluate import predict_probabilities
 
 
-def write_saved_model(model: keras.Model, target: Path, mirror_average: bool) -> None:
+def write_saved_model(model: keras.Model, target: Path, tta: str) -> None:
     """A SavedModel with one `serve` signature: uint8 images (N, 28, 28, 1) -> probabilities (N, 10) float32.
 
-    With `mirror_average`, each image's probabilities are averaged with its mirror image's, as `evaluate` and
-    `fmnist predict` do, so a consumer of the export gets the accuracy that metrics/test.json reports.
+    The signature computes what `evaluate` and `fmnist predict` compute (fmnist.nn.inference, with the same
+    test-time augmentation), so a consumer of the export gets the accuracy that metrics/test.json reports.
     """
-
-    def serve(images):
-        probabilities = keras.ops.softmax(model(images, training=False))
-        if mirror_average:  # axis 2 = width: a left-right mirror
-            mirrored = keras.ops.softmax(model(keras.ops.flip(images, axis=2), training=False))
-            probabilities = (probabilities + mirrored) / 2
-        return probabilities
-
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name="serve", fn=serve, input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")]
+        name="serve",
+        fn=lambda images: inference.probabilities_graph(model, images, tta),
+        input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")],
     )
     archive.write_out(str(target), verbose=False)
 
@@ -85,23 +79,21 @@ def report(name: str, size: int, probabilities: np.ndarray, reference: np.ndarra
 
 
 def main() -> None:
-    params: ExportParams = load_params().export
+    params = load_params()
     model = load_model(paths.MODEL_FILE)
     test = load_split("test")
-    reference = predict_probabilities(
-        model, test.images, EvaluateParams(batch_size=1000, flip_tta=params.mirror_average)
-    )
+    reference = inference.Predictor(model, params.inference)(test.images)
     metrics = {"keras": report("keras", paths.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
     with atomic.atomic_dir(paths.EXPORT_DIR) as out:
-        write_saved_model(model, out / "saved_model", params.mirror_average)
-        saved = saved_model_probabilities(out / "saved_model", test.images, 1000)
+        write_saved_model(model, out / "saved_model", params.inference.tta)
+        saved = saved_model_probabilities(out / "saved_model", test.images, params.inference.batch_size)
         size = sum(f.stat().st_size for f in (out / "saved_model").rglob("*") if f.is_file())
         metrics["saved_model"] = report("saved_model", size, saved, reference, test.labels)
         for name, int8 in (("model.tflite", False), ("model_int8.tflite", True)):
             flatbuffer = tflite_bytes(out / "saved_model", int8_weights=int8)
             row = report(name, len(flatbuffer), tflite_probabilities(flatbuffer, test.images), reference, test.labels)
             drop = metrics["keras"]["test_accuracy"] - row["test_accuracy"]
-            row["written"] = not int8 or drop <= params.int8_max_accuracy_drop
+            row["written"] = not int8 or drop <= params.export.int8_max_accuracy_drop
             if row["written"]:
                 (out / name).write_bytes(flatbuffer)
             metrics[name] = row

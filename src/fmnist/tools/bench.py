@@ -37,8 +37,8 @@ from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError, run_stage
 from fmnist.lib.params import load_params
 from fmnist.nn import distribute
+from fmnist.nn.inference import Predictor
 from fmnist.nn.modelio import load_model
-from fmnist.stages.evaluate import predict_probabilities
 from fmnist.tools.presets import deep_merge, load_preset
 
 
@@ -113,7 +113,7 @@ def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Resu
     model = load_model(workspace / paths.MODEL_FILE)
     test = load_split("test")
     start = time.perf_counter()
-    predict_probabilities(model, test.images, load_params(workspace / paths.PARAMS_FILE).evaluate)
+    Predictor(model, load_params(workspace / paths.PARAMS_FILE).inference)(test.images)
     predict_seconds = time.perf_counter() - start
     accuracy = json.loads((workspace / paths.TEST_METRICS_FILE).read_text())["test"]["accuracy"]
     epochs = (workspace / paths.TRAIN_LOG_DIR / "plots/metrics/train/loss.tsv").read_text().count("\n") - 1

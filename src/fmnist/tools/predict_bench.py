@@ -60,15 +60,16 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
-    from fmnist.apps.predict import predict_images
+    from fmnist.apps.predict import workspace_inference
+    from fmnist.nn.inference import Predictor
     from fmnist.nn.modelio import load_model
 
     test = load_split("test")
     images, labels = test.images[:count, ..., 0], test.labels[:count]
-    model = load_model(model_path)
-    predict_images(model, images[:10])  # warm-up: the first call traces the graph
+    predict = Predictor(load_model(model_path), workspace_inference(tta=None))
+    predict(test.images[:10])  # warm-up: the first call traces the graph
     start = time.perf_counter()
-    all_probabilities = predict_images(model, test.images[..., 0])
+    all_probabilities = predict(test.images)
     arrays_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="fmnist-photos-") as scratch:
         files = write_photos(images, Path(scratch))

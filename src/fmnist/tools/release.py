@@ -38,11 +38,13 @@ def parse_tag(tag: str, repo: str = ".") -> dict[str, str]:
 
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of the model file on a few images, through the same code as `fmnist predict`."""
-    from fmnist.apps.predict import predict_images
+    """Accuracy of the model file on a few images (N, 28, 28, 1), as `fmnist predict` here would predict them."""
+    from fmnist.apps.predict import workspace_inference
+    from fmnist.nn.inference import Predictor
     from fmnist.nn.modelio import load_model
 
-    return float(np.mean(predict_images(load_model(model_path), images).argmax(axis=1) == labels))
+    predict = Predictor(load_model(model_path), workspace_inference(tta=None))
+    return float(np.mean(predict(images).argmax(axis=1) == labels))
 
 
 def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("metrics")) -> str:

@@ -1,0 +1,42 @@
+"""fmnist.nn.inference: the one prediction path, with and without the mirror image."""
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.lib.params import InferenceParams, ModelParams
+from fmnist.nn.inference import Predictor
+from fmnist.nn.model import build_model
+
+SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    return build_model(SMALL, seed=0), rng.integers(0, 256, (37, 28, 28, 1), dtype=np.uint8)
+
+
+def test_flip_averages_each_image_with_its_mirror_image(model_and_images):
+    model, images = model_and_images
+    plain = Predictor(model, InferenceParams(tta="none", batch_size=10))
+    flipped = Predictor(model, InferenceParams(tta="flip", batch_size=10))
+    expected = (plain(images) + plain(images[:, :, ::-1])) / 2
+    np.testing.assert_allclose(flipped(images), expected, atol=1e-6)
+    assert not np.allclose(plain(images), expected, atol=1e-4)  # the mirror changes something: the test can fail
+
+
+def test_results_do_not_depend_on_the_batch_size_and_rows_sum_to_one(model_and_images):
+    model, images = model_and_images
+    small, large = (Predictor(model, InferenceParams(tta="flip", batch_size=n))(images) for n in (4, 1000))
+    assert small.shape == (37, 10) and small.dtype == np.float32
+    np.testing.assert_allclose(small, large, atol=1e-6)
+    np.testing.assert_allclose(small.sum(axis=1), 1, atol=1e-5)
+
+
+def test_no_images_give_no_rows_and_wrong_images_a_clear_error(model_and_images):
+    predict = Predictor(model_and_images[0], InferenceParams(tta="none", batch_size=8))
+    assert predict(np.zeros((0, 28, 28, 1), np.uint8)).shape == (0, 10)
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 28, 28, 1\), got float32"):
+        predict(np.zeros((2, 28, 28, 1), np.float32))
