@@ -59,7 +59,7 @@ test-fast: setup
 
 # The benchmark (README, Results). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m fmnist.tools.bench --presets seed,default,fast,nondeterministic --repeats 3 $(if $(ISA),--isa $(ISA)) --out bench.md
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/fmnist bench --presets seed,default,fast --seeds 0,1,2 $(if $(ISA),--isa $(ISA)) --out bench.md
 
 report: setup
-	PATH="$(abspath $(BIN)):$$PATH" python -m fmnist.tools.report --base main
+	PATH="$(abspath $(BIN)):$$PATH" fmnist report --base main

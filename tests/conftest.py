@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fmnist.lib.dataset import RELEASE_FILES, ReleaseFile
 from fmnist.lib.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.lib.release import RELEASE_FILES, ReleaseFile
 from fmnist.stages.fetch import DEBIAN_DIR
 from fmnist.tools.presets import deep_merge
 

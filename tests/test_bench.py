@@ -1,32 +1,33 @@
-"""The benchmark's table: medians of repeated runs and ratios to the first row (pure functions, no training)."""
+"""The benchmark's table: mean ± sd over seeds and time ratios to the first row (pure functions, no training)."""
 
-from fmnist.tools.bench import Result, accuracy_cell, median_run, table
+import pytest
 
-
-def run(name: str, accuracy: float, train: float, evaluate: float = 2.0) -> Result:
-    return Result(
-        name, accuracy, train, evaluate, predict_seconds=1.0, parameters=1234, epochs=3, compute="CPU, float32"
-    )
+from fmnist.lib.errors import PipelineError
+from fmnist.tools.bench import Result, accuracy_cell, parse_seeds, table
 
 
-def test_median_run_picks_the_middle_total_time():
-    runs = [run("a", 0.9, 50), run("a", 0.9, 90), run("a", 0.9, 60)]
-    assert median_run(runs).train_seconds == 60
-    assert median_run(runs[:2]).train_seconds == 50  # even count: the lower middle run
-    assert median_run(runs[:1]).train_seconds == 50
+def run(name: str, seed: int, accuracy: float | None, train: float, evaluate: float = 2.0) -> Result:
+    return Result(name, seed, accuracy, train, evaluate, parameters=1234, epochs=3, compute="CPU eigen, float32")
 
 
-def test_accuracy_cell_shows_a_range_only_when_runs_disagree():
-    assert accuracy_cell([run("a", 0.93, 1), run("a", 0.93, 2)]) == "0.9300"
-    assert accuracy_cell([run("a", 0.93, 1), run("a", 0.95, 2), run("a", 0.94, 3)]) == "0.9400 (median; 0.9300-0.9500)"
+def test_accuracy_is_the_mean_and_sample_sd_over_seeds_or_a_dash():
+    assert accuracy_cell([run("a", 0, 0.93, 1)]) == "0.9300"
+    assert accuracy_cell([run("a", 0, 0.93, 1), run("a", 1, 0.95, 2), run("a", 2, 0.94, 3)]) == "0.9400 ± 0.0100"
+    assert accuracy_cell([run("seed script", 0, None, 1)]) == "—"  # no validation accuracy of ours to show
 
 
-def test_table_ratios_are_medians_against_the_first_row():
-    seed = [run("seed script", 0.90, 98), run("seed script", 0.90, 78), run("seed script", 0.90, 88)]
-    fast = [run("fast", 0.92, 20), run("fast", 0.92, 60), run("fast", 0.92, 28)]
-    lines = table([seed, fast]).splitlines()
-    assert len(lines) == 4
-    assert lines[2].startswith("| seed script | 0.9000 | 90 | 100, 80, 90 | 88 |")
-    assert "| 0.33x |" in lines[3]  # 30 s / 90 s: medians, not the first or the fastest runs
-    assert "| 30 | 22, 62, 30 |" in lines[3]
-    assert lines[3].endswith("| CPU, float32 |")  # which device and precision each row ran in
+def test_table_gives_mean_times_and_ratios_to_the_first_row():
+    seed = [run("seed script", 0, 0.90, 98), run("seed script", 1, 0.91, 78)]
+    fast = [run("fast", 0, 0.92, 20), run("fast", 1, 0.93, 30)]
+    header, _, first, second = table([seed, fast], "test").splitlines()
+    assert header.startswith("| run | test accuracy | train + evaluate (s) |")
+    assert first.startswith("| seed script | 0.9050 ± 0.0071 | 90 ± 14 | 88 ± 14 | 2.0 ± 0.0 | 1.00x | 0, 1 |")
+    assert "| 0.30x |" in second  # 27 s / 90 s: means of both rows
+    assert second.endswith("| 1,234 | 3 | CPU eigen, float32 |")
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "0,0", "-1", "1,,2"])
+def test_seeds_must_be_distinct_non_negative_integers(text):
+    with pytest.raises(PipelineError, match="--seeds must be distinct integers"):
+        parse_seeds(text)
+    assert parse_seeds("2,0,1") == [2, 0, 1]

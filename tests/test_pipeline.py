@@ -97,7 +97,7 @@ def test_default_precision_trains_in_float32_where_bf16_is_not_native(tmp_path, 
     repo = make_pipeline_repo(tmp_path / "repo")
     result = dvc(repo, "repro", env=env)
     assert "precision: float32 (auto: " in result.stdout
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["precision"] == "float32"
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["environment"]["precision"] == "float32"
     assert json.loads((repo / "metrics/test.json").read_text())["test"]["accuracy"] > 0.3
 
 
@@ -106,7 +106,10 @@ def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(
     dvc(pipeline_copy, "repro", "train")
     with zipfile.ZipFile(pipeline_copy / "models/model.keras") as archive:
         assert "bfloat16" not in archive.read("config.json").decode()
-    assert json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["precision"] == "mixed_bfloat16"
+    assert (
+        json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
+        == "mixed_bfloat16"
+    )
     for env in WITHOUT_NATIVE_BF16.values():
         assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == [
             "evaluate"
@@ -116,9 +119,9 @@ def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(
 def test_metrics_diff_shows_a_change_of_precision(pipeline_copy):
     # `auto` resolves by CPU (float32 on AVX2, bf16 with AVX512-BF16/AMX): switch to whichever it did not pick.
     git_commit(pipeline_copy, "auto precision")
-    before = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["precision"]
+    before = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
     after = {"float32": "mixed_bfloat16", "mixed_bfloat16": "float32"}[before]
     set_param(pipeline_copy, "model", "precision", after)
     dvc(pipeline_copy, "repro", "train")
     table = dvc(pipeline_copy, "metrics", "diff", "--all", "--md").stdout
-    assert re.search(rf"\|\s*precision\s*\|\s*{before}\s*\|\s*{after}\s*\|", table), table
+    assert re.search(rf"\|\s*environment\.precision\s*\|\s*{before}\s*\|\s*{after}\s*\|", table), table

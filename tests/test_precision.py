@@ -1,8 +1,10 @@
 """`model.precision: auto`: bf16 only where this machine runs it natively, decided the same way every time."""
 
+import dataclasses
+
 import pytest
 
-from fmnist.nn.precision import FLOAT32, MIXED_BF16, Resolution, choose, cpu_flags, resolve_cpu, resolve_gpus
+from fmnist.nn.precision import FLOAT32, MIXED_BF16, Choice, Resolution, choose, cpu_flags, resolve_cpu, resolve_gpus
 
 BF16_X86 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 AMX_X86 = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"})
@@ -69,14 +71,14 @@ EMULATED = Resolution(FLOAT32, "the CPU (x86_64) has no native bfloat16 instruct
 
 
 def test_auto_takes_the_native_choice_and_says_why():
-    assert choose("auto", EMULATED) == (FLOAT32, f"precision: float32 (auto: {EMULATED.reason})")
-    assert choose("auto", NATIVE)[0] == MIXED_BF16
+    assert choose("auto", EMULATED) == Choice(FLOAT32, f"precision: float32 (auto: {EMULATED.reason})")
+    assert choose("auto", NATIVE).policy == MIXED_BF16
 
 
 def test_explicit_choices_are_kept_and_a_non_native_bf16_is_warned_about_in_one_line():
-    assert choose("float32", NATIVE) == (FLOAT32, "precision: float32 (set in params.yaml)")
-    assert choose("mixed_bfloat16", NATIVE) == (MIXED_BF16, "precision: mixed_bfloat16 (set in params.yaml)")
-    policy, message = choose("mixed_bfloat16", EMULATED)
-    assert policy == MIXED_BF16 and "\n" not in message
+    assert choose("float32", NATIVE) == Choice(FLOAT32, "precision: float32 (set in params.yaml)")
+    assert choose("mixed_bfloat16", NATIVE) == Choice(MIXED_BF16, "precision: mixed_bfloat16 (set in params.yaml)")
+    policy, message, is_warning = dataclasses.astuple(choose("mixed_bfloat16", EMULATED))
+    assert policy == MIXED_BF16 and is_warning and "\n" not in message
     assert message.startswith("warning: model.precision is mixed_bfloat16, but the CPU (x86_64) has no native")
     assert "set model.precision to auto or float32" in message

@@ -7,7 +7,8 @@ from fmnist.lib.dataset import Split, load_split, save_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.idx import encode_idx
 from fmnist.lib.params import PrepareParams
-from fmnist.stages.prepare import read_raw_split, split_train_val, stratified_sample
+from fmnist.lib.release import read_raw_split
+from fmnist.stages.prepare import split_train_val, stratified_sample
 
 
 @pytest.fixture

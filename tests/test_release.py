@@ -7,8 +7,9 @@ import keras
 import yaml
 
 from conftest import REPO_ROOT
-from fmnist.lib.dataset import CLASS_NAMES, RELEASE_FILES
+from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.params import ModelParams
+from fmnist.lib.release import RELEASE_FILES
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.release import model_card, smoke_accuracy
@@ -43,10 +44,10 @@ def test_the_workflow_runs_on_stage_assignments_and_calls_these_steps():
     assert WORKFLOW[True]["push"]["tags"] == ["fashion-cnn#*#*"]  # YAML reads the key `on` as True
     script = "\n".join(step.get("run", "") for step in WORKFLOW["jobs"]["release"]["steps"])
     for command in (
-        "python -m fmnist.tools.release parse-tag",
+        "fmnist release parse-tag",
         "dvc artifacts get . fashion-cnn --rev",
-        "python -m fmnist.tools.release smoke",
-        "python -m fmnist.tools.release card",
+        "fmnist release smoke",
+        "fmnist release card",
         "gh release create",
     ):
         assert command in script

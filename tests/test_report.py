@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, dvc, git_commit, run, set_param
+from fmnist import cli
+from fmnist.lib import runs
+from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import report
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
@@ -18,36 +22,10 @@ WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
 # Pure functions.
 
 
-@pytest.mark.parametrize(
-    ("base", "new", "expected"),
-    [
-        (0.9012, 0.9134, "**Test accuracy: `main` 0.9012 → workspace 0.9134 (+0.0122, better)**"),
-        (0.9134, 0.9012, "**Test accuracy: `main` 0.9134 → workspace 0.9012 (-0.0122, worse)**"),
-        (0.9012, 0.9012, "**Test accuracy: `main` 0.9012 → workspace 0.9012 (±0.0000, unchanged)**"),
-    ],
-)
-def test_headline_shows_both_values_and_the_signed_delta(base, new, expected):
-    assert report.headline("main", base, new) == expected
-
-
-def test_headline_without_base_accuracy_says_why_and_gives_no_delta():
-    line = report.headline("main", None, 0.9012)
-    assert line == "**Test accuracy: workspace 0.9012** (no delta: `main` has no metrics/test.json)"
-    assert "at `v1`, no test.accuracy" in report.headline("v1", None, 0.9, "at `v1`, no test.accuracy in ...")
-
-
-def test_signed_rounds_to_one_test_image_and_never_prints_minus_zero():
-    assert report.signed(0.00004) == "±0.0000"
-    assert report.signed(-0.00004) == "±0.0000"
-    assert report.signed(0.0001) == "+0.0001"
-    assert report.signed(-0.25) == "-0.2500"
-
-
-def test_accuracy_from_json_reads_the_evaluate_stage_layout_and_rejects_others():
-    assert report.accuracy_from_json('{"test": {"accuracy": 0.875, "loss": 0.3}}') == 0.875
-    for text in ('{"accuracy": 0.9}', "not json", '{"test": {"accuracy": "high"}}', '{"test": {"accuracy": true}}'):
-        with pytest.raises(ValueError, match=r"test\.accuracy"):
-            report.accuracy_from_json(text)
+def test_without_per_image_answers_the_headline_gives_both_accuracies_and_why_there_is_no_verdict():
+    line = report.fallback_headline("`main`", 0.9012, 0.9134, "no per-image answers")
+    assert line == "**Test accuracy: `main` 0.9012 → workspace 0.9134 (+0.0122)** (no verdict: no per-image answers)"
+    assert report.fallback_headline("`v1`", None, 0.9, "why") == "**Test accuracy: workspace 0.9000** (no verdict: why)"
 
 
 def test_table_or_note_replaces_a_header_only_table():
@@ -87,10 +65,16 @@ def test_build_report_puts_the_headline_first_then_the_sections_in_order():
 
 
 def test_the_cli_parses_defaults_and_options():
-    args = report.parse_args([])
-    assert (args.base, args.out, args.plots_dir) == ("main", Path("report.md"), Path("report/plots"))
-    args = report.parse_args(["--base", "origin/main", "--out", "r.md", "--plots-dir", "p"])
-    assert (args.base, args.out, args.plots_dir) == ("origin/main", Path("r.md"), Path("p"))
+    args = cli.parser(["report"]).parse_args(["report"])
+    assert (args.base, args.retrain_base, args.out, args.plots_dir) == (
+        "main",
+        False,
+        Path("report.md"),
+        Path("report/plots"),
+    )
+    argv = ["report", "--base", "origin/main", "--retrain-base", "--out", "r.md", "--plots-dir", "p"]
+    args = cli.parser(argv).parse_args(argv)
+    assert (args.base, args.retrain_base, args.out, args.plots_dir) == ("origin/main", True, Path("r.md"), Path("p"))
 
 
 # The CI workflow.
@@ -126,7 +110,7 @@ def test_workflow_reproduces_builds_the_report_and_posts_one_comment():
     assert "pip install -e ." in (REPO_ROOT / ".github/dvc-remote.sh").read_text()
     assert "dvc repro --pull --allow-missing" in script and re.search(r"^\s*dvc repro$", script, re.M)
     assert doc["jobs"]["report"]["env"]["BASE_REF"] == "origin/${{ github.base_ref }}"
-    assert 'python -m fmnist.tools.report --base "$BASE_REF"' in script
+    assert 'fmnist report --base "$BASE_REF"' in script
     assert re.search(
         r"gh pr comment \S+ --edit-last --body-file report\.md \\\s*\|\| gh pr comment \S+ --body-file "
         r"report\.md",
@@ -147,11 +131,9 @@ def test_workflow_shell_scripts_parse():
 # The real thing, on the tiny pipeline.
 
 
-def report_cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m fmnist.tools.report ARGS` in `repo` with the repo's own src/ importable."""
-    return run(
-        [sys.executable, "-m", "fmnist.tools.report", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")}
-    )
+def fmnist_cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `fmnist ARGS` in `repo` with the repo's own src/ importable."""
+    return run([sys.executable, "-m", "fmnist.cli", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
 
 
 def accuracy_of(repo: Path, rev: str | None = None) -> float:
@@ -161,48 +143,78 @@ def accuracy_of(repo: Path, rev: str | None = None) -> float:
     return json.loads(run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout)["test"]["accuracy"]
 
 
-@pytest.mark.slow
-def test_report_compares_two_commits_whose_metrics_differ(pipeline_copy):
-    repo = pipeline_copy
-    git_commit(repo, "first run")  # dvc.lock, metrics and plots are git-tracked; models and data are in DVC's cache
-    run(["git", "checkout", "-q", "-b", "more-epochs"], repo)
-    epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
-    set_param(repo, "train", "epochs", epochs + 1)
-    dvc(repo, "repro")
-    git_commit(repo, "one more epoch")
-    base, new = accuracy_of(repo, "main"), accuracy_of(repo)
-    assert round(new - base, 4) != 0, "the two commits must differ in accuracy for this test to mean anything"
+@pytest.fixture(scope="module")
+def seeded_repo(reproduced_repo, tmp_path_factory) -> Path:
+    """The tiny pipeline committed on main with the seed record of `fmnist seeds --n 3` (read-only: copy it)."""
+    repo = Path(shutil.copytree(reproduced_repo, tmp_path_factory.mktemp("seeded") / "repo", symlinks=True))
+    git_commit(repo, "first run")
+    fmnist_cli(repo, "seeds", "--n", "3")
+    git_commit(repo, "seed record")
+    return repo
 
-    result = report_cli(repo, "--base", "main")
-    text = (repo / "report.md").read_text()
-    delta = f"{new - base:+.4f}"
-    assert f"test accuracy {new:.4f} ({delta}) vs main -> report.md" in result.stdout
+
+@pytest.fixture
+def seeded_copy(seeded_repo, tmp_path) -> Path:
+    return Path(shutil.copytree(seeded_repo, tmp_path / "repo", symlinks=True))
+
+
+def retrained(repo: Path, section: str, key: str, value) -> str:
+    """Set one param, retrain and evaluate, then write the report against main; its text."""
+    set_param(repo, section, key, value)
+    dvc(repo, "repro", "train", "evaluate")
+    fmnist_cli(repo, "report", "--base", "main")
+    return (repo / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_seeds_records_three_seeded_runs_of_the_committed_params(seeded_repo):
+    record = json.loads((seeded_repo / "metrics/seeds.json").read_text())["seeds"]
+    assert [r["seed"] for r in record["runs"]] == [0, 1, 2] and record["n"] == 3
+    assert len({r["accuracy"] for r in record["runs"]}) > 1 and record["sd"] > 0  # seeds do move the accuracy
+    assert record["runs"][0]["accuracy"] == accuracy_of(seeded_repo)  # seed 0 again, here: the same model
+    assert record["fingerprint"] == runs.fingerprint((seeded_repo / "dvc.lock").read_text())
+    assert record["environment"]["cpu"] and set(record["runs"][1]["recall"]) == set(CLASS_NAMES)
+
+
+@pytest.mark.slow
+def test_a_change_of_seed_is_within_noise(seeded_copy):
+    text = retrained(seeded_copy, "train", "seed", 1)
     lines = text.splitlines()
-    assert lines[0] == report.TITLE
-    assert lines[2] == (
-        f"**Test accuracy: `main` {base:.4f} → workspace {new:.4f} ({delta}, {'better' if new > base else 'worse'})**"
-    )
-    assert re.search(rf"^\| params\.yaml \| train\.epochs\s+\| {epochs}\s+\| {epochs + 1}\s+\|$", text, re.M)
-    assert re.search(rf"^\| metrics/test\.json\s+\| test\.accuracy\s+\| {base:g}\s+\| {new:g}\s+\|", text, re.M)
-    assert "- `plots/misclassified.png` (misclassified test images): changed" in text
-    assert "(training curves): changed" in text and "(confusion matrix): changed" in text
-    index = repo / "report" / "plots" / "index.html"
-    assert index.is_file()
-    assert (repo / "report" / "plots" / "static" / "main_plots_misclassified.png").is_file()
-    assert (repo / "report" / "plots" / "static" / "workspace_plots_misclassified.png").is_file()
-    assert run(["git", "status", "--porcelain"], repo).stdout == "", "report.md and report/ must be git-ignored"
+    assert lines[0] == report.TITLE and lines[2].endswith(": within noise**")
+    assert f"→ workspace {accuracy_of(seeded_copy):.4f}" in lines[2]
+    assert "Seed spread at `main`: " in text and "over 3 seeds;" in text
+    assert re.search(r"^\| params\.yaml \| train\.seed\s+\| 0\s+\| 1\s+\|$", text, re.M)
+    assert "Different environments" not in text
+    assert run(["git", "status", "--porcelain", "--", "report.md", "report"], seeded_copy).stdout == ""  # ignored
+
+
+@pytest.mark.slow
+def test_a_much_worse_model_is_worse(seeded_copy):
+    text = retrained(seeded_copy, "train", "learning_rate", 0.00001)  # barely moves from its random start
+    assert text.splitlines()[2].endswith(": worse**"), text[:600]
+
+
+@pytest.mark.slow
+def test_a_head_trained_in_another_precision_opens_with_the_environment_banner(seeded_copy):
+    committed = json.loads((seeded_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
+    other = {"float32": "mixed_bfloat16", "mixed_bfloat16": "float32"}[committed]
+    text = retrained(seeded_copy, "model", "precision", other)
+    banner = text.splitlines()[2]
+    assert banner.startswith("> **Different environments.**") and f"precision {committed} → {other}" in banner
 
 
 @pytest.mark.slow
 def test_report_against_a_base_without_metrics_and_an_unknown_base(pipeline_copy):
-    repo = pipeline_copy  # HEAD is the pipeline commit before any run: no metrics/test.json there
-    report_cli(repo, "--base", "HEAD", "--out", "first.md", "--plots-dir", "first-plots")
+    repo = pipeline_copy  # HEAD is the pipeline commit before any run: no metrics or predictions there
+    fmnist_cli(repo, "report", "--base", "HEAD", "--out", "first.md", "--plots-dir", "first-plots")
     text = (repo / "first.md").read_text()
-    assert f"**Test accuracy: workspace {accuracy_of(repo):.4f}** (no delta: `HEAD` has no metrics/test.json)" in text
+    assert (
+        f"**Test accuracy: workspace {accuracy_of(repo):.4f}** (no verdict: `HEAD` has no plots/confusion.csv" in text
+    )
     assert "(confusion matrix): added" in text
     assert (repo / "first-plots" / "index.html").is_file()
 
-    result = report_cli(repo, "--base", "no-such-branch", "--out", "bad.md", check=False)
+    result = fmnist_cli(repo, "report", "--base", "no-such-branch", "--out", "bad.md", check=False)
     assert result.returncode == 1
     assert result.stderr == "error: unknown base revision 'no-such-branch'; `git fetch` it or pass another --base\n"
     assert not (repo / "bad.md").exists()

@@ -142,7 +142,7 @@ def test_unknown_paths_and_methods_are_json_errors(server):
 def test_it_listens_on_loopback_only_by_default():
     from fmnist.cli import parser
 
-    assert parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert parser(["serve"]).parse_args(["serve"]).host == "127.0.0.1"
 
 
 @pytest.mark.slow

@@ -1,32 +1,51 @@
-"""The `fmnist` command: the tools around the pipeline (the stages themselves run under `dvc repro`).
+"""The `fmnist` command: every tool around the pipeline (the stages themselves run under `dvc repro`).
 
-fmnist predict PATH ...     classify images (see `fmnist predict --help`)
-fmnist serve                a web page and a JSON API for the same (see `fmnist serve --help`)
-fmnist sweep run|collect    a sweep of experiments across machines (see `fmnist sweep --help`)
+Each verb lives in its own module with `add_arguments(parser)` and `run(args) -> exit status`; only the chosen
+verb's module is imported, so `fmnist predict` does not pay for the benchmark's imports.
 """
 
 import argparse
+import importlib
 import sys
+from collections.abc import Sequence
 
-from fmnist.apps import predict, serve
 from fmnist.lib.errors import run_stage
-from fmnist.tools import sweep
+
+VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
+    "predict": ("fmnist.apps.predict", "classify image files, directories or stdin with the trained model"),
+    "serve": ("fmnist.apps.serve", "a web page and a JSON API that classify uploaded images"),
+    "report": ("fmnist.tools.report", "compare the workspace with a base revision, and say if the change is real"),
+    "seeds": ("fmnist.tools.seeds", "train the current params with several seeds and record how far results move"),
+    "bench": ("fmnist.tools.bench", "train and time the seed script and presets side by side, in one table"),
+    "bench-photos": ("fmnist.tools.predict_bench", "accuracy and speed of `fmnist predict` on photo-like JPEGs"),
+    "sweep": ("fmnist.tools.sweep", "run a sweep of DVC experiments across machines, then rank them"),
+    "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
+    "release": ("fmnist.tools.release", "the release workflow's steps: parse-tag, smoke, card"),
+}
 
 
-def parser() -> argparse.ArgumentParser:
-    """`fmnist` and its verbs, each with its module's own arguments."""
-    top = argparse.ArgumentParser(prog="fmnist", description="Fashion-MNIST tools: classify, serve, sweep.")
+def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """`fmnist` and its verbs; the verb named in `argv` gets its module's full arguments."""
+    top = argparse.ArgumentParser(
+        prog="fmnist", description="Fashion-MNIST, reproducibly: the tools around the DVC pipeline."
+    )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for name, module in (("predict", predict), ("serve", serve), ("sweep", sweep)):
-        verb = verbs.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__.splitlines()[0])
-        module.add_arguments(verb)
-        verb.set_defaults(run=module.run)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module_name, summary) in VERBS.items():
+        verb = verbs.add_parser(name, help=summary, description=summary)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            verb.formatter_class = argparse.RawDescriptionHelpFormatter
+            verb.epilog = (module.__doc__ or "").split("\n", 1)[-1].strip()  # the module's usage notes
+            module.add_arguments(verb)
+            verb.set_defaults(run=module.run)
     return top
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmnist` console script."""
-    args = parser().parse_args()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(argv).parse_args(argv)
     run_stage(lambda: sys.exit(args.run(args)))
 
 

@@ -28,7 +28,7 @@ from fmnist.apps import registry
 from fmnist.apps.photo import UnusableImage, decode
 from fmnist.lib import paths
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams, load_params
 
 TTA_CHOICES = ("none", "flip")  # InferenceParams.tta
@@ -224,13 +224,3 @@ def run(args: argparse.Namespace) -> int:
     if args.save_inputs and predictions:
         save_inputs(predictions, args.save_inputs)
     return 1 if errors else 0
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="fmnist predict", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import io
 import logging
-import subprocess
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -27,21 +26,12 @@ from PIL import Image
 
 from fmnist.apps.photo import UnusableImage, decode
 from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
-from fmnist.lib import paths
+from fmnist.lib import paths, runs
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 PREDICT = web.AppKey("predict", object)  # a fmnist.nn.inference.Predictor
 PROVENANCE = web.AppKey("provenance", dict)
 log = logging.getLogger("fmnist.apps.serve")
-
-
-def workspace_commit() -> str | None:
-    """The git commit of the current directory, None outside a git repository (or without git)."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    except OSError:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def provenance(choice: ChosenModel, lock_file: Path = paths.DVC_LOCK_FILE) -> dict[str, Any]:
@@ -57,7 +47,7 @@ def provenance(choice: ChosenModel, lock_file: Path = paths.DVC_LOCK_FILE) -> di
         locked = next((o.get("md5") for o in outs if o.get("path") == choice.path.as_posix()), None)
     return {
         **found,
-        "git_commit": workspace_commit(),
+        "git_commit": runs.workspace_commit(),
         "source": "file",
         "dvc_lock_md5": locked,
         "matches_dvc_lock": md5 == locked,

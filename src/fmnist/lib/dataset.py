@@ -1,4 +1,4 @@
-"""What Fashion-MNIST is: its release files, its class names, and the prepared splits the stages share."""
+"""What Fashion-MNIST is to the stages: its class names, its image shape, and the prepared splits they share."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +22,6 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SHAPE = (28, 28, 1)  # height, width, channels (channels-last, as Keras expects)
-
-
-@dataclass(frozen=True)
-class ReleaseFile:
-    """One file of the original release, identified by the SHA-256 and size of its decompressed bytes."""
-
-    name: str
-    sha256: str
-    size: int
-
-
-RELEASE_FILES = (
-    ReleaseFile(
-        "train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016
-    ),
-    ReleaseFile("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
-    ReleaseFile(
-        "t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016
-    ),
-    ReleaseFile("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
-)
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,14 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_params(raw)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as DVC names them: {"train": {"epochs": 3}} -> {"train.epochs": 3}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

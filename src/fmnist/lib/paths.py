@@ -12,6 +12,8 @@ RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed a
 PREPARED_DIR = Path("data/prepared")  # prepare: <split>_images.npy / <split>_labels.npy
 MODEL_FILE = Path("models/model.keras")  # train
 TRAIN_LOG_DIR = Path("metrics/train")  # train: dvclive's metrics.json and plots/metrics/*.tsv
+TRAIN_METRICS_FILE = TRAIN_LOG_DIR / "metrics.json"  # train: the last epoch's metrics and the run's environment
+TRAIN_PLOTS_DIR = TRAIN_LOG_DIR / "plots"  # train: one TSV per metric, one row per epoch
 PREDICTIONS_FILE = Path("data/predictions/test_probabilities.npy")  # evaluate: (10000, 10) float32
 TEST_METRICS_FILE = Path("metrics/test.json")  # evaluate
 PER_CLASS_METRICS_FILE = Path("metrics/per_class.json")  # evaluate
@@ -21,6 +23,7 @@ EXPORT_METRICS_FILE = Path("metrics/export.json")  # export
 RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
 MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
 CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
+SEEDS_FILE = Path("metrics/seeds.json")  # `fmnist seeds`: test accuracy of the current params over several seeds
 
 
 def split_files(split: str, root: Path = PREPARED_DIR) -> tuple[Path, Path]:

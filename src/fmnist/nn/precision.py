@@ -104,13 +104,23 @@ def native_precision() -> Resolution:
     return resolve_cpu(cpu_flags(), dict(os.environ), platform.machine())
 
 
-def choose(requested: str, native: Resolution) -> tuple[str, str]:
-    """(the policy to train with, the one line to print about it) for `model.precision` = `requested`."""
+@dataclass(frozen=True)
+class Choice:
+    """The policy to train with, and the one line to print about it (on stderr if it is a warning)."""
+
+    policy: str
+    message: str
+    is_warning: bool = False
+
+
+def choose(requested: str, native: Resolution) -> Choice:
+    """What to train with for `model.precision` = `requested` on a machine whose native precision is `native`."""
     if requested == "auto":
-        return native.policy, f"precision: {native.policy} (auto: {native.reason})"
+        return Choice(native.policy, f"precision: {native.policy} (auto: {native.reason})")
     if requested == MIXED_BF16 and native.policy != MIXED_BF16:
-        return requested, (
-            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run "
-            "several times slower, or to abort; set model.precision to auto or float32"
+        warning = (
+            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run several times "
+            "slower, or to abort; set model.precision to auto or float32"
         )
-    return requested, f"precision: {requested} (set in params.yaml)"
+        return Choice(requested, warning, is_warning=True)
+    return Choice(requested, f"precision: {requested} (set in params.yaml)")

@@ -21,10 +21,10 @@ import requests
 from kagglehub import exceptions as kaggle_errors
 
 from fmnist.lib import atomic, paths
-from fmnist.lib.dataset import RELEASE_FILES, ReleaseFile
 from fmnist.lib.errors import PipelineError, run_stage
 from fmnist.lib.idx import read_maybe_gzip, sha256_hex
 from fmnist.lib.params import FetchParams, load_params
+from fmnist.lib.release import RELEASE_FILES, ReleaseFile
 
 DATA_DIR_ENV = "FMNIST_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -4,37 +4,13 @@ Writes data/prepared/{train,val,test}_{images,labels}.npy: images (N, 28, 28, 1)
 Images stay uint8 (4x smaller than float32); the model scales them itself.
 """
 
-from pathlib import Path
-
 import numpy as np
 
 from fmnist.lib import atomic, paths
-from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES, Split, save_split
-from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.lib.idx import parse_idx, read_maybe_gzip
+from fmnist.lib.dataset import Split, save_split
+from fmnist.lib.errors import run_stage
 from fmnist.lib.params import PrepareParams, load_params
-
-RAW_NAMES = {  # split -> (images file, labels file) in data/raw
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-def read_raw_split(raw_dir: Path, split: str) -> Split:
-    """Decode one split's IDX pair and check that images and labels belong together."""
-    images_name, labels_name = RAW_NAMES[split]
-    for name in (images_name, labels_name):
-        if not (raw_dir / name).is_file():
-            raise PipelineError(f"{raw_dir / name} is missing; run `dvc repro fetch` first")
-    images = parse_idx(read_maybe_gzip(raw_dir / images_name), images_name)
-    labels = parse_idx(read_maybe_gzip(raw_dir / labels_name), labels_name)
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[:2]:
-        raise PipelineError(f"{images_name} holds images of shape {images.shape[1:]}, expected 28x28")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise PipelineError(f"{labels_name} has {labels.shape} labels for {len(images)} images in {images_name}")
-    if labels.max(initial=0) >= NUM_CLASSES:
-        raise PipelineError(f"{labels_name} has label {labels.max()}, expected 0..{NUM_CLASSES - 1}")
-    return Split(images[..., np.newaxis], labels)  # add the channel axis: (N, 28, 28, 1)
+from fmnist.lib.release import read_raw_split
 
 
 def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

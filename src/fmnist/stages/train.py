@@ -18,11 +18,11 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fmnist.lib import atomic, paths
+from fmnist.lib import atomic, paths, runs
 from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
 from fmnist.lib.errors import PipelineError, run_stage
 from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
-from fmnist.nn import distribute, precision
+from fmnist.nn import distribute, environment, precision
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 
@@ -292,7 +292,8 @@ def train_and_save(
     """The chief's part: train with dvclive logging to metrics/train/, save models/model.keras; both atomic."""
     with atomic.atomic_dir(paths.TRAIN_LOG_DIR) as log_dir:
         live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
-        live.summary["precision"] = policy  # in metrics.json, so `dvc metrics diff` shows a change of precision
+        # In metrics.json: `dvc metrics diff` shows a change of machine, precision or versions beside the metrics.
+        live.summary["environment"] = environment.describe(policy)
         model = train_model(train, val, params.model, params.train, live, policy, strategy)
         save_model(as_float32(model, params.model, params.train.seed), paths.MODEL_FILE)
     return model
@@ -302,8 +303,17 @@ def main() -> None:
     params = load_params()
     strategy = distribute.make_strategy(params.train)  # first: it configures TensorFlow's devices
     train, val = load_split("train"), load_split("val")
-    policy, message = precision.choose(params.model.precision, precision.native_precision())
-    print(message, file=sys.stderr if message.startswith("warning") else sys.stdout, flush=True)
+    choice = precision.choose(params.model.precision, precision.native_precision())
+    print(choice.message, file=sys.stderr if choice.is_warning else sys.stdout, flush=True)
+    policy = choice.policy
+    notice = runs.environment_notice(
+        runs.environment_of(runs.json_or_none(runs.committed_text(paths.TRAIN_METRICS_FILE))),
+        environment.describe(policy),
+        runs.test_accuracy(runs.json_or_none(runs.committed_text(paths.TEST_METRICS_FILE))),
+        runs.seed_spread(runs.json_or_none(runs.committed_text(paths.SEEDS_FILE))),
+    )
+    if notice:
+        print(notice, flush=True)
     with distribute.peers_lost_as_error():
         if distribute.is_chief(strategy):
             model = train_and_save(train, val, params, policy, strategy)

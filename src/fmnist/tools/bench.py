@@ -1,24 +1,25 @@
-"""Benchmark on the real data: the seed's plain script, then the seed, default and fast presets, one table.
+"""Benchmark on the real data: the seed's plain script and presets of this pipeline, trained side by side.
 
-    python -m fmnist.tools.bench [--presets seed,default,fast] [--repeats 3] [--no-reference] [--isa AVX2]
-                                 [--out bench.md]
-
-A preset with `train.distribute: multi_worker` (presets/two-workers.yaml) trains with two worker processes on
-this machine, each in its own scratch directory.
+    fmnist bench [--presets seed,default,fast] [--seeds 0,1,2] [--split test|val] [--no-reference] [--isa AVX2]
+                 [--out bench.md]
 
 Needs data/raw and data/prepared (`dvc repro prepare`). Each preset runs the real `train` and `evaluate` stage
 commands, in a fresh process each as `dvc repro` runs them, in a scratch directory holding params.yaml with the
-preset laid over it; the wall time of those two commands is what the table reports. Run it on an idle machine:
-the figures are wall-clock seconds. With --repeats N every row runs N times, in N interleaved rounds so that a
-slow spell of the machine hits all rows alike, and the table gives each row's median run (by total time).
-With --isa AVX2 every row, the seed script's included, runs with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN as on the
-common CPUs without AVX512 (most laptops, many cloud VMs and CI runners), whatever this machine has.
+preset (and train.seed) laid over it; the wall time of those two commands is what the table reports. Every row
+runs once per seed, in interleaved rounds (round k trains every row with seed k, so a slow spell of the machine
+hits all rows alike), and the table gives each row's mean ± standard deviation over the seeds: the accuracy
+differs by seed, the time by the machine's mood. Run it on an idle machine: the figures are wall-clock seconds,
+and only the ratios to the first row compare across machines.
+
+--split val reports accuracy on the validation split (for tuning: the test set is for the candidates you keep).
+--isa AVX2 runs every row, the seed script's included, with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN as on the common
+CPUs without AVX512 (most laptops, many cloud VMs and CI runners), whatever this machine has. A preset with
+`train.distribute: multi_worker` (presets/two-workers.yaml) trains with two worker processes on this machine.
 """
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,31 +28,31 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
-import keras
-import tensorflow as tf
 import yaml
 
-from fmnist.lib import paths
+from fmnist.lib import paths, runs
 from fmnist.lib.dataset import load_split
-from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.lib.params import load_params
-from fmnist.nn import distribute
-from fmnist.nn.inference import Predictor
-from fmnist.nn.modelio import load_model
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import load_params, parse_params
 from fmnist.tools.presets import deep_merge, load_preset
+
+SPLITS = ("test", "val")
 
 
 @dataclass(frozen=True)
 class Result:
+    """One training run of one row."""
+
     name: str
-    accuracy: float
+    seed: int
+    accuracy: float | None  # on the chosen split; None where the row cannot say (the seed script on val)
     train_seconds: float
     evaluate_seconds: float
-    predict_seconds: float  # the 10,000 test predictions alone, without process start-up
     parameters: int
     epochs: int
-    compute: str  # the device and the precision it trained in, e.g. "CPU, float32"
+    compute: str  # where it trained and in which precision, e.g. "CPU eigen, float32"
 
     @property
     def total_seconds(self) -> float:
@@ -80,6 +81,8 @@ def scratch_workspace(root: Path, params: dict) -> Path:
 
 def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float:
     """Train with two multi_worker processes on this machine; the chief's wall time (both end together)."""
+    from fmnist.nn import distribute
+
     configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in distribute.local_cluster(2)]
     other = subprocess.Popen(
         [sys.executable, "-m", "fmnist.stages.train"],
@@ -96,151 +99,150 @@ def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float
     return seconds
 
 
-def device() -> str:
-    """Where TensorFlow runs the rows: the first GPU it sees, else the CPU."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+def epochs_run(workspace: Path) -> int:
+    """Epochs the train stage ran: one row per epoch in dvclive's loss TSV (early stopping may end sooner)."""
+    rows = (workspace / paths.TRAIN_PLOTS_DIR / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    return len(rows) - 1  # the header
 
 
-def run_preset(name: str, params: dict, root: Path, env: dict[str, str]) -> Result:
-    """Train and evaluate with `params` through the stage commands; measure, then read what they wrote."""
-    workspace = scratch_workspace(root / name, params)
+def split_accuracy(workspace: Path, split: str) -> tuple[float, int]:
+    """(accuracy on `split`, parameters) of the model the workspace trained, predicted as `evaluate` predicts."""
+    from fmnist.nn.inference import Predictor  # TensorFlow, only once the runs are done
+    from fmnist.nn.modelio import load_model
+
+    if split == "test":  # what the evaluate stage measured
+        accuracy = runs.test_accuracy(json.loads((workspace / paths.TEST_METRICS_FILE).read_text()))
+        model = load_model(workspace / paths.MODEL_FILE)
+        return float(accuracy or 0.0), model.count_params()
+    model = load_model(workspace / paths.MODEL_FILE)
+    data = load_split(split)
+    predict = Predictor(model, load_params(workspace / paths.PARAMS_FILE).inference)
+    return float((predict(data.images).argmax(axis=1) == data.labels).mean()), model.count_params()
+
+
+def run_preset(name: str, params: dict[str, Any], seed: int, split: str, root: Path, env: dict[str, str]) -> Result:
+    """Train and evaluate with `params` and `seed` through the stage commands; measure, then read what they wrote."""
+    params = deep_merge(params, {"train": {"seed": seed}})
+    parse_params(params)  # a preset with a wrong key fails here, not after the other rows ran
+    workspace = scratch_workspace(root / f"{name}-{seed}", params)
     if params["train"]["distribute"] == "multi_worker":
-        train_seconds = timed_local_workers(workspace, scratch_workspace(root / f"{name}-worker", params), env)
+        train_seconds = timed_local_workers(workspace, scratch_workspace(root / f"{name}-{seed}-worker", params), env)
     else:
         train_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], workspace, env)
     evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.evaluate"], workspace, env)
-    model = load_model(workspace / paths.MODEL_FILE)
-    test = load_split("test")
-    start = time.perf_counter()
-    Predictor(model, load_params(workspace / paths.PARAMS_FILE).inference)(test.images)
-    predict_seconds = time.perf_counter() - start
-    accuracy = json.loads((workspace / paths.TEST_METRICS_FILE).read_text())["test"]["accuracy"]
-    epochs = (workspace / paths.TRAIN_LOG_DIR / "plots/metrics/train/loss.tsv").read_text().count("\n") - 1
-    precision = json.loads((workspace / paths.TRAIN_LOG_DIR / "metrics.json").read_text())["precision"]
-    return Result(
-        name,
-        accuracy,
-        train_seconds,
-        evaluate_seconds,
-        predict_seconds,
-        model.count_params(),
-        epochs,
-        f"{device()}, {precision}",
-    )
+    accuracy, parameters = split_accuracy(workspace, split)
+    recorded = runs.environment_of(json.loads((workspace / paths.TRAIN_METRICS_FILE).read_text())) or {}
+    compute = f"{recorded.get('device', '?')} {recorded.get('kernels', '')}, {recorded.get('precision', '?')}"
+    return Result(name, seed, accuracy, train_seconds, evaluate_seconds, parameters, epochs_run(workspace), compute)
 
 
-def run_reference(root: Path, params: dict, env: dict[str, str]) -> Result:
+def run_reference(seed: int, split: str, root: Path, params: dict[str, Any], env: dict[str, str]) -> Result:
     """The seed's plain Keras script, as one process: its fit and evaluate are both in the measured time."""
-    workspace = scratch_workspace(root / "reference", params)  # the script reads data/raw only
-    seconds, stdout = timed([sys.executable, "-m", "fmnist.tools.reference"], workspace, env)
+    workspace = scratch_workspace(root / f"reference-{seed}", params)  # the script reads data/raw only
+    seconds, stdout = timed([sys.executable, "-m", "fmnist.tools.reference", "--seed", str(seed)], workspace, env)
     report = json.loads(stdout.strip().splitlines()[-1])
+    accuracy = report["test_accuracy"] if split == "test" else None  # its validation split is not ours
     return Result(
-        "seed script (plain Keras)",
-        report["test_accuracy"],
-        seconds,
-        0.0,
-        report["evaluate_seconds"],
-        report["parameters"],
-        report["epochs"],
-        f"{device()}, float32",
-    )
+        "seed script (plain Keras)", seed, accuracy, seconds, 0.0, report["parameters"], report["epochs"],
+        f"{report['device']}, float32",
+    )  # fmt: skip
 
 
-def run_round(base: dict, presets: dict[str, dict], with_reference: bool, env: dict[str, str]) -> list[Result]:
-    """One run of every row, in table order."""
+def run_round(
+    seed: int, base: dict[str, Any], presets: dict[str, dict[str, Any]], with_reference: bool, split: str,
+    env: dict[str, str],
+) -> list[Result]:  # fmt: skip
+    """One run of every row with `seed`, in table order."""
     with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
-        results = [run_reference(Path(scratch), base, env)] if with_reference else []
+        root = Path(scratch)
+        results = [run_reference(seed, split, root, base, env)] if with_reference else []
         for name, overrides in presets.items():
-            results.append(run_preset(name, deep_merge(base, overrides), Path(scratch), env))
+            results.append(run_preset(name, deep_merge(base, overrides), seed, split, root, env))
     return results
 
 
 def machine() -> str:
     """What the figures were measured on."""
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")] or ["no GPU"]
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    from fmnist.nn import environment
+
+    found = environment.describe("float32")
     return (
-        f"{date.today()}, {os.cpu_count()} CPU cores ({cpu}), {', '.join(gpus)}, Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+        f"{date.today()}, {found['usable_cores']} CPU cores ({found['cpu']}, {found['cpu_isa']}), {found['device']}, "
+        f"Python {found['python']}, TensorFlow {found['tensorflow']}, Keras {found['keras']}"
     )
 
 
-def median_run(runs: list[Result]) -> Result:
-    """The run with the median total time (the lower middle one for an even count)."""
-    return sorted(runs, key=lambda r: r.total_seconds)[(len(runs) - 1) // 2]
+def mean_sd(values: list[float], digits: int) -> str:
+    """ "mean ± sd" of the values (just the value for one), with `digits` decimals."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def accuracy_cell(runs: list[Result]) -> str:
-    """The accuracy when every run agrees (deterministic params), else the median and the range."""
-    found = sorted(r.accuracy for r in runs)
-    if found[0] == found[-1]:
-        return f"{found[0]:.4f}"
-    return f"{statistics.median(found):.4f} (median; {found[0]:.4f}-{found[-1]:.4f})"
+def accuracy_cell(runs_of_row: list[Result]) -> str:
+    """Mean ± sd of the row's accuracies over seeds; "—" where the row has none for this split."""
+    found = [r.accuracy for r in runs_of_row if r.accuracy is not None]
+    return mean_sd(found, 4) if found else "—"
 
 
-def table(rows: list[list[Result]]) -> str:
-    """One Markdown row per list of repeated runs (its median run); times relative to the first row's median."""
-    base = median_run(rows[0]).total_seconds
+def table(rows: list[list[Result]], split: str) -> str:
+    """One Markdown row per list of runs (one per seed); times as means, ratios against the first row's mean."""
+    base = statistics.mean(r.total_seconds for r in rows[0])
     columns = (
-        "run",
-        "test accuracy",
-        "train + evaluate (s)",
-        "all runs (s)",
-        "train (s)",
-        "evaluate (s)",
-        "predict 10k (s)",
-        "time vs first row",
-        "parameters",
-        "epochs",
-        "ran on",
-    )
+        "run", f"{split} accuracy", "train + evaluate (s)", "train (s)", "evaluate (s)", "time vs first row",
+        "seeds", "parameters", "epochs", "ran on",
+    )  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for runs in rows:
-        r = median_run(runs)
-        every = ", ".join(f"{x.total_seconds:.0f}" for x in runs)
+    for runs_of_row in rows:
+        first = runs_of_row[0]
+        total = statistics.mean(r.total_seconds for r in runs_of_row)
         lines.append(
-            f"| {r.name} | {accuracy_cell(runs)} | {r.total_seconds:.0f} | {every} | {r.train_seconds:.0f} | "
-            f"{r.evaluate_seconds:.1f} | {r.predict_seconds:.2f} | {r.total_seconds / base:.2f}x | {r.parameters:,} | "
-            f"{r.epochs} | {r.compute} |"
+            f"| {first.name} | {accuracy_cell(runs_of_row)} | {mean_sd([r.total_seconds for r in runs_of_row], 0)} | "
+            f"{mean_sd([r.train_seconds for r in runs_of_row], 0)} | "
+            f"{mean_sd([r.evaluate_seconds for r in runs_of_row], 1)} | {total / base:.2f}x | "
+            f"{', '.join(str(r.seed) for r in runs_of_row)} | {first.parameters:,} | {first.epochs} | {first.compute} |"
         )
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_seeds(text: str) -> list[int]:
+    """ "0,1,2" -> [0, 1, 2]; a one-line error for anything else."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise PipelineError(f"--seeds must be distinct integers >= 0 separated by commas, such as 0,1,2; got {text}")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fmnist bench`."""
     parser.add_argument("--presets", default="seed,default,fast", help="comma-separated; 'default' = params.yaml")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the table gives the median")
+    parser.add_argument("--seeds", default="0", help="train.seed values, comma-separated (default: %(default)s)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="the accuracy shown (val: for tuning)")
     parser.add_argument("--no-reference", action="store_true", help="skip the seed's plain script")
     parser.add_argument("--isa", help="cap oneDNN at this ISA for every row (ONEDNN_MAX_CPU_ISA), e.g. AVX2")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every row for every seed, print the table (and write it to --out)."""
     if not paths.PREPARED_DIR.is_dir():
         raise PipelineError(f"{paths.PREPARED_DIR} is missing; run `dvc repro prepare` first")
+    seeds = parse_seeds(args.seeds)
     base = yaml.safe_load(paths.PARAMS_FILE.read_text())
-    if args.repeats < 1:
-        raise PipelineError(f"--repeats must be at least 1, not {args.repeats}")
     presets = {name: {} if name == "default" else load_preset(name) for name in args.presets.split(",")}
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    commit = runs.workspace_commit() or "unknown"
     env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}
-    rounds = [run_round(base, presets, not args.no_reference, env) for _ in range(args.repeats)]
-    command = " ".join(["python -m fmnist.tools.bench", *sys.argv[1:]])
+    rounds = [run_round(seed, base, presets, not args.no_reference, args.split, env) for seed in seeds]
+    command = " ".join(["fmnist bench", *sys.argv[2:]])
     report = (
-        f"{table([list(runs) for runs in zip(*rounds, strict=True)])}\n\n"
-        f"Measured by `{command}` at commit {commit or 'unknown'}: {machine()}"
+        f"{table([list(row) for row in zip(*rounds, strict=True)], args.split)}\n\n"
+        f"Measured by `{command}` at commit {commit}: {machine()}"
         f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n"
     )
     print(report)
     if args.out:
         args.out.write_text(report)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return 0

@@ -1,7 +1,7 @@
 """How well and how fast `fmnist predict` works on photos: accuracy on photo-like JPEGs against the same images
 as arrays, the time of one `fmnist predict one.jpg` from the shell, and images per second.
 
-    python -m fmnist.tools.predict_bench [--model models/model.keras] [--count 1000] [--out predict-bench.md]
+    fmnist bench-photos [--model models/model.keras] [--count 1000] [--out predict-bench.md]
 
 Needs data/prepared (`dvc repro prepare`). The photos are the first COUNT test images, negated to a white
 background, upscaled 4-8x, placed with white margins on a larger canvas and saved as RGB JPEGs: what a product
@@ -22,7 +22,6 @@ from PIL import Image
 
 from fmnist.lib import paths
 from fmnist.lib.dataset import CLASS_NAMES, load_split
-from fmnist.lib.errors import run_stage
 
 
 def photo_like_jpeg(sample: np.ndarray, scale: int = 6, margins: tuple[int, int] = (30, 50)) -> bytes:
@@ -105,19 +104,17 @@ def report(figures: dict[str, float], count: int, command: str) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fmnist bench-photos`."""
+    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
     parser.add_argument("--count", type=int, default=1000, help="test images made into photos (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    args = parser.parse_args()
-    text = report(
-        measure(args.model, args.count), args.count, " ".join(["python -m fmnist.tools.predict_bench", *sys.argv[1:]])
-    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the table (and write it to --out)."""
+    text = report(measure(args.model, args.count), args.count, " ".join(["fmnist bench-photos", *sys.argv[2:]]))
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return 0

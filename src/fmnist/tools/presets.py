@@ -1,16 +1,17 @@
 """Named partial params (presets/*.yaml) laid over params.yaml, for the benchmark and for `dvc exp run -S`.
 
-`python -m fmnist.tools.presets fast` prints the preset as DVC overrides:
-    dvc exp run -n fast $(python -m fmnist.tools.presets fast)
+`fmnist preset fast` prints the preset as DVC overrides:
+    dvc exp run -n fast $(fmnist preset fast)
 """
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import flatten
 
 PRESETS_DIR = Path("presets")
 
@@ -32,25 +33,21 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def overrides_as_flags(overrides: dict[str, Any], prefix: str = "") -> list[str]:
-    """`{"train": {"epochs": 5}}` -> ["-S", "train.epochs=5"] (YAML scalars, as DVC parses them)."""
+def overrides_as_flags(overrides: dict[str, Any]) -> list[str]:
+    """`{"train": {"epochs": 5}}` -> ["-S", "train.epochs=5"] (values as YAML scalars, which DVC parses)."""
     flags = []
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            flags += overrides_as_flags(value, f"{prefix}{key}.")
-        else:
-            flags += [
-                "-S",
-                f"{prefix}{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
-            ]
+    for key, value in flatten(overrides).items():
+        scalar = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        flags += ["-S", f"{key}={scalar}"]
     return flags
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        raise PipelineError("usage: python -m fmnist.tools.presets NAME (a file in presets/)")
-    print(" ".join(overrides_as_flags(load_preset(sys.argv[1]))))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The argument of `fmnist preset`."""
+    parser.add_argument("name", help=f"a file in {PRESETS_DIR}/, without .yaml (fast, seed, mirrored, ...)")
 
 
-if __name__ == "__main__":
-    run_stage(main)
+def run(args: argparse.Namespace) -> int:
+    """Print the preset as `-S key=value` flags."""
+    print(" ".join(overrides_as_flags(load_preset(args.name))))
+    return 0

@@ -4,17 +4,20 @@ Conv32-Pool-Conv64-Pool-Conv64-Flatten-Dense128-Dropout0.5-Dense10, Adam, batch 
 validation_split 0.1, early stopping on val_loss with patience 5, every other setting a Keras default (XLA
 included: Keras 3 compiles with XLA by default when the backend allows it). It reads the verified IDX files in
 data/raw (run `dvc repro fetch` first) instead of downloading, and prints one JSON line with its results.
+`fmnist bench` runs it as `python -m fmnist.tools.reference --seed K`.
 """
 
+import argparse
 import json
 import time
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from fmnist.lib import paths
 from fmnist.lib.errors import run_stage
-from fmnist.stages.prepare import read_raw_split
+from fmnist.lib.release import read_raw_split
 
 
 def build_reference_model() -> keras.Model:
@@ -36,7 +39,9 @@ def build_reference_model() -> keras.Model:
 
 
 def main() -> None:
-    keras.utils.set_random_seed(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and TensorFlow (default: 0)")
+    keras.utils.set_random_seed(parser.parse_args().seed)
     train, test = read_raw_split(paths.RAW_DIR, "train"), read_raw_split(paths.RAW_DIR, "test")
     x_train, x_test = train.images.astype("float32") / 255, test.images.astype("float32") / 255
     model = build_reference_model()
@@ -60,6 +65,7 @@ def main() -> None:
                 "evaluate_seconds": time.perf_counter() - start,
                 "epochs": len(history.history["loss"]),
                 "parameters": model.count_params(),
+                "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
             }
         )
     )

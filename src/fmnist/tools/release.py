@@ -1,8 +1,8 @@
 """The release workflow's steps (.github/workflows/release.yml), runnable and testable on any machine.
 
-    python -m fmnist.tools.release parse-tag TAG                  name=, version=, stage=, event= lines (GITHUB_OUTPUT)
-    python -m fmnist.tools.release smoke MODEL [--count 100]      predict test images with MODEL; fail below 0.85
-    python -m fmnist.tools.release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
+    fmnist release parse-tag TAG                                 name=, version=, stage=, event= (GITHUB_OUTPUT)
+    fmnist release smoke MODEL [--count 100]                     predict test images with MODEL; fail below 0.85
+    fmnist release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
 
 `card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, export.json).
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
-from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE, RELEASE_FILES
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.release import RELEASE_FILES
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -97,21 +98,24 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("parse-tag").add_argument("tag")
-    smoke = verbs.add_parser("smoke")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`fmnist release parse-tag | smoke | card`."""
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    steps.add_parser("parse-tag", help="what a GTO tag says, as name=value lines").add_argument("tag")
+    smoke = steps.add_parser("smoke", help=f"classify test images with MODEL; fail below {SMOKE_MIN_ACCURACY:.0%}")
     smoke.add_argument("model", type=Path)
-    smoke.add_argument("--count", type=int, default=100)
-    card = verbs.add_parser("card")
+    smoke.add_argument("--count", type=int, default=100, help="test images (default: %(default)s)")
+    card = steps.add_parser("card", help="the model card of this commit's metrics, as Markdown")
     card.add_argument("--version", required=True)
     card.add_argument("--stage", default="")
     card.add_argument("--commit", default="unknown")
-    args = parser.parse_args()
-    if args.verb == "parse-tag":
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one release step."""
+    if args.step == "parse-tag":
         print("\n".join(f"{key}={value}" for key, value in parse_tag(args.tag).items()))
-    elif args.verb == "card":
+    elif args.step == "card":
         print(model_card(args.version, args.stage, args.commit), end="")
     else:
         from fmnist.lib.dataset import load_split
@@ -121,7 +125,4 @@ def main() -> None:
         print(f"smoke: {args.model} classifies {accuracy:.2%} of {args.count} test images correctly")
         if accuracy < SMOKE_MIN_ACCURACY:
             raise PipelineError(f"{args.model} scored {accuracy:.2%}, below {SMOKE_MIN_ACCURACY:.0%}: not releasing it")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return 0

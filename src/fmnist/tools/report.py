@@ -1,30 +1,35 @@
-"""`python -m fmnist.tools.report`: the pull-request review report, the same locally as in CI.
+"""`fmnist report`: the pull-request review report, the same locally as in CI.
 
-Compares the workspace with a base revision using DVC's own diffs and writes report.md: the test accuracy
-at the base and in the workspace with the signed delta first, then `dvc params diff` and `dvc metrics diff`
-as Markdown tables, the plot files that changed, and a link to the side-by-side plots of `dvc plots diff`.
+    fmnist report [--base main] [--retrain-base] [--out report.md] [--plots-dir report/plots]
+
+Compares the workspace with a base revision and writes report.md. First whether the test accuracy really changed:
+both accuracies, the difference with a paired 95% interval, McNemar's test on the test images that only one of
+the two models gets right, the seed spread recorded at the base (metrics/seeds.json) and a verdict by a stated
+rule (docs/comparing-runs.md), per class too; a banner when the two models were trained in different
+environments. Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the
+side-by-side plots of `dvc plots diff`. Everything it reads is committed (cache: false), so it needs no remote.
 Run it from the repository root after `dvc repro` (or `dvc pull`); report.md and report/ are git-ignored.
 """
 
 import argparse
-import json
+import shutil
 import subprocess
-import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from fmnist.lib import atomic, paths
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib import atomic, paths, runs
+from fmnist.lib.dvc_cli import dvc
+from fmnist.lib.errors import PipelineError
+from fmnist.tools.compare import Side, answers_from_confusion, comparison, signed
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-TRAIN_METRICS_FILE = paths.TRAIN_LOG_DIR / "metrics.json"
-TRAIN_PLOTS_DIR = paths.TRAIN_LOG_DIR / "plots"
-SUMMARY_METRICS = (paths.TEST_METRICS_FILE, TRAIN_METRICS_FILE)  # shown in full; per-class only where changed
+SUMMARY_METRICS = (paths.TEST_METRICS_FILE, paths.TRAIN_METRICS_FILE)  # shown in full; per-class where changed
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     paths.CONFUSION_FILE: "confusion matrix",
-    TRAIN_PLOTS_DIR: "training curves",
+    paths.TRAIN_PLOTS_DIR: "training curves",
     paths.MISCLASSIFIED_PLOT: "misclassified test images",
     paths.RANDOM_PREDICTIONS_PLOT: "random test predictions",
     paths.CONFUSED_PAIRS_PLOT: "most confused pairs",
@@ -35,30 +40,10 @@ TITLE = "## Pipeline report"
 # Pure formatting: no files, no subprocesses.
 
 
-def signed(delta: float) -> str:
-    """A delta with 4 decimals (one test image in 10,000) and its sign; a rounded zero reads ±0.0000."""
-    return "±0.0000" if round(delta, 4) == 0 else f"{delta:+.4f}"
-
-
-def accuracy_from_json(text: str) -> float:
-    """The test accuracy in the text of metrics/test.json; ValueError if it is not there."""
-    try:
-        value = json.loads(text)["test"]["accuracy"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"no test.accuracy in {paths.TEST_METRICS_FILE} ({type(exc).__name__})") from None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"test.accuracy in {paths.TEST_METRICS_FILE} is not a number: {value!r}")
-    return float(value)
-
-
-def headline(base_rev: str, base: float | None, new: float, missing_reason: str = "") -> str:
-    """The first line of the report: accuracy at `base_rev` and in the workspace, and the signed delta."""
-    if base is None:
-        reason = missing_reason or f"`{base_rev}` has no {paths.TEST_METRICS_FILE}"
-        return f"**Test accuracy: workspace {new:.4f}** (no delta: {reason})"
-    delta = new - base
-    trend = "unchanged" if round(delta, 4) == 0 else "better" if delta > 0 else "worse"
-    return f"**Test accuracy: `{base_rev}` {base:.4f} → workspace {new:.4f} ({signed(delta)}, {trend})**"
+def fallback_headline(base_name: str, base: float | None, head: float, why: str) -> str:
+    """The first line when the base has no per-image predictions: both accuracies, no verdict, and why."""
+    shown = f"{base_name} {base:.4f} → workspace {head:.4f} ({signed(head - base)})" if base is not None else ""
+    return f"**Test accuracy: {shown or f'workspace {head:.4f}'}** (no verdict: {why})"
 
 
 def table_or_note(table: str, note: str) -> str:
@@ -115,53 +100,83 @@ def build_report(top: str, sections: Sequence[tuple[str, str]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-# Subprocesses: git and DVC, run in the current directory (the repository root).
+# Reading each side: git for the base (everything compared is committed), files for the workspace.
 
 
-def capture(args: Sequence[str]) -> subprocess.CompletedProcess:
-    """Run a command; output captured as text, exit status left to the caller."""
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run git; output captured as text, exit status left to the caller."""
     try:
-        return subprocess.run(list(args), capture_output=True, text=True)
+        return subprocess.run(["git", *args], capture_output=True, text=True)
     except FileNotFoundError:
-        raise PipelineError(f"{args[0]} is not installed or not on PATH") from None
-
-
-def dvc_output(*args: str) -> str:
-    """stdout of `dvc ARGS` (DVC of this environment); a failure becomes a PipelineError naming the command."""
-    result = capture([sys.executable, "-m", "dvc", *args])
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-        raise PipelineError(f"`dvc {' '.join(args)}` failed: {lines[-1].removeprefix('ERROR: ')}")
-    return result.stdout
+        raise PipelineError("git is not installed or not on PATH; the report compares git revisions") from None
 
 
 def check_base(rev: str) -> None:
     """Fail with a one-line message unless `rev` names a commit of this git repository."""
     if not Path("dvc.yaml").is_file():
-        raise PipelineError("dvc.yaml not found; run `python -m fmnist.tools.report` from the repository root")
-    if rev.startswith("-") or capture(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]).returncode:
+        raise PipelineError("dvc.yaml not found; run `fmnist report` from the repository root")
+    if rev.startswith("-") or git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode:
         raise PipelineError(f"unknown base revision {rev!r}; `git fetch` it or pass another --base")
+
+
+def read_side(name: str, read: Callable[[Path], str | None]) -> Side | None:
+    """A side of the comparison from the files `read` returns (text or None); None without per-image answers."""
+    confusion = read(paths.CONFUSION_FILE)
+    if confusion is None:
+        return None
+    try:
+        actual, predicted = answers_from_confusion(confusion)
+    except ValueError as exc:
+        raise PipelineError(f"{name}: {exc}; run `dvc repro evaluate` there") from None
+    seeds = runs.json_or_none(read(paths.SEEDS_FILE))
+    recorded = seeds.get("seeds", {}).get("fingerprint") if isinstance(seeds, dict) else None
+    current = recorded is not None and recorded == runs.fingerprint(read(paths.DVC_LOCK_FILE))
+    environment = runs.environment_of(runs.json_or_none(read(paths.TRAIN_METRICS_FILE)))
+    return Side(name, actual, predicted, environment, seeds, current)
+
+
+class Reader:
+    """Reads a repository file's text at a git revision, or from a directory (the workspace, a retrained base)."""
+
+    def __init__(self, rev: str | None = None, root: Path = Path(".")) -> None:
+        self.rev, self.root = rev, root
+
+    def __call__(self, path: Path) -> str | None:
+        if self.rev is not None:
+            return runs.committed_text(path, self.rev)
+        file = self.root / path
+        return file.read_text() if file.is_file() else None
+
+
+def retrained_base(rev: str) -> Side | None:
+    """The base revision trained and evaluated again on this machine, in a temporary git worktree.
+
+    The worktree shares this repository's DVC cache, so the data stages come from it; train and evaluate rerun
+    (--no-run-cache: not the results recorded on another machine). Costs one training run.
+    """
+    cache = Path(dvc("cache", "dir").stdout.strip()).resolve()
+    with tempfile.TemporaryDirectory(prefix="fmnist-base-") as scratch:
+        tree = Path(scratch) / "base"
+        if git("worktree", "add", "--detach", str(tree), rev).returncode:
+            raise PipelineError(f"could not check out {rev} in a temporary worktree; check `git worktree list`")
+        try:
+            dvc("cache", "dir", "--local", str(cache), cwd=tree)
+            print(f"report: retraining {rev} on this machine in {tree} (one training run)", flush=True)
+            dvc("repro", "--no-run-cache", "evaluate", cwd=tree, echo=True)
+            return read_side(f"`{rev}` (retrained here)", Reader(root=tree))
+        finally:
+            git("worktree", "remove", "--force", str(tree))
+            shutil.rmtree(tree, ignore_errors=True)
 
 
 def workspace_accuracy() -> float:
     """The test accuracy of the workspace's metrics/test.json."""
-    try:
-        return accuracy_from_json(paths.TEST_METRICS_FILE.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{paths.TEST_METRICS_FILE} is missing; run `dvc repro` or `dvc pull` first") from None
-    except ValueError as exc:
-        raise PipelineError(f"{exc}; run `dvc repro evaluate`") from None
-
-
-def base_accuracy(rev: str) -> tuple[float | None, str]:
-    """(accuracy at `rev`, "") or (None, why not): metrics/test.json is git-tracked (cache: false)."""
-    result = capture(["git", "show", f"{rev}:{paths.TEST_METRICS_FILE.as_posix()}"])
-    if result.returncode != 0:
-        return None, f"`{rev}` has no {paths.TEST_METRICS_FILE}"
-    try:
-        return accuracy_from_json(result.stdout), ""
-    except ValueError as exc:
-        return None, f"at `{rev}`, {exc}"
+    if not paths.TEST_METRICS_FILE.is_file():
+        raise PipelineError(f"{paths.TEST_METRICS_FILE} is missing; run `dvc repro` or `dvc pull` first")
+    accuracy = runs.test_accuracy(runs.json_or_none(paths.TEST_METRICS_FILE.read_text()))
+    if accuracy is None:
+        raise PipelineError(f"{paths.TEST_METRICS_FILE} has no test.accuracy; run `dvc repro evaluate`")
+    return accuracy
 
 
 def plot_files() -> list[str]:
@@ -177,7 +192,7 @@ def workspace_blobs() -> dict[str, str]:
     files = plot_files()
     if not files:
         return {}
-    result = capture(["git", "hash-object", "--", *files])
+    result = git("hash-object", "--", *files)
     if result.returncode != 0:
         raise PipelineError(f"git hash-object failed: {result.stderr.strip()}")
     return dict(zip(files, result.stdout.split(), strict=True))
@@ -185,7 +200,7 @@ def workspace_blobs() -> dict[str, str]:
 
 def base_blobs(rev: str) -> dict[str, str]:
     """{path: git blob id} of the plot files committed at `rev`."""
-    result = capture(["git", "ls-tree", "-r", "-z", rev, "--", *(p.as_posix() for p in PLOT_LABELS)])
+    result = git("ls-tree", "-r", "-z", rev, "--", *(p.as_posix() for p in PLOT_LABELS))
     if result.returncode != 0:
         raise PipelineError(f"git ls-tree {rev} failed: {result.stderr.strip()}")
     return parse_ls_tree(result.stdout)
@@ -194,21 +209,31 @@ def base_blobs(rev: str) -> dict[str, str]:
 def write_plots(rev: str, plots_dir: Path) -> Path:
     """`dvc plots diff REV -o plots_dir` (replacing the old directory atomically); returns its index.html."""
     with atomic.atomic_dir(plots_dir) as tmp:
-        dvc_output("plots", "diff", rev, "-o", str(tmp))
+        dvc("plots", "diff", rev, "-o", str(tmp))
     return plots_dir / "index.html"
 
 
 def metrics_table(rev: str, targets: Sequence[Path], show_all: bool) -> str:
     """`dvc metrics diff REV --md` for `targets`, with unchanged metrics too if `show_all`."""
-    return dvc_output(
-        "metrics", "diff", rev, "--md", *(["--all"] if show_all else []), "--targets", *(t.as_posix() for t in targets)
-    )
+    everything = ["--all"] if show_all else []
+    return dvc("metrics", "diff", rev, "--md", *everything, "--targets", *(t.as_posix() for t in targets)).stdout
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line: --base, --out, --plots-dir."""
-    parser = argparse.ArgumentParser(prog="python -m fmnist.tools.report", description=__doc__.splitlines()[0])
+    """The command line: --base, --retrain-base, --out, --plots-dir."""
+    parser = argparse.ArgumentParser(prog="fmnist report", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fmnist report`."""
     parser.add_argument("--base", default=DEFAULT_BASE, help="git revision to compare with (default: main)")
+    parser.add_argument(
+        "--retrain-base",
+        action="store_true",
+        help="retrain the base on this machine first, so that the comparison has no machine effect (one training)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: report.md)")
     parser.add_argument(
         "--plots-dir",
@@ -216,12 +241,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_PLOTS_DIR,
         help="where `dvc plots diff` writes index.html (default: report/plots)",
     )
-    return parser.parse_args(argv)
 
 
-def report_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
+def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     """(heading, Markdown) of the params table, the metrics tables and the plots, from DVC's diffs against `rev`."""
-    params = dvc_output("params", "diff", rev, "--md")
+    params = dvc("params", "diff", rev, "--md").stdout
     summary = metrics_table(rev, SUMMARY_METRICS, show_all=True)
     per_class = metrics_table(rev, [paths.PER_CLASS_METRICS_FILE], show_all=False)
     changes = compare_blobs(base_blobs(rev), workspace_blobs())
@@ -238,16 +262,28 @@ def report_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def top_and_sections(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], str]:
+    """(the top of the report, the comparison's sections, a one-line summary for the terminal)."""
+    head_accuracy = workspace_accuracy()
+    head = read_side("workspace", Reader())
+    base = retrained_base(rev) if retrain else read_side(f"`{rev}`", Reader(rev))
+    if head is None or base is None:
+        where = "the workspace" if head is None else f"`{rev}`"
+        base_accuracy = runs.test_accuracy(runs.json_or_none(runs.committed_text(paths.TEST_METRICS_FILE, rev)))
+        why = f"{where} has no {paths.CONFUSION_FILE}, the per-image predictions the comparison needs"
+        return fallback_headline(f"`{rev}`", base_accuracy, head_accuracy, why), [], f"{head_accuracy:.4f}"
+    try:
+        top, sections = comparison(base, head)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
+    return top, sections, top.splitlines()[0].strip("*")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; exit status 0."""
     check_base(args.base)
-    new = workspace_accuracy()
-    base, reason = base_accuracy(args.base)
-    text = build_report(headline(args.base, base, new, reason), report_sections(args.base, args.plots_dir))
+    top, sections, summary = top_and_sections(args.base, args.retrain_base)
+    text = build_report(top, sections + dvc_sections(args.base, args.plots_dir))
     atomic.write_bytes(args.out, text.encode())
-    delta = "" if base is None else f" ({signed(new - base)})"
-    print(f"report: test accuracy {new:.4f}{delta} vs {args.base} -> {args.out}, plots -> {args.plots_dir}/index.html")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    print(f"report: {summary} -> {args.out}, plots -> {args.plots_dir}/index.html")
+    return 0

@@ -12,14 +12,15 @@ outputs); a collector then pulls them all and ranks them. Every machine starts f
 import argparse
 import json
 import re
-import subprocess
-import sys
 from typing import Any
 
+from fmnist.lib import paths
+from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import flatten
 
 DEFAULT_METRIC = "test.accuracy"  # metrics/test.json; higher is better
-METRICS_FILE = "metrics/test.json"
+METRICS_FILE = paths.TEST_METRICS_FILE.as_posix()
 
 
 def parse_sets(text: str) -> list[list[str]]:
@@ -71,27 +72,16 @@ def share(sets: list[list[str]], number: int, count: int) -> list[int]:
     return list(range(number - 1, len(sets), count))
 
 
-def dvc(*args: str, capture: bool = False) -> str:
-    """Run `dvc ARGS`; return its output if captured, else show it on stderr (our stdout is the result alone,
-    which the workflow appends to its summary). Stop the sweep if it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE if capture else sys.stderr, text=True
-    )
-    if result.returncode != 0:
-        raise PipelineError(f"`dvc {' '.join(args)}` failed (exit {result.returncode}); see DVC's message above")
-    return result.stdout or ""
-
-
 def run_share(sets: list[list[str]], prefix: str, number: int, count: int, remote: str) -> list[str]:
     """Restore the pipeline's inputs, run this worker's experiments and push each one; their names."""
-    dvc("pull")  # the commit's outputs: experiments then rerun only the stages their overrides change
+    dvc("pull", echo=True)  # the commit's outputs: experiments then rerun only the stages their overrides change
     names = []
     for index in share(sets, number, count):
         name = experiment_name(prefix, index)
         # --temp: in a scratch copy of the commit, so each experiment starts from the committed params, not
         # from the previous one's, and the workspace stays as it was.
-        dvc("exp", "run", "--temp", "--name", name, *(flag for o in sets[index] for flag in ("--set-param", o)))
-        dvc("exp", "push", remote, name)  # its git ref, and its outputs to the default DVC remote
+        dvc("exp", "run", "--temp", "--name", name, *(f for o in sets[index] for f in ("--set-param", o)), echo=True)
+        dvc("exp", "push", remote, name, echo=True)  # its git ref, and its outputs to the default DVC remote
         names.append(name)
     return names
 
@@ -110,17 +100,6 @@ def baseline_params(show: list[dict]) -> dict:
     """The params.yaml values of the commit the experiments started from (the first baseline)."""
     baselines = [b for b in show if b.get("rev") != "workspace"]
     return baselines[0]["data"]["params"]["params.yaml"]["data"] if baselines else {}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 3}} -> {"train.epochs": 3}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def metric_value(data: dict, metric: str) -> float | None:
@@ -155,15 +134,15 @@ def ranking(show: list[dict], prefix: str, metric: str = DEFAULT_METRIC) -> str:
 
 def collect(prefix: str, remote: str, metric: str) -> str:
     """Pull the sweep's experiments of this commit from `remote` and rank them."""
-    listed = dvc("exp", "list", remote, "--name-only", capture=True).split()
+    listed = dvc("exp", "list", remote, "--name-only").stdout.split()
     names = [name for name in listed if name.startswith(f"{prefix}-")]
     if not names:
         raise PipelineError(
             f"{remote} has no experiments named {prefix}-N for this commit; check --prefix and "
             "that the workers have pushed"
         )
-    dvc("exp", "pull", remote, *names)
-    return ranking(json.loads(dvc("exp", "show", "--json", capture=True)), prefix, metric)
+    dvc("exp", "pull", remote, *names, echo=True)
+    return ranking(json.loads(dvc("exp", "show", "--json").stdout), prefix, metric)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

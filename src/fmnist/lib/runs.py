@@ -1,0 +1,132 @@
+"""What the repository records about training runs, and reading those records at any git revision.
+
+- metrics/train/metrics.json, key `environment`: where the committed run ran (fmnist.nn.environment).
+- metrics/seeds.json: the same params trained with several seeds (`fmnist seeds`): how far results move by chance.
+
+Both are committed with the code, so the report can read them at the base of a pull request without any remote.
+"""
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fmnist.lib import paths, stats
+from fmnist.lib.stats import Spread
+
+SEED_RECORD_STAGES = ("train", "evaluate")  # the stages whose code and params decide test accuracy
+
+
+def workspace_commit() -> str | None:
+    """The commit checked out here, "+changes" appended if tracked files differ; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
+
+
+def committed_text(path: Path, rev: str = "HEAD") -> str | None:
+    """The text of `path` as committed at `rev`, None where git, the revision or the file is missing."""
+    try:
+        result = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def json_or_none(text: str | None) -> Any:
+    """Parsed JSON, None for missing or invalid text."""
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return None
+
+
+def environment_of(train_metrics: Any) -> dict[str, Any] | None:
+    """The `environment` recorded in a metrics/train/metrics.json (parsed), None if it has none."""
+    found = train_metrics.get("environment") if isinstance(train_metrics, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def differences(committed: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """ "key committed → current" for every key whose value differs (keys missing on one side included)."""
+    keys = list(committed) + [key for key in current if key not in committed]
+    return [
+        f"{key} {committed.get(key, '?')} → {current.get(key, '?')}"
+        for key in keys
+        if committed.get(key) != current.get(key)
+    ]
+
+
+def test_accuracy(test_metrics: Any) -> float | None:
+    """test.accuracy of a metrics/test.json (parsed), None if it has none."""
+    try:
+        value = test_metrics["test"]["accuracy"]
+    except (KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def fingerprint(lock_text: str | None) -> str | None:
+    """A hash of what decides test accuracy but the seed: the train and evaluate stages' code and params.
+
+    Read from dvc.lock (the md5 of every source file, the params values), so a seed record made for other code
+    or params shows up as stale. None without a dvc.lock that has both stages.
+    """
+    try:
+        stages = yaml.safe_load(lock_text or "")["stages"]
+        parts = []
+        for name in SEED_RECORD_STAGES:
+            stage = stages[name]
+            code = {d["path"]: d.get("md5") for d in stage.get("deps", []) if d["path"].startswith("src/")}
+            params = json.loads(json.dumps(stage.get("params", {}).get(paths.PARAMS_FILE.as_posix(), {})))
+            params.get("train", {}).pop("seed", None)
+            parts.append({"stage": name, "code": code, "params": params})
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seed_spread(record: Any) -> Spread | None:
+    """The test accuracies of a metrics/seeds.json (parsed), None if it holds none."""
+    try:
+        accuracies = tuple(float(run["accuracy"]) for run in record["seeds"]["runs"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Spread(accuracies) if accuracies else None
+
+
+def class_spreads(record: Any) -> dict[str, Spread]:
+    """{class name: Spread of its recall over the seeds} from a metrics/seeds.json (parsed); {} if it has none."""
+    try:
+        runs = record["seeds"]["runs"]
+        names = list(runs[0]["recall"])
+        return {name: Spread(tuple(float(run["recall"][name]) for run in runs)) for name in names}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}
+
+
+def environment_notice(
+    committed: dict[str, Any] | None, current: dict[str, Any], accuracy: float | None, spread: Spread | None
+) -> str | None:
+    """One line for a retraining whose environment differs from the committed run's, None if it does not."""
+    if committed is None or not (changed := differences(committed, current)):
+        return None
+    shown = f"committed test accuracy {accuracy:.4f}" if accuracy is not None else "the committed results"
+    if spread is not None and len(spread.accuracies) > 1:
+        expect = (
+            f"expect this run within about ±{stats.seed_noise(spread.sd):.4f} of it "
+            f"(2 sd of two runs' difference, from {len(spread.accuracies)} seeds in {paths.SEEDS_FILE})"
+        )
+    else:
+        expect = f"expect it to move about as much as a change of seed (`fmnist seeds` measures it: {paths.SEEDS_FILE})"
+    return f"train: this machine differs from the committed run's ({'; '.join(changed)}); {shown}: {expect}"

@@ -1,0 +1,176 @@
+"""The noise-aware part of the report: is the workspace's model really better or worse than the base's?
+
+Pure: it takes what the report read (each side's per-image predictions, environment and seed record) and returns
+Markdown. The statistics are in fmnist.lib.stats, the rule and how to read it in docs/comparing-runs.md.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fmnist.lib import paths, runs, stats
+from fmnist.lib.dataset import CLASS_NAMES
+
+GUIDE = "docs/comparing-runs.md"
+SETTLE = (
+    f"`fmnist seeds --n 5` here (it writes {paths.SEEDS_FILE}; commit it), and the report then compares the two "
+    "seed records"
+)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison (the base revision, or the workspace) as the report read it."""
+
+    name: str  # "`main`" or "workspace", as shown in the report
+    actual: np.ndarray  # (N,) true class indices of the test images, in test-set order
+    predicted: np.ndarray  # (N,) predicted class indices
+    environment: dict[str, Any] | None  # metrics/train/metrics.json's environment, None if not recorded
+    seeds: Any  # metrics/seeds.json (parsed), None if there is none
+    seeds_current: bool  # whether that seed record was measured for this side's code and params
+
+    @property
+    def right(self) -> np.ndarray:
+        """(N,) bool: which test images this side's model gets right."""
+        return self.actual == self.predicted
+
+
+def answers_from_confusion(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(actual, predicted) class indices from plots/confusion.csv (one `actual,predicted` row per test image)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0] != ["actual", "predicted"]:
+        raise ValueError(f"{paths.CONFUSION_FILE} does not start with the header actual,predicted")
+    try:
+        pairs = [(CLASS_NAMES.index(actual), CLASS_NAMES.index(predicted)) for actual, predicted in rows[1:]]
+    except ValueError as exc:
+        raise ValueError(f"{paths.CONFUSION_FILE} has a row that is not two class names ({exc})") from None
+    found = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return found[:, 0], found[:, 1]
+
+
+def signed(delta: float) -> str:
+    """A delta with 4 decimals (one test image in 10,000) and its sign; a rounded zero reads ±0.0000."""
+    return "±0.0000" if round(delta, 4) == 0 else f"{delta:+.4f}"
+
+
+def seed_sd(side: Side) -> float | None:
+    """The seed standard deviation of a side's test accuracy, None without a record of 2+ seeds."""
+    spread = runs.seed_spread(side.seeds)
+    return spread.sd if spread is not None and len(spread.accuracies) > 1 else None
+
+
+def environment_banner(base: Side, head: Side) -> str | None:
+    """A warning when the two models were trained in different environments, None when they were not (or unknown)."""
+    if base.environment is None or head.environment is None:
+        return None
+    changed = runs.differences(base.environment, head.environment)
+    if not changed:
+        return None
+    return (
+        f"> **Different environments.** {base.name} and the {head.name} were trained in different environments "
+        f"({'; '.join(changed)}), so the difference below mixes the change with the machine. "
+        "`fmnist report --retrain-base` retrains the base on this machine for a like-for-like comparison."
+    )
+
+
+def headline(base: Side, head: Side) -> str:
+    """The first lines: both accuracies, the difference with its paired interval, the verdict and why."""
+    counts = stats.paired(base.right, head.right)
+    low, high = stats.bootstrap_interval(counts)
+    p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
+    mid_p = stats.mcnemar_mid_p(counts.only_base, counts.only_head)
+    sd = seed_sd(base)
+    verdict = stats.verdict(counts.delta, p_value, sd)
+    title = (
+        f"**Test accuracy: {base.name} {counts.base_correct / counts.n:.4f} → {head.name} "
+        f"{counts.head_correct / counts.n:.4f} ({signed(counts.delta)}; 95% CI {signed(low)} to {signed(high)}): "
+        f"{verdict.word}**"
+    )
+    lines = [
+        f"Per test image: {counts.only_base} right only at {base.name}, {counts.only_head} only in the "
+        f"{head.name}; McNemar's exact test p = {p_value:.2g} (mid-p {mid_p:.2g}).",
+        seed_line(base, sd),
+        f"Verdict: {verdict.word}, because {verdict.reason}. How to read this: {GUIDE}.",
+    ]
+    if verdict.word == "inconclusive":
+        lines.append(f"To settle it: {SETTLE}.")
+    return title + "\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def seed_line(base: Side, sd: float | None) -> str:
+    """What the base's seed record says about chance, or that there is none."""
+    if sd is None:
+        return (
+            f"No seed record at {base.name} ({paths.SEEDS_FILE}): how much a change of seed alone moves the "
+            "accuracy is unknown, so no change is called better or worse."
+        )
+    spread = runs.seed_spread(base.seeds)
+    assert spread is not None
+    stale = "" if base.seeds_current else " (measured for other code or params than the base's: rerun `fmnist seeds`)"
+    return (
+        f"Seed spread at {base.name}: {spread.mean:.4f} ± {sd:.4f} over {len(spread.accuracies)} seeds"
+        f"{stale}; two runs of the same params differ by up to ±{stats.seed_noise(sd):.4f} (2 sd of a difference)."
+    )
+
+
+def per_class_table(base: Side, head: Side) -> str:
+    """Each class's recall on both sides, the paired test (Holm-corrected over the ten classes) and its verdict."""
+    class_sd = {name: spread.sd for name, spread in runs.class_spreads(base.seeds).items()}
+    rows, p_values, deltas = [], [], []
+    for index, name in enumerate(CLASS_NAMES):
+        mask = base.actual == index
+        counts = stats.paired(base.right[mask], head.right[mask])
+        rows.append((name, counts))
+        p_values.append(stats.mcnemar_p(counts.only_base, counts.only_head))
+        deltas.append(counts.delta)
+    adjusted = stats.holm(p_values)
+    header = [
+        f"| class | {base.name} | {head.name} | Δ | only {base.name} | only {head.name} | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines = []
+    for (name, counts), p_holm, delta in zip(rows, adjusted, deltas, strict=True):
+        verdict = stats.verdict(delta, p_holm, class_sd.get(name))
+        lines.append(
+            f"| {name} | {counts.base_correct / counts.n:.3f} | {counts.head_correct / counts.n:.3f} | "
+            f"{signed(delta)} | {counts.only_base} | {counts.only_head} | {p_holm:.2g} | {verdict.word} |"
+        )
+    moved = [line.split(" | ")[0].removeprefix("| ") for line in lines if line.endswith(("better |", "worse |"))]
+    summary = (
+        f"Classes that moved beyond noise: {', '.join(moved)}."
+        if moved
+        else "No class moved beyond noise (recall per class; ten paired tests, Holm-corrected)."
+    )
+    return summary + "\n\n" + "\n".join(header + lines)
+
+
+def seeds_comparison(base: Side, head: Side) -> str | None:
+    """Base's and head's seed records compared (Welch's t-test), when both sides have a current one."""
+    base_spread, head_spread = runs.seed_spread(base.seeds), runs.seed_spread(head.seeds)
+    if base_spread is None or head_spread is None or not head.seeds_current or base.seeds == head.seeds:
+        return None
+    verdict = stats.compare_spreads(base_spread, head_spread)
+    return (
+        f"Over seeds ({paths.SEEDS_FILE}): {base.name} {base_spread.mean:.4f} ± {base_spread.sd:.4f} "
+        f"(n = {len(base_spread.accuracies)}) → {head.name} {head_spread.mean:.4f} ± {head_spread.sd:.4f} "
+        f"(n = {len(head_spread.accuracies)}): {signed(head_spread.mean - base_spread.mean)}, **{verdict.word}** "
+        f"({verdict.reason})."
+    )
+
+
+def comparison(base: Side, head: Side) -> tuple[str, list[tuple[str, str]]]:
+    """(the top of the report, its sections) for two sides that predicted the same test images."""
+    if not np.array_equal(base.actual, head.actual):
+        raise ValueError(
+            f"{base.name} and the {head.name} did not predict the same test images ({paths.CONFUSION_FILE} "
+            "differs in its actual column), so they cannot be compared image by image"
+        )
+    top = "\n\n".join(part for part in (environment_banner(base, head), headline(base, head)) if part)
+    sections = [("Per class (recall)", per_class_table(base, head))]
+    over_seeds = seeds_comparison(base, head)
+    if over_seeds:
+        sections.insert(0, ("Over seeds", over_seeds))
+    return top, sections

@@ -1,0 +1,119 @@
+"""`fmnist seeds`: the current params trained with several seeds, as DVC experiments, and their spread recorded.
+
+    fmnist seeds [--n 5]
+
+Runs `dvc exp run --temp --force --single-item -S train.seed=K train evaluate` for K = 0 .. n-1, each a DVC
+experiment named seed<K>-<fingerprint> (a second call reuses the runs that the first one finished), then writes
+metrics/seeds.json: every seed's test accuracy and per-class recall, their mean and standard deviation, where they
+ran, and the fingerprint of the code and params they measured (fmnist.lib.runs.fingerprint). Commit it: the report
+reads it at the base of a pull request to tell a real change from a change of seed. To spread the runs over
+machines, run the same overrides with `fmnist sweep` instead.
+"""
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+from fmnist.lib import atomic, paths, runs
+from fmnist.lib.dvc_cli import dvc
+from fmnist.lib.errors import PipelineError
+from fmnist.tools.sweep import experiments
+
+MIN_SEEDS = 2  # a standard deviation needs two
+STAGES = ("train", "evaluate")  # what a seed changes: the model and its test metrics
+
+
+def experiment_name(seed: int, fingerprint: str) -> str:
+    """The experiment that measures `seed` for the code and params of `fingerprint`."""
+    return f"seed{seed}-{fingerprint[:8]}"
+
+
+def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's test accuracy, per-class recall and environment, from `dvc exp show --json` data."""
+    files = data.get("metrics") or {}
+
+    def read(path: Any) -> Any:
+        return (files.get(path.as_posix()) or {}).get("data")
+
+    per_class = read(paths.PER_CLASS_METRICS_FILE) or {}
+    accuracy = runs.test_accuracy(read(paths.TEST_METRICS_FILE))
+    if accuracy is None:
+        raise PipelineError(f"an experiment has no {paths.TEST_METRICS_FILE}; run `dvc exp show` to see which")
+    return {
+        "accuracy": accuracy,
+        "recall": {name: scores["recall"] for name, scores in per_class.items()},
+        "environment": runs.environment_of(read(paths.TRAIN_METRICS_FILE)),
+    }
+
+
+def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprint: str, commit: str) -> dict:
+    """The contents of metrics/seeds.json for the runs of `results` ({seed: metrics_of(...)})."""
+    accuracies = [results[seed]["accuracy"] for seed in sorted(results)]
+    environments = [results[seed]["environment"] for seed in sorted(results)]
+    return {
+        "seeds": {
+            "n": len(accuracies),
+            "mean": statistics.mean(accuracies),
+            "sd": statistics.stdev(accuracies),
+            "min": min(accuracies),
+            "max": max(accuracies),
+            "runs": [
+                {
+                    "seed": seed,
+                    "experiment": names[seed],
+                    "accuracy": results[seed]["accuracy"],
+                    "recall": results[seed]["recall"],
+                }
+                for seed in sorted(results)
+            ],
+            # One environment if every run had the same, else the first and a note: the spread then mixes in machines.
+            "environment": environments[0] if all(e == environments[0] for e in environments) else "mixed",
+            "fingerprint": fingerprint,
+            "commit": commit,
+        }
+    }
+
+
+def run_seeds(count: int) -> dict[str, Any]:
+    """Run the missing seed experiments of the current code and params, then build their record."""
+    if count < MIN_SEEDS:
+        raise PipelineError(f"--n must be at least {MIN_SEEDS}: a spread needs two runs")
+    if not paths.DVC_LOCK_FILE.is_file():
+        raise PipelineError(f"{paths.DVC_LOCK_FILE} is missing; run `dvc repro` first, then `fmnist seeds`")
+    fingerprint = runs.fingerprint(paths.DVC_LOCK_FILE.read_text())
+    if fingerprint is None:
+        raise PipelineError(f"{paths.DVC_LOCK_FILE} has no train and evaluate stages; run `dvc repro` first")
+    names = {seed: experiment_name(seed, fingerprint) for seed in range(count)}
+    done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
+    for seed, name in names.items():
+        if name in done:
+            print(f"seeds: {name} ran before, reusing it", flush=True)
+            continue
+        print(f"seeds: running {name} (train.seed={seed})", flush=True)
+        overrides = ["--set-param", f"train.seed={seed}"]
+        # --force: trained here, not restored from DVC's run cache (another machine's run); --single-item: only
+        # train and evaluate, on the data the workspace's dvc.lock names.
+        dvc("exp", "run", "--temp", "--force", "--single-item", "--name", name, *overrides, *STAGES, echo=True)
+    done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
+    missing = [name for name in names.values() if name not in done]
+    if missing:
+        raise PipelineError(f"DVC shows no experiments named {', '.join(missing)}; see `dvc exp show`")
+    results = {seed: metrics_of(done[name]) for seed, name in names.items()}
+    return record(results, names, fingerprint, runs.workspace_commit() or "unknown")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fmnist seeds`."""
+    parser.add_argument("--n", type=int, default=5, help="how many seeds, 0 .. n-1 (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `fmnist seeds`."""
+    found = run_seeds(args.n)["seeds"]
+    atomic.write_json(paths.SEEDS_FILE, {"seeds": found})
+    print(
+        f"seeds: test accuracy {found['mean']:.4f} ± {found['sd']:.4f} over {found['n']} seeds "
+        f"({found['min']:.4f} to {found['max']:.4f}) -> {paths.SEEDS_FILE}"
+    )
+    return 0

@@ -1,0 +1,88 @@
+"""fmnist.lib.stats against values computed independently (exact binomial sums, by hand)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fmnist.lib import stats
+
+
+@pytest.mark.parametrize(
+    ("only_base", "only_head", "p", "mid_p"),
+    [
+        (170, 123, 0.0071, 0.0060),  # checked values (../shared notes): exact binomial tails, doubled
+        (160, 130, 0.088, 0.0785),
+        (152, 133, 0.29, 0.26),
+        (181, 145, 0.052, 0.046),  # seed 0 against seed 1 of the default on one machine
+        (0, 3, 0.25, 0.125),  # 2 * (1/2)^3; mid-p halves the observed split's share
+    ],
+)
+def test_mcnemar_exact_and_mid_p(only_base, only_head, p, mid_p):
+    assert stats.mcnemar_p(only_base, only_head) == pytest.approx(p, abs=0.0005 if p < 0.01 else 0.005)
+    assert stats.mcnemar_mid_p(only_base, only_head) == pytest.approx(mid_p, abs=0.0005 if mid_p < 0.01 else 0.005)
+    assert stats.mcnemar_p(only_head, only_base) == stats.mcnemar_p(only_base, only_head)  # two-sided
+
+
+def test_mcnemar_without_discordant_images_or_with_an_even_split_finds_nothing():
+    assert stats.mcnemar_p(0, 0) == stats.mcnemar_mid_p(0, 0) == 1.0
+    assert stats.mcnemar_p(5, 5) == 1.0
+    assert stats.mcnemar_mid_p(5, 5) == pytest.approx(1 - math.comb(10, 5) / 2**10)
+
+
+def test_paired_counts_and_delta():
+    base = np.array([1, 1, 0, 0, 1], bool)
+    head = np.array([1, 0, 1, 1, 1], bool)
+    counts = stats.paired(base, head)
+    assert (counts.n, counts.base_correct, counts.head_correct, counts.only_base, counts.only_head) == (5, 3, 4, 1, 2)
+    assert counts.delta == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="answered"):
+        stats.paired(base, head[:4])
+
+
+def test_bootstrap_interval_covers_the_delta_with_the_width_of_a_paired_standard_error():
+    counts = stats.Paired(n=10_000, base_correct=9359, head_correct=9323, only_base=181, only_head=145)
+    low, high = stats.bootstrap_interval(counts)
+    # The normal approximation: se = sqrt(b + c - (c - b)^2 / n) / n = 0.0018; 95% = ±1.96 se.
+    se = math.sqrt(181 + 145 - 36**2 / 10_000) / 10_000
+    assert low < counts.delta < high
+    assert low == pytest.approx(counts.delta - 1.96 * se, abs=0.0003)
+    assert high == pytest.approx(counts.delta + 1.96 * se, abs=0.0003)
+    assert stats.bootstrap_interval(counts) == (low, high)  # seeded: the report does not flicker
+
+
+def test_holm_multiplies_by_the_remaining_count_and_keeps_the_order():
+    assert stats.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert stats.holm([0.2, 0.9]) == pytest.approx([0.4, 0.9])
+    one_of_ten = [0.02] + [0.8] * 9  # p = 0.02 alone among ten tests is no finding
+    assert stats.holm(one_of_ten)[0] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("delta", "p", "sd", "word"),
+    [
+        (0.006, 0.001, 0.0015, "better"),  # significant and beyond 2√2 x 0.0015 = 0.0042
+        (-0.006, 0.001, 0.0015, "worse"),
+        (-0.0036, 0.052, 0.0018, "within noise"),  # the seed 0 vs seed 1 case: neither criterion
+        (-0.0036, 0.03, 0.0018, "inconclusive"),  # significant on the test set, but seeds alone move it this far
+        (0.008, 0.2, 0.0018, "inconclusive"),  # beyond seed noise, but the test set cannot confirm it
+        (0.01, 0.001, None, "inconclusive"),  # no seed record: never better or worse
+        (0.001, 0.6, None, "within noise"),
+    ],
+)
+def test_the_verdict_needs_the_test_and_the_seed_spread_to_agree(delta, p, sd, word):
+    assert stats.verdict(delta, p, sd).word == word
+
+
+def test_seed_noise_is_two_sd_of_the_difference_of_two_runs():
+    assert stats.seed_noise(0.0018) == pytest.approx(2 * math.sqrt(2) * 0.0018)
+
+
+def test_spreads_compare_with_welchs_test():
+    base = stats.Spread((0.9359, 0.9323, 0.9339, 0.9350, 0.9331))
+    assert base.sd == pytest.approx(float(np.std(base.accuracies, ddof=1)))
+    same = stats.Spread((0.9345, 0.9330, 0.9352))
+    better = stats.Spread((0.9410, 0.9402, 0.9415))
+    assert stats.compare_spreads(base, same).word == "within noise"
+    assert stats.compare_spreads(base, better).word == "better"
+    assert stats.compare_spreads(base, stats.Spread((0.94,))).word == "inconclusive"
