@@ -40,3 +40,26 @@ def test_no_images_give_no_rows_and_wrong_images_a_clear_error(model_and_images)
     assert predict(np.zeros((0, 28, 28, 1), np.uint8)).shape == (0, 10)
     with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 28, 28, 1\), got float32"):
         predict(np.zeros((2, 28, 28, 1), np.float32))
+
+
+def moved(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """`images` moved down by `rows` and right by `columns` pixels, zeros filling in (NumPy, for comparison)."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    source = images[:, max(0, -rows) : height - max(0, rows), max(0, -columns) : width - max(0, columns)]
+    out[:, max(0, rows) : height - max(0, -rows), max(0, columns) : width - max(0, -columns)] = source
+    return out
+
+
+def test_flip_shift_is_the_weighted_mean_of_ten_views_with_the_unmoved_pair_weighing_half(model_and_images):
+    model, images = model_and_images
+    plain = Predictor(model, InferenceParams(tta="none", batch_size=64))
+    unmoved = plain(images) + plain(images[:, :, ::-1])
+    shifted = sum(
+        plain(moved(view, rows, columns))
+        for rows, columns in ((1, 0), (-1, 0), (0, 1), (0, -1))
+        for view in (images, images[:, :, ::-1])
+    )
+    expected = (2 * unmoved + 0.5 * shifted) / (2 * 2 + 0.5 * 8)
+    found = Predictor(model, InferenceParams(tta="flip_shift", batch_size=64))(images)
+    np.testing.assert_allclose(found, expected, atol=1e-6)

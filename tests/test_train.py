@@ -20,6 +20,7 @@ from fmnist.stages.train import (
     loss_and_correct,
     one_hot,
     run_epochs,
+    train_model,
     training_batches,
     validation_batches,
     weights_fingerprint,
@@ -32,6 +33,8 @@ PARAMS = TrainParams(
     learning_rate=0.01,
     schedule="cosine",
     warmup_fraction=0.2,
+    lr_floor=0.0,
+    ema_momentum=0.0,
     label_smoothing=0.1,
     deterministic=True,
     early_stopping=EarlyStoppingParams(enabled=False, monitor="val_loss", patience=5, restore_best_weights=True),
@@ -183,3 +186,21 @@ def test_the_weights_fingerprint_changes_with_any_weight():
     weights[-1][0] += 1e-6  # one bias of the classifier
     model.set_weights(weights)
     assert weights_fingerprint(model) != before and len(before) == 16
+
+
+def test_weight_averaging_swaps_in_the_average_and_re_estimates_batch_norm():
+    split = Split(np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), np.uint8), np.arange(256) % 10)
+    model_params = ModelParams(
+        arch="bn_cnn", width=4, dense_units=8, dropout=0.0, flip=False, shift_px=0, precision="auto"
+    )
+    plain = train_model(split, split, model_params, dataclasses.replace(PARAMS, batch_size=32, epochs=2), None)
+    averaged_params = dataclasses.replace(PARAMS, batch_size=32, epochs=2, ema_momentum=0.9)
+    averaged = train_model(split, split, model_params, averaged_params, None)
+    # Every trainable weight is the average, not the last step's; batch norm's statistics were re-estimated.
+    for layer in plain.layers:
+        for weight, other in zip(
+            layer.trainable_weights, averaged.get_layer(layer.name).trainable_weights, strict=True
+        ):
+            assert not np.array_equal(weight.numpy(), other.numpy()), weight.path
+    moving = [model.get_layer("bn1").moving_mean.numpy() for model in (plain, averaged)]
+    assert not np.array_equal(*moving)

@@ -16,6 +16,7 @@ import dataclasses
 import io
 import json
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from fmnist.apps.photo import UnusableImage, decode
 from fmnist.lib import paths
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.params import InferenceParams, load_params
+from fmnist.lib.params import TTA, InferenceParams, load_params
 
-TTA_CHOICES = ("none", "flip")  # InferenceParams.tta
+TTA_CHOICES: tuple[TTA, ...] = typing.get_args(TTA)
 BATCH_SIZE_WITHOUT_PARAMS = 512  # with --tta and no params.yaml: bounded memory for large directories
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
 STDIN = "-"
@@ -181,7 +182,7 @@ def chosen_model(args: argparse.Namespace) -> ChosenModel:
     return ChosenModel(args.model, None, workspace_inference(args.tta))
 
 
-def workspace_inference(tta: str | None) -> InferenceParams:
+def workspace_inference(tta: TTA | None) -> InferenceParams:
     """The `inference` section of this directory's params.yaml, with `tta` (from --tta) over it if given."""
     if paths.PARAMS_FILE.is_file():
         params = load_params().inference
@@ -215,12 +216,12 @@ def run(args: argparse.Namespace) -> int:
     for line in errors:
         print(line, file=sys.stderr)
     if predictions:
-        render = {
-            "table": lambda: as_table(predictions, args.top),
-            "json": lambda: as_json_lines(predictions),
-            "csv": lambda: as_csv(predictions),
-        }[args.format]
-        print(render())
+        if args.format == "json":
+            print(as_json_lines(predictions))
+        elif args.format == "csv":
+            print(as_csv(predictions))
+        else:
+            print(as_table(predictions, args.top))
     if args.save_inputs and predictions:
         save_inputs(predictions, args.save_inputs)
     return 1 if errors else 0

@@ -89,6 +89,8 @@ class TrainParams:
     learning_rate: float  # Adam's (peak) learning rate
     schedule: Literal["constant", "cosine"]  # cosine: linear warmup, then cosine decay to 0 at the last epoch
     warmup_fraction: float  # share of the budget (epochs) spent in the linear warmup (cosine only)
+    lr_floor: float  # the cosine ends at this fraction of learning_rate instead of 0 (cosine only)
+    ema_momentum: float  # 0 = off; else the final weights are this moving average of the steps' weights
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
@@ -105,6 +107,14 @@ class TrainParams:
         _require(0 < self.learning_rate <= 1, "train.learning_rate", "must be in (0, 1]", self.learning_rate)
         _require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        _require(0 <= self.lr_floor < 1, "train.lr_floor", "must be in [0, 1)", self.lr_floor)
+        _require(0 <= self.ema_momentum < 1, "train.ema_momentum", "must be in [0, 1)", self.ema_momentum)
+        _require(
+            not (self.ema_momentum and self.early_stopping.enabled),
+            "train.ema_momentum",
+            "must be 0 when train.early_stopping is enabled (the best epoch's weights are not an average)",
+            self.ema_momentum,
+        )
         _require(
             self.devices is None or (self.distribute == "mirrored" and len(self.devices) > 0),
             "train.devices",
@@ -114,11 +124,12 @@ class TrainParams:
         _require(self.peer_timeout_s > 0, "train.peer_timeout_s", "must be > 0", self.peer_timeout_s)
 
 
+TTA = Literal["none", "flip", "flip_shift"]  # test-time augmentations (fmnist.nn.inference)
+
+
 @dataclass(frozen=True)
 class InferenceParams:
-    tta: Literal[
-        "none", "flip"
-    ]  # test-time augmentation: none, or the average with the mirror image (fmnist.nn.inference)
+    tta: TTA  # which views of each image are predicted and averaged
     batch_size: int  # images per call; affects speed and memory only
 
     def __post_init__(self) -> None:
@@ -166,7 +177,7 @@ class Params:
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; return it converted (int -> float for float fields)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return parse_section(tp, value, key)
     if origin in (types.UnionType, typing.Union):  # only `X | None` is used here
         return None if value is None else _convert(args[0], value, key)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -43,7 +44,7 @@ def add_logical_cpus(count: int) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
-def cluster_from_env() -> dict:
+def cluster_from_env() -> dict[str, Any]:
     """$TF_CONFIG, checked: {"cluster": {"worker": [host:port, ...], ...}, "task": {"type": ..., "index": ...}}."""
     raw = os.environ.get("TF_CONFIG", "")
     fix = f"set it on every machine, as in the {README_SECTION}"
@@ -107,6 +108,7 @@ def killed_unless_done_within(seconds: float, message: str) -> Iterator[None]:
     try:
         yield
     finally:
+        assert watchdog.stdin is not None  # stdin=PIPE
         watchdog.stdin.close()  # the watchdog sees end-of-file and exits
         watchdog.wait()
 
@@ -124,7 +126,7 @@ def peers_lost_as_error() -> Iterator[None]:
         ) from None
 
 
-def local_cluster(count: int) -> list[dict]:
+def local_cluster(count: int) -> list[dict[str, Any]]:
     """TF_CONFIG values for `count` workers on this machine, on ports that were free a moment ago (tests, bench)."""
     ports = []
     for _ in range(count):

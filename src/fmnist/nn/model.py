@@ -5,6 +5,8 @@ model's first layer, so training, evaluation and anyone loading models/model.ker
 Augmentation layers are part of the model too; Keras runs them only while training.
 """
 
+from typing import Any
+
 import keras
 from keras import layers, ops
 
@@ -56,12 +58,12 @@ class RandomShift(layers.Layer):
     this CPU; here the shift is two one-hot matrix products, a few percent of a convolution's cost.
     """
 
-    def __init__(self, max_px: int, seed: int | None = None, **kwargs):
+    def __init__(self, max_px: int, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_px, self.seed = max_px, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=False):
+    def call(self, images: Any, training: bool = False) -> Any:
         if not training:
             return images
         pad = self.max_px
@@ -73,10 +75,10 @@ class RandomShift(layers.Layer):
         cols = ops.one_hot(starts[:, 1:] + ops.arange(width), width + 2 * pad, dtype=images.dtype)
         return ops.einsum("nip,npqc,njq->nijc", rows, padded, cols)  # (N, H, W, C)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_px": self.max_px, "seed": self.seed}
 
 

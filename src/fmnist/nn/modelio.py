@@ -25,12 +25,13 @@ FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 
 def _renumber_shared_ids(node: Any, ids: dict[int, int]) -> None:
     """Replace every `shared_object_id` in a Keras config with its order of first appearance (in place)."""
+    children: list[Any] = []
     if isinstance(node, dict):
         if "shared_object_id" in node:
             node["shared_object_id"] = ids.setdefault(node["shared_object_id"], len(ids) + 1)
-        children = node.values()
-    else:
-        children = node if isinstance(node, list) else []
+        children = list(node.values())
+    elif isinstance(node, list):
+        children = node
     for child in children:
         _renumber_shared_ids(child, ids)
 

@@ -11,6 +11,7 @@ largest difference of its probabilities from the Keras model's (both through the
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -67,7 +68,9 @@ def tflite_probabilities(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
     return next(iter(runner(images=images).values()))
 
 
-def report(name: str, size: int, probabilities: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+def report(
+    name: str, size: int, probabilities: np.ndarray, reference: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
     """One format's row of metrics/export.json."""
     return {
         # kB, not bytes: the SavedModel's files vary by a few bytes from export to export (see the README), and

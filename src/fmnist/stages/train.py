@@ -9,14 +9,17 @@ MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", keras
 """
 
 import hashlib
+import itertools
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from dvclive import Live
 from dvclive.keras import DVCLiveCallback
+from dvclive.live import Live
 
 from fmnist.lib import atomic, paths, runs
 from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
@@ -25,6 +28,9 @@ from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
 from fmnist.nn import distribute, environment, precision
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
+
+# A compiled training step: (images, one-hot targets) of one global batch -> (summed loss, correct count).
+Step = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def seed_everything(params: TrainParams) -> None:
@@ -37,7 +43,7 @@ def seed_everything(params: TrainParams) -> None:
 def learning_rate_schedule(
     params: TrainParams, steps_per_epoch: int
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """Adam's learning rate: constant, or linear warmup to the peak then cosine decay to zero."""
+    """Adam's learning rate: constant, or linear warmup to the peak then cosine decay to `lr_floor` x the peak."""
     if params.schedule == "constant":
         return params.learning_rate
     total_steps = params.epochs * steps_per_epoch
@@ -45,7 +51,7 @@ def learning_rate_schedule(
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
         decay_steps=total_steps - warmup_steps,
-        alpha=0.0,
+        alpha=params.lr_floor,
         warmup_target=params.learning_rate,
         warmup_steps=warmup_steps,
     )
@@ -141,7 +147,7 @@ def make_train_step(
     optimizer: keras.optimizers.Optimizer,
     loss_fn: keras.losses.Loss,
     global_batch: int,
-):
+) -> Step:
     """A compiled step that trains every replica on its share of one global batch.
 
     Returns the global batch's (summed loss, correct count). No XLA: on CPU it made training slower here.
@@ -159,13 +165,15 @@ def make_train_step(
         return loss_and_correct(targets, logits, per_image)
 
     @tf.function(jit_compile=False)
-    def step(images, targets) -> tf.Tensor:
+    def step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, (images, targets)), axis=None)
 
     return step
 
 
-def make_evaluate(model: keras.Model, loss_fn: keras.losses.Loss, batches: tf.data.Dataset):
+def make_evaluate(
+    model: keras.Model, loss_fn: keras.losses.Loss, batches: tf.data.Dataset
+) -> Callable[[], dict[str, float]]:
     """A function returning {"val_loss", "val_accuracy"} of `model` on `batches`.
 
     Every worker evaluates the whole validation split itself, on its first device: it needs no collective,
@@ -173,7 +181,7 @@ def make_evaluate(model: keras.Model, loss_fn: keras.losses.Loss, batches: tf.da
     """
 
     @tf.function(jit_compile=False)
-    def batch_sums(images, targets) -> tf.Tensor:
+    def batch_sums(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         logits = model(images, training=False)
         return loss_and_correct(targets, logits, loss_fn(targets, logits))
 
@@ -208,7 +216,11 @@ def train_model(
         model = build_model(
             model_params, seed=params.seed, policy=policy, sync_batch_norm=strategy.num_replicas_in_sync > 1
         )
-        optimizer = keras.optimizers.Adam(learning_rate_schedule(params, steps_per_epoch))
+        optimizer = keras.optimizers.Adam(
+            learning_rate_schedule(params, steps_per_epoch),
+            use_ema=params.ema_momentum > 0,  # a moving average of the weights, swapped in after the last epoch
+            ema_momentum=params.ema_momentum or 0.99,  # (Keras' default; unused when the average is off)
+        )
         optimizer.build(model.trainable_variables)  # its moment variables, here rather than inside the step
     loss_fn = loss_function(params)
     step = make_train_step(strategy, model, optimizer, loss_fn, params.batch_size)
@@ -219,7 +231,28 @@ def train_model(
     run_epochs(
         model, lambda: run_epoch(step, batches, params.batch_size), evaluate, params.epochs, callbacks(params, live)
     )
+    if params.ema_momentum > 0:
+        optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights replace the last ones
+        recompute_batch_norm(strategy, model, batches)
     return model
+
+
+BATCH_NORM_STEPS = 100  # training batches that re-estimate batch norm's statistics: 0.9^100 of the old ones remain
+
+
+def recompute_batch_norm(strategy: tf.distribute.Strategy, model: keras.Model, batches: Any) -> None:
+    """Re-estimate batch norm's moving mean and variance for the model's current (averaged) weights.
+
+    They were gathered for the weights of each step, not for their average. Forward passes in training mode on
+    training batches update them (momentum 0.9, fmnist.nn.model) and change no weight.
+    """
+
+    @tf.function(jit_compile=False)
+    def forward(images: tf.Tensor) -> None:
+        strategy.run(lambda x: model(x, training=True), (images,))
+
+    for images, _ in itertools.islice(iter(batches), BATCH_NORM_STEPS):
+        forward(images)
 
 
 def check_batch_size(batch_size: int, images: int, replicas: int) -> None:
@@ -235,7 +268,7 @@ def check_batch_size(batch_size: int, images: int, replicas: int) -> None:
         )
 
 
-def run_epoch(step, batches, global_batch: int) -> dict[str, float]:
+def run_epoch(step: Step, batches: Any, global_batch: int) -> dict[str, float]:
     """One pass over the (distributed) training batches; the epoch's mean accuracy and loss."""
     total, steps = tf.zeros(2), 0
     for images, targets in batches:
@@ -249,7 +282,11 @@ def run_epoch(step, batches, global_batch: int) -> dict[str, float]:
 
 
 def run_epochs(
-    model: keras.Model, train_epoch, evaluate, epochs: int, callback_list: list[keras.callbacks.Callback]
+    model: keras.Model,
+    train_epoch: Callable[[], dict[str, float]],
+    evaluate: Callable[[], dict[str, float]],
+    epochs: int,
+    callback_list: list[keras.callbacks.Callback],
 ) -> None:
     """The epoch loop, calling the Keras callbacks (dvclive, early stopping) as `fit` would, one line per epoch."""
     hooks = keras.callbacks.CallbackList(callback_list, model=model)

@@ -70,7 +70,7 @@ def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def scratch_workspace(root: Path, params: dict) -> Path:
+def scratch_workspace(root: Path, params: dict[str, Any]) -> Path:
     """A directory where the stages see this repository's data and `params` as params.yaml."""
     (root / "data").mkdir(parents=True)
     for data_dir in (paths.RAW_DIR, paths.PREPARED_DIR):

@@ -47,7 +47,7 @@ def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprint: str, commit: str) -> dict:
+def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprint: str, commit: str) -> dict[str, Any]:
     """The contents of metrics/seeds.json for the runs of `results` ({seed: metrics_of(...)})."""
     accuracies = [results[seed]["accuracy"] for seed in sorted(results)]
     environments = [results[seed]["environment"] for seed in sorted(results)]

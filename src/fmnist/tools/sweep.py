@@ -86,7 +86,7 @@ def run_share(sets: list[list[str]], prefix: str, number: int, count: int, remot
     return names
 
 
-def experiments(show: list[dict]) -> dict[str, dict]:
+def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{name: data} of every experiment in `dvc exp show --json` output (baselines and workspace left out)."""
     found = {}
     for baseline in show:
@@ -96,13 +96,13 @@ def experiments(show: list[dict]) -> dict[str, dict]:
     return found
 
 
-def baseline_params(show: list[dict]) -> dict:
+def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
     """The params.yaml values of the commit the experiments started from (the first baseline)."""
     baselines = [b for b in show if b.get("rev") != "workspace"]
     return baselines[0]["data"]["params"]["params.yaml"]["data"] if baselines else {}
 
 
-def metric_value(data: dict, metric: str) -> float | None:
+def metric_value(data: dict[str, Any], metric: str) -> float | None:
     """`metric` ("test.accuracy") from an experiment's metrics/test.json, None if it has none."""
     value: Any = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data")
     for key in metric.split("."):
@@ -110,7 +110,7 @@ def metric_value(data: dict, metric: str) -> float | None:
     return value
 
 
-def ranking(show: list[dict], prefix: str, metric: str = DEFAULT_METRIC) -> str:
+def ranking(show: list[dict[str, Any]], prefix: str, metric: str = DEFAULT_METRIC) -> str:
     """A Markdown table of the sweep's experiments, best `metric` first, with the params each one changed."""
     base = flatten(baseline_params(show))
     rows = []
