@@ -7,8 +7,8 @@ SUDO := $(shell [ "$$(id -u 2>/dev/null || echo 0)" -eq 0 ] || echo sudo)
 DATA_PACKAGE_DIR := /usr/share/datasets/fashion-mnist
 TF_VERSION := 2.21.0  # = the tensorflow-cpu pin in pyproject.toml (tests/test_makefile.py checks)
 
-.PHONY: setup setup-gpu data test-tools repro test test-fast bench report
-setup: $(VENV)/.installed data
+.PHONY: setup setup-gpu data test-tools repro test test-fast lint bench report
+setup: $(VENV)/.installed $(if $(SKIP_DATA),,data)
 
 # NVIDIA GPUs (Linux x86-64): TensorFlow's CUDA build with CUDA and cuDNN as pip packages, in place of the CPU
 # build (the two cannot be installed side by side). Every command after it uses the GPU; `make setup` undoes it
@@ -56,6 +56,12 @@ test: setup test-tools
 
 test-fast: setup
 	PATH="$(abspath $(BIN)):$$PATH" pytest -m "not slow"
+
+# ruff (lint and format, configured in pyproject.toml) and mypy on src/: what CI runs before the tests.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 # The benchmark (README, Results). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
 bench: setup

@@ -17,6 +17,7 @@ read all of these at call time; the one piece of module state, credentials set b
 """
 
 import base64
+import errno
 import hashlib
 import http.server
 import io
@@ -387,3 +388,18 @@ def test_stage_with_kaggle_not_found_exits_1_with_one_line_and_keeps_data_raw(tm
     assert sorted(p.name for p in sentinel.parent.iterdir()) == ["keep-me"]
     assert sentinel.read_text() == "earlier output"
     assert sorted(p.name for p in project.iterdir()) == ["data", "params.yaml"]
+
+
+def test_a_full_disk_is_reported_as_this_machines_problem_not_kaggles(monkeypatch):
+    def full_disk(handle):
+        raise OSError(errno.ENOSPC, "No space left on device", "/root/.cache/kagglehub/x.zip")
+
+    monkeypatch.setattr(fetch.kagglehub, "dataset_download", full_disk)
+    with pytest.raises(fetch.FetchError) as caught:
+        fetch.download_with_kagglehub("zalando-research/fashionmnist/versions/4")
+    assert "kagglehub could not store zalando-research/fashionmnist/versions/4 ([Errno 28] No space left" in str(
+        caught.value
+    )
+    assert "free space or fix the permissions of its cache" in str(caught.value) and "credentials" not in str(
+        caught.value
+    )

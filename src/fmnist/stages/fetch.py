@@ -9,6 +9,7 @@ Every file is checked by the SHA-256 of its decompressed bytes, so the output is
 source and switching sources never reruns the later stages.
 """
 
+import errno
 import os
 import tarfile
 import zipfile
@@ -39,13 +40,16 @@ KAGGLE_ERRORS = (
     kaggle_errors.DataCorruptionError,
     kaggle_errors.BackendError,
     kaggle_errors.NotFoundError,
-    OSError,
+    OSError,  # kagglehub writing its cache (LOCAL_STORAGE_ERRNOS) or reading a broken download
     ValueError,  # kagglehub: "Unsupported archive type." (the download is no zip), or an invalid kaggle.json
     zipfile.BadZipFile,  # a damaged zip: "Bad CRC-32 for file ..."
     zlib.error,  # a damaged deflate stream inside the zip
     EOFError,  # a truncated member
     tarfile.TarError,
 )
+
+
+LOCAL_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 class FetchError(PipelineError):
@@ -91,6 +95,11 @@ def download_with_kagglehub(handle: str) -> Path:
         return Path(kagglehub.dataset_download(handle))
     except KAGGLE_ERRORS as exc:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if isinstance(exc, OSError) and exc.errno in LOCAL_STORAGE_ERRNOS:  # this machine's disk, not Kaggle
+            raise FetchError(
+                f"kagglehub could not store {handle} ({reason}); free space or fix the permissions of its cache "
+                f"($KAGGLEHUB_CACHE, default ~/.cache/kagglehub), or {OFFLINE_HINT}"
+            ) from exc
         raise FetchError(
             f"Kaggle download of {handle} failed ({reason}); check the network and Kaggle credentials "
             f"(KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY), or {OFFLINE_HINT}"
