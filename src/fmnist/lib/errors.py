@@ -1,4 +1,4 @@
-"""One error type for every problem a user can fix, and the wrapper that turns it into a one-line message."""
+"""The error type for every problem a user can fix, and the wrapper that turns it into a one-line message."""
 
 import sys
 from collections.abc import Callable
@@ -7,14 +7,19 @@ from collections.abc import Callable
 class PipelineError(Exception):
     """A problem with inputs or params that the user can fix; the message names the problem and the fix."""
 
+    exit_code = 1  # what the process exits with; subclasses may differ
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main; a PipelineError becomes `error: <message>` on stderr and exit status 1."""
+    """Run a stage's (or a command's) main; a PipelineError becomes `error: <message>` on stderr and its exit code."""
     try:
         main()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted; earlier outputs were left as they were", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT_CODE)

@@ -54,7 +54,7 @@ class PrepareParams:
 @dataclass(frozen=True)
 class ModelParams:
     arch: Literal["seed", "bn_cnn"]  # seed: the reference network; bn_cnn: conv-BN-ReLU blocks
-    width: int  # channels of the first conv layer; later blocks use 2x
+    width: int  # channels of the first conv layer (the blocks of fmnist.nn.model multiply it)
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)

@@ -6,6 +6,7 @@ dvc.yaml names the same paths; tests/test_dvc_yaml.py checks that the two agree.
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
+PRESETS_DIR = Path("presets")  # partial params laid over params.yaml (fmnist.tools.presets)
 DVC_LOCK_FILE = Path("dvc.lock")  # what DVC recorded of the last run of each stage
 
 RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed and verified

@@ -13,8 +13,10 @@ from keras import layers, ops
 from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.lib.params import ModelParams
 
+FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"  # the Keras dtype policies a model is built under
 
-def build_model(params: ModelParams, seed: int, policy: str = "float32", sync_batch_norm: bool = False) -> keras.Model:
+
+def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, sync_batch_norm: bool = False) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
     `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
@@ -35,7 +37,7 @@ def build_model(params: ModelParams, seed: int, policy: str = "float32", sync_ba
         x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
         x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
         # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
-        outputs = layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
+        outputs = layers.Dense(NUM_CLASSES, dtype=FLOAT32, name="logits")(x)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return keras.Model(inputs, outputs, name=params.arch)

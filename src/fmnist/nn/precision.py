@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"
+from fmnist.nn.model import FLOAT32, MIXED_BF16
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at which oneDNN has native bf16 kernels on x86: AVX512_CORE_BF16 and up.
 # Anything else (SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, AVX512_CORE_VNNI, a typo) counts as "no bf16".

@@ -26,7 +26,7 @@ from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
 from fmnist.lib.errors import PipelineError, run_stage
 from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
 from fmnist.nn import distribute, environment, precision
-from fmnist.nn.model import build_model
+from fmnist.nn.model import FLOAT32, build_model
 from fmnist.nn.modelio import save_model
 
 # A compiled training step: (images, one-hot targets) of one global batch -> (summed loss, correct count).
@@ -201,7 +201,7 @@ def train_model(
     model_params: ModelParams,
     params: TrainParams,
     live: Live | None,
-    policy: str = "float32",
+    policy: str = FLOAT32,
     strategy: tf.distribute.Strategy | None = None,
 ) -> keras.Model:
     """Build a model computing under `policy` and train it with `strategy` (default: one device).
@@ -310,7 +310,7 @@ def as_float32(model: keras.Model, model_params: ModelParams, seed: int) -> kera
     Under mixed_bfloat16 the weights are float32 already, but each layer would keep computing in bf16 wherever
     the file is loaded, and bf16 convolutions abort or crawl on CPUs without native bf16.
     """
-    portable = build_model(model_params, seed=seed, policy="float32")
+    portable = build_model(model_params, seed=seed, policy=FLOAT32)
     portable.set_weights(model.get_weights())
     return portable
 

@@ -100,9 +100,8 @@ def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float
 
 
 def epochs_run(workspace: Path) -> int:
-    """Epochs the train stage ran: one row per epoch in dvclive's loss TSV (early stopping may end sooner)."""
-    rows = (workspace / paths.TRAIN_PLOTS_DIR / "metrics" / "train" / "loss.tsv").read_text().splitlines()
-    return len(rows) - 1  # the header
+    """Epochs the train stage ran (early stopping may end sooner): dvclive's last step, counted from 0."""
+    return int(json.loads((workspace / paths.TRAIN_METRICS_FILE).read_text())["step"]) + 1
 
 
 def split_accuracy(workspace: Path, split: str) -> tuple[float, int]:
@@ -165,7 +164,7 @@ def machine() -> str:
     """What the figures were measured on."""
     from fmnist.nn import environment
 
-    found = environment.describe("float32")
+    found = environment.describe("(not recorded)")
     return (
         f"{date.today()}, {found['usable_cores']} CPU cores ({found['cpu']}, {found['cpu_isa']}), {found['device']}, "
         f"Python {found['python']}, TensorFlow {found['tensorflow']}, Keras {found['keras']}"

@@ -10,13 +10,12 @@ from typing import Any
 
 import yaml
 
+from fmnist.lib import paths
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
 
-PRESETS_DIR = Path("presets")
 
-
-def load_preset(name: str, directory: Path = PRESETS_DIR) -> dict[str, Any]:
+def load_preset(name: str, directory: Path = paths.PRESETS_DIR) -> dict[str, Any]:
     """The partial params mapping of presets/<name>.yaml."""
     path = directory / f"{name}.yaml"
     if not path.is_file():
@@ -44,7 +43,7 @@ def overrides_as_flags(overrides: dict[str, Any]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The argument of `fmnist preset`."""
-    parser.add_argument("name", help=f"a file in {PRESETS_DIR}/, without .yaml (fast, seed, mirrored, ...)")
+    parser.add_argument("name", help=f"a file in {paths.PRESETS_DIR}/, without .yaml (fast, seed, mirrored, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
