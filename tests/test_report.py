@@ -218,3 +218,14 @@ def test_report_against_a_base_without_metrics_and_an_unknown_base(pipeline_copy
     assert result.returncode == 1
     assert result.stderr == "error: unknown base revision 'no-such-branch'; `git fetch` it or pass another --base\n"
     assert not (repo / "bad.md").exists()
+
+
+@pytest.mark.slow
+def test_retrain_base_trains_the_base_again_here_in_a_worktree_and_compares_with_it(seeded_copy):
+    set_param(seeded_copy, "train", "seed", 2)
+    dvc(seeded_copy, "repro", "train", "evaluate")
+    fmnist_cli(seeded_copy, "report", "--base", "main", "--retrain-base")
+    headline = (seeded_copy / "report.md").read_text().splitlines()[2]
+    # The same machine as the committed run: the retrained base is the committed model again, image for image.
+    assert headline.startswith(f"**Test accuracy: `main` (retrained here) {accuracy_of(seeded_copy, 'main'):.4f} → ")
+    assert run(["git", "worktree", "list"], seeded_copy).stdout.count("\n") == 1  # the temporary one is gone

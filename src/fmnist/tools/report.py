@@ -219,13 +219,6 @@ def metrics_table(rev: str, targets: Sequence[Path], show_all: bool) -> str:
     return dvc("metrics", "diff", rev, "--md", *everything, "--targets", *(t.as_posix() for t in targets)).stdout
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line: --base, --retrain-base, --out, --plots-dir."""
-    parser = argparse.ArgumentParser(prog="fmnist report", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fmnist report`."""
     parser.add_argument("--base", default=DEFAULT_BASE, help="git revision to compare with (default: main)")
