@@ -108,25 +108,31 @@ def seed_noise(seed_sd: float) -> float:
 class Verdict:
     word: str  # "better", "worse", "within noise" or "inconclusive"
     reason: str  # why, in a few words
+    settle: bool = False  # whether more seeds (a seed record for the head) could change the answer
 
 
 def verdict(delta: float, p_value: float, seed_sd: float | None, alpha: float = ALPHA) -> Verdict:
-    """The report's rule: better/worse only if the paired test is significant AND the change beats seed noise."""
+    """The report's rule: better/worse only if the paired test is significant AND the change beats seed noise.
+
+    A change no larger than seeds alone make is within noise, even where the two models differ significantly on
+    the test set (two seeds of the same params do too); a significant change without a seed record, or one
+    beyond seed noise that the test set cannot confirm, is inconclusive.
+    """
     significant = p_value < alpha
-    noise = None if seed_sd is None else seed_noise(seed_sd)
-    beyond_noise = noise is not None and abs(delta) > noise
-    direction = "better" if delta > 0 else "worse"
-    if significant and beyond_noise:
-        return Verdict(direction, f"p = {p_value:.2g} < {alpha} and |Δ| > {noise:.4f} (seed noise)")
-    if noise is None:
+    shown_p = f"p = {p_value:.2g}"
+    if seed_sd is None:
         if significant:
-            return Verdict("inconclusive", f"p = {p_value:.2g}, but no seed spread is known for the base")
-        return Verdict("within noise", f"p = {p_value:.2g} ≥ {alpha}")
+            return Verdict("inconclusive", f"{shown_p}, but no seed spread is known for the base", settle=True)
+        return Verdict("within noise", f"{shown_p} ≥ {alpha}")
+    noise = seed_noise(seed_sd)
+    if abs(delta) <= noise:
+        if significant:
+            reason = f"|Δ| ≤ {noise:.4f}, what seeds alone move it ({shown_p}: the models differ, as two seeds do)"
+            return Verdict("within noise", reason, settle=True)
+        return Verdict("within noise", f"{shown_p} ≥ {alpha} and |Δ| ≤ {noise:.4f} (seed noise)")
     if significant:
-        return Verdict("inconclusive", f"p = {p_value:.2g}, but |Δ| ≤ {noise:.4f}, what seeds alone can move it")
-    if beyond_noise:
-        return Verdict("inconclusive", f"|Δ| > {noise:.4f} (seed noise), but p = {p_value:.2g} ≥ {alpha}")
-    return Verdict("within noise", f"p = {p_value:.2g} ≥ {alpha} and |Δ| ≤ {noise:.4f} (seed noise)")
+        return Verdict("better" if delta > 0 else "worse", f"{shown_p} < {alpha} and |Δ| > {noise:.4f} (seed noise)")
+    return Verdict("inconclusive", f"|Δ| > {noise:.4f} (seed noise), but {shown_p} ≥ {alpha}", settle=True)
 
 
 @dataclass(frozen=True)

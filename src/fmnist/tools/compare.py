@@ -95,7 +95,7 @@ def headline(base: Side, head: Side) -> str:
         seed_line(base, sd),
         f"Verdict: {verdict.word}, because {verdict.reason}. How to read this: {GUIDE}.",
     ]
-    if verdict.word == "inconclusive":
+    if verdict.settle:
         lines.append(f"To settle it: {SETTLE}.")
     return title + "\n\n" + "\n".join(f"- {line}" for line in lines)
 
