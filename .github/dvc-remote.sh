@@ -11,6 +11,8 @@
 # Writes the remote's name and URL (empty without a default remote) to the step's outputs.
 #   .github/dvc-remote.sh [--no-install]   --no-install: the project and the plugin are installed already (tests)
 set -euo pipefail
+# Outside GitHub Actions (by hand, docs/remotes.md): no step outputs or exports to write, the key file in $TMPDIR
+: "${GITHUB_OUTPUT:=/dev/null}" "${GITHUB_ENV:=/dev/null}" "${RUNNER_TEMP:=${TMPDIR:-/tmp}}"
 do_install=1
 if [ "${1:-}" = "--no-install" ]; then do_install=0; fi
 if [ "$do_install" = 1 ]; then
