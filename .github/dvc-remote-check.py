@@ -116,7 +116,8 @@ def check(name: str | None, defaults: dict[str, str]) -> str:
         raise Problem(f"{one_line(exc)}; run this in the repository") from None
     if not name or name not in remotes:
         known = ", ".join(remotes) or "none"
-        raise Problem(f"no DVC remote {name or '(default)'} in .dvc/config (remotes: {known}); `dvc remote add -d`")
+        wanted = f"DVC remote '{name}'" if name else "default DVC remote"
+        raise Problem(f"no {wanted} in .dvc/config (remotes: {known}); add one with `dvc remote add -d NAME URL`")
     settings = dict(remotes[name])
     missing = {option: value for option, value in defaults.items() if option not in settings}
     if missing:
