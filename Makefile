@@ -37,9 +37,9 @@ data:
 	fi
 
 # What some tests drive besides Python: Debian's Chromium (the browser test, tests/test_serve.py), shellcheck
-# and Node.js (the workflow checks, tests/test_workflows.py). Elsewhere install them yourself (FMNIST_CHROMIUM
-# points the browser test at a Chromium).
-TEST_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm  # command:Debian package
+# and Node.js (the workflow checks, tests/test_workflows.py), sshd (the SSH remote, tests/test_remote_servers.py).
+# Elsewhere install them yourself (FMNIST_CHROMIUM points the browser test at a Chromium).
+TEST_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm /usr/sbin/sshd:openssh-server  # command:Debian package
 test-tools:
 	@missing=""; for pair in $(TEST_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -6,21 +6,34 @@
 #   gs://  GCP_SERVICE_ACCOUNT_JSON: a service-account key (JSON), written to a file for
 #          GOOGLE_APPLICATION_CREDENTIALS
 #   ssh:// DVC_SSH_PRIVATE_KEY: a private key, given to the remote with `dvc remote modify --local ... keyfile`
+# Then bounds the time a dead or unreachable remote can take (below) and checks the remote with
+# .github/dvc-remote-check.py, which stops the step with one line naming the remote and what to fix.
 # Writes the remote's name and URL (empty without a default remote) to the step's outputs.
+#   .github/dvc-remote.sh [--no-install]   --no-install: the project and the plugin are installed already (tests)
 set -euo pipefail
-python -m pip install --upgrade pip
-pip install -e .
-dvc remote list
-name="$(dvc config core.remote || true)"  # the default remote (`dvc remote add -d`), empty if none
+# Outside GitHub Actions (by hand, docs/remotes.md): no step outputs or exports to write, the key file in $TMPDIR
+: "${GITHUB_OUTPUT:=/dev/null}" "${GITHUB_ENV:=/dev/null}" "${RUNNER_TEMP:=${TMPDIR:-/tmp}}"
+do_install=1
+if [ "${1:-}" = "--no-install" ]; then do_install=0; fi
+if [ "$do_install" = 1 ]; then
+  python -m pip install --upgrade pip
+  pip install -e .
+fi
+config="$(dvc config --list)"  # every level (.dvc/config, then config.local): one DVC start-up, not one a value
+setting() { printf '%s\n' "$config" | sed -n "s/^$1=//p" | tail -n 1; }  # the last level that sets it wins
+name="$(setting core.remote)"  # the default remote (`dvc remote add -d`), empty if none
 url=""
-if [ -n "$name" ]; then url="$(dvc config "remote.$name.url")"; fi
+if [ -n "$name" ]; then url="$(setting "remote.$name.url")"; fi
+echo "DVC remote: ${name:-none} ${url}"
 echo "name=$name" >> "$GITHUB_OUTPUT"
 echo "url=$url" >> "$GITHUB_OUTPUT"
-case "$url" in
-  s3://*) pip install -e ".[s3]" ;;
-  gs://*) pip install -e ".[gs]" ;;
-  ssh://*) pip install -e ".[ssh]" ;;
-esac
+if [ "$do_install" = 1 ]; then
+  case "$url" in
+    s3://*) pip install -e ".[s3]" ;;
+    gs://*) pip install -e ".[gs]" ;;
+    ssh://*) pip install -e ".[ssh]" ;;
+  esac
+fi
 if [ -n "${GCP_SERVICE_ACCOUNT_JSON:-}" ]; then
   printf '%s' "$GCP_SERVICE_ACCOUNT_JSON" > "$RUNNER_TEMP/gcp.json"
   echo "GOOGLE_APPLICATION_CREDENTIALS=$RUNNER_TEMP/gcp.json" >> "$GITHUB_ENV"
@@ -30,3 +43,24 @@ if [ -n "${DVC_SSH_PRIVATE_KEY:-}" ] && [ -n "$name" ]; then
   printf '%s\n' "$DVC_SSH_PRIVATE_KEY" > "$RUNNER_TEMP/dvc_ssh_key"
   dvc remote modify --local "$name" keyfile "$RUNNER_TEMP/dvc_ssh_key"
 fi
+[ -n "$name" ] || exit 0
+
+# Bounded waits, unless .dvc/config sets its own. By default a remote that does not answer holds a job for long:
+# botocore waits up to 60 s to connect and 60 s for each read, in 5 attempts, s3fs repeats timed-out reads 5
+# times around those (25 minutes and more), and dvc-ssh waits 1800 s to connect. A connection takes
+# milliseconds when the remote is up.
+case "$url" in
+  s3://*)
+    limits=(--set-default connect_timeout=5 --set-default read_timeout=60)
+    # botocore's attempts per request (s3fs still retries throttling and dropped reads 5 times around them)
+    if [ -z "${AWS_MAX_ATTEMPTS:-}" ]; then
+      echo "AWS_MAX_ATTEMPTS=2" >> "$GITHUB_ENV"
+      export AWS_MAX_ATTEMPTS=2
+    fi
+    ;;
+  ssh://*) limits=(--set-default timeout=20) ;;
+  *) limits=() ;;
+esac
+# Writes those limits to .dvc/config.local where no config sets them, then checks the remote: on failure, one
+# line naming the remote, the problem and what to fix, and this step fails.
+python "$(dirname "$0")/dvc-remote-check.py" "${limits[@]}" "$name"

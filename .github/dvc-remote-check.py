@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Check that a DVC remote answers and takes its credentials, and say in one line what is wrong if not.
+
+    python .github/dvc-remote-check.py [--set-default OPTION=VALUE ...] [REMOTE]   # default: the default remote
+
+Run in a DVC repository (.github/dvc-remote.sh runs it last). It only reads: for s3:// it lists the bucket, for
+ssh:// and other remotes it looks up the remote's directory. Exit status 0 with one line on stdout if the
+remote can be used, 1 with one line on stderr naming the remote, the problem and what to check if not. DVC's own
+errors for the same faults ("unexpected error - Forbidden: An error occurred (403) when calling the HeadObject
+operation") name neither the remote nor the setting to fix. It gives up after DEADLINE seconds.
+
+--set-default OPTION=VALUE first writes the remote's OPTION to .dvc/config.local, as `dvc remote modify --local`
+would, unless a config file sets it already (dvc-remote.sh bounds the remote's timeouts with it; one process
+instead of one DVC start-up per option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+DEADLINE = 60  # seconds for the whole check, whatever the remote's timeouts say
+# Per-request limits where the remote sets none: a probe wants the first failure, not DVC's patient retries.
+PROBE_CONFIG = {"s3": {"connect_timeout": 5, "read_timeout": 20}, "ssh": {"timeout": 15}}
+
+CREDENTIALS = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or "
+    "access_key_id/secret_access_key in .dvc/config.local",
+    "ssh": "DVC_SSH_PRIVATE_KEY (or keyfile in .dvc/config.local), the user in the remote's URL and that user's "
+    "~/.ssh/authorized_keys on the server",
+    "gs": "GCP_SERVICE_ACCOUNT_JSON (GOOGLE_APPLICATION_CREDENTIALS) or credentialpath in .dvc/config.local",
+}
+REFUSED_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403")
+
+
+class Problem(Exception):
+    """What is wrong with the remote, and what to check."""
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def diagnose(exc: BaseException, protocol: str, where: str) -> str:
+    """The problem and what to check, from the exception a probe of the remote raised."""
+    names = {type(e).__name__ for e in chain(exc)}
+    text = " ".join(one_line(e) for e in chain(exc))
+    credentials = CREDENTIALS.get(protocol, "the remote's credentials in .dvc/config.local")
+    if "NoCredentialsError" in names or "Unable to locate credentials" in text:
+        return f"no credentials were found; set {credentials}"
+    if names & {"PermissionDenied", "PermissionError"} or any(code in text for code in REFUSED_CODES):
+        code = next((c for c in REFUSED_CODES if c in text), "permission denied")
+        return f"the credentials were refused ({code}); check {credentials}"
+    if "NoSuchBucket" in text or (protocol == "s3" and "FileNotFoundError" in names):
+        return f"the bucket does not exist ({one_line(exc)}); create it, or fix the bucket in the url in .dvc/config"
+    unreachable = {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "TimeoutError",
+        "FSTimeoutError",
+        "gaierror",
+        "ConnectionLost",
+        "HostUnreachable",
+    }
+    if names & unreachable or (isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)):
+        setting = "endpointurl" if protocol == "s3" and where.startswith("http") else "the host and port in the url"
+        return f"cannot reach {where} ({one_line(exc)}); check {setting} in .dvc/config and that the server is up"
+    return f"{one_line(exc)}; check the remote's settings (`dvc remote list`, `dvc config -l`) and {credentials}"
+
+
+def address(settings: dict[str, Any]) -> str:
+    """Where the remote's URL points after the settings that override it (`user`, `port`): user@host:port."""
+    url = urlsplit(settings["url"])
+    if not url.hostname:
+        return settings["url"]
+    user = settings.get("user") or url.username
+    port = settings.get("port") or url.port or {"ssh": 22}.get(url.scheme)
+    return (f"{user}@" if user else "") + url.hostname + (f":{port}" if port else "")
+
+
+def timeout(signum: int, frame: Any) -> NoReturn:
+    """SIGALRM: the remote took longer than the deadline."""
+    raise TimeoutError(f"no answer within {DEADLINE} s")
+
+
+def check(name: str | None, defaults: dict[str, str]) -> str:
+    """Probe the remote `name` (None: the default one), after setting `defaults`; what it found, or raise Problem."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(".") as repo:
+            remotes = repo.config["remote"]
+            name = name or repo.config["core"].get("remote")
+    except DvcException as exc:
+        raise Problem(f"{one_line(exc)}; run this in the repository") from None
+    if not name or name not in remotes:
+        known = ", ".join(remotes) or "none"
+        wanted = f"DVC remote '{name}'" if name else "default DVC remote"
+        raise Problem(f"no {wanted} in .dvc/config (remotes: {known}); add one with `dvc remote add -d NAME URL`")
+    settings = dict(remotes[name])
+    missing = {option: value for option, value in defaults.items() if option not in settings}
+    if missing:
+        with Repo(".") as repo, repo.config.edit("local") as local:
+            local["remote"].setdefault(name, {}).update(missing)
+        settings.update(missing)
+    protocol = settings["url"].split("://")[0] if "://" in settings["url"] else "local"
+    overrides = {k: v for k, v in PROBE_CONFIG.get(protocol, {}).items() if k not in settings}
+    if protocol == "s3":
+        os.environ.setdefault("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries, before s3fs's
+    where = settings.get("endpointurl") or (address(settings) if protocol == "ssh" else settings["url"])
+    label = f"DVC remote '{name}' ({settings['url']}" + (f" at {where})" if where != settings["url"] else ")")
+    try:
+        with Repo(".", remote=name, remote_config=overrides) as repo:
+            remote = repo.cloud.get_remote(name, "check")
+            fs, path = remote.fs, remote.path
+            if protocol == "s3":
+                fs.fs.retries = 1  # s3fs's retry loop around botocore's
+                bucket = path.split("/")[0]
+                fs.ls(bucket, detail=False)
+                return f"{label}: reachable, credentials accepted, bucket '{bucket}' exists"
+            found = fs.exists(path)
+            return f"{label}: reachable, credentials accepted, " + (
+                f"{path} exists" if found else f"{path} does not exist yet (`dvc push` creates it)"
+            )
+    except Exception as exc:  # whatever DVC or the plugin raises: classified, never a traceback
+        raise Problem(f"{label}: {diagnose(exc, protocol, where)}") from None
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: `[--set-default OPTION=VALUE ...] [REMOTE]`."""
+    parser = argparse.ArgumentParser(description="Check a DVC remote; one line says what is wrong.")
+    parser.add_argument("remote", nargs="?", help="the remote's name (default: the default remote)")
+    parser.add_argument("--set-default", action="append", default=[], metavar="OPTION=VALUE")
+    args = parser.parse_args(argv)
+    defaults = dict(pair.split("=", 1) for pair in args.set_default)
+    logging.getLogger("dvc").setLevel(logging.CRITICAL)  # the one line below is the whole story
+    signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(DEADLINE)
+    try:
+        print(check(args.remote, defaults))
+    except Problem as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"error: DVC remote {args.remote or '(default)'}: {exc}; check the network", file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
