@@ -10,7 +10,7 @@ a dark background) passes through unchanged rather than being negated twice.
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
@@ -68,8 +68,7 @@ def decode(data: bytes) -> np.ndarray:
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Any PIL image -> (28, 28) uint8, garment light on black, as the network's training images."""
-    image = ImageOps.exif_transpose(image)  # a phone's portrait photo is stored sideways plus an EXIF tag
-    rgb = on_white(image)
+    rgb = on_white(upright(image))
     if rgb.size == (SIZE, SIZE) and border_mean(rgb.convert("L")) < DARK_BACKGROUND:
         return np.asarray(rgb.convert("L"), dtype=np.uint8)  # already light-on-black: no double inversion
     garment = rgb.crop(garment_box(rgb))
@@ -84,13 +83,21 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     return 255 - np.asarray(canvas.convert("L"), dtype=np.uint8)  # negate: light garment on black
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as shown: a phone's portrait photo is stored sideways plus an EXIF tag saying how to turn it."""
+    image.load()
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image  # upright already (most images): exif_transpose would copy every pixel to say so
+    return ImageOps.exif_transpose(image)
+
+
 def on_white(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited onto white (a cut-out product shot has a transparent background)."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, "white")
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # no copy when there is nothing to convert
 
 
 def border_mean(grey: Image.Image) -> float:
