@@ -71,6 +71,35 @@ def test_a_full_batch_goes_without_waiting_for_the_wait():
     assert model.batch_sizes == [3]
 
 
+def test_with_nothing_more_coming_a_lone_call_goes_without_waiting():
+    model = FakeModel()
+
+    async def main():
+        async with MicroBatcher(model, max_batch=8, wait_s=3600, coming=lambda: 0) as batcher:
+            return await batcher.predict(np.array([3]))
+
+    assert run(main()).tolist() == [6]
+    assert model.batch_sizes == [1]
+
+
+def test_a_batch_waits_for_the_items_on_their_way_then_goes_when_the_last_arrives():
+    model, on_their_way = FakeModel(), [2]
+
+    async def main():
+        async with MicroBatcher(model, max_batch=8, wait_s=3600, coming=lambda: on_their_way[0]) as batcher:
+            first = asyncio.ensure_future(batcher.predict(np.array([1])))
+            answers = [first]
+            for i in (2, 3):  # two more arrive, one at a time; the batch goes with the last
+                await asyncio.sleep(0.01)
+                assert not first.done()  # still waiting for company
+                on_their_way[0] -= 1
+                answers.append(asyncio.ensure_future(batcher.predict(np.array([i]))))
+            return await asyncio.gather(*answers)
+
+    assert [a.tolist() for a in run(main())] == [[2], [4], [6]]
+    assert model.batch_sizes == [3]
+
+
 def test_a_full_queue_refuses_with_overloaded_and_serves_the_queued_ones():
     model = FakeModel()
     model.release.clear()

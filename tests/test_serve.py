@@ -190,7 +190,7 @@ def get_json(url: str) -> tuple[int, dict]:
 
 
 def test_healthz_answers_without_the_model(server):
-    assert get_json(f"{server}/healthz") == (200, {"status": "ok", "in_progress": 0, "queued": 0})
+    assert get_json(f"{server}/healthz") == (200, {"status": "ok", "in_progress": 0, "decoding": 0, "queued": 0})
 
 
 def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, real_release):
@@ -287,7 +287,7 @@ def test_a_full_server_answers_503_with_retry_after_and_health_still_answers(gar
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
         assert "1 requests in progress" in json.loads(refused.value.read())["error"]
-        assert get_json(f"{url}/healthz") == (200, {"status": "ok", "in_progress": 1, "queued": 0})
+        assert get_json(f"{url}/healthz") == (200, {"status": "ok", "in_progress": 1, "decoding": 0, "queued": 0})
         model.release.set()
         assert first.result(timeout=HELD_S)[0] == 200
 
@@ -316,6 +316,6 @@ def test_decoding_runs_off_the_event_loop(garment_jpeg, monkeypatch):
     with in_process(serve.create_app(model, {})) as url, ThreadPoolExecutor(1) as client:
         uploading = client.submit(post, f"{url}/predict", garment_jpeg)
         assert decoding.wait(HELD_S)
-        assert get_json(f"{url}/healthz")[1]["in_progress"] == 1  # answered while the decoder is busy
+        assert get_json(f"{url}/healthz")[1]["decoding"] == 1  # answered while the decoder is busy
         release.set()
         assert uploading.result(timeout=HELD_S)[0] == 200

@@ -2,10 +2,12 @@
 
 A model predicts 32 images in far less than 32 times the time of one, so a server gains by waiting a few ms for
 company: `MicroBatcher.predict(item)` queues one item, and a worker takes up to `max_batch` queued items once
-the oldest has waited `wait_s` (or at once when `max_batch` are queued, or when the previous batch took longer),
-stacks them and calls `predict` on them in its own thread, so the event loop keeps serving meanwhile. At most
-`max_queue` items wait; one more is refused with `Overloaded` (a server answers 503) instead of queueing without
-bound. Generic over any NumPy function (N, ...) -> (N, ...); nothing here imports TensorFlow.
+the oldest has waited `wait_s`, stacks them and calls `predict_batch` on them in its own thread, so the event loop
+keeps serving meanwhile. The batch goes sooner when `max_batch` items are queued, and when `coming()` (if given)
+says that no more items are on their way, as waiting would then only add latency. Items that queued while the
+previous batch ran have waited already and go at once. At most `max_queue` items wait; one more is refused with
+`Overloaded` (a server answers 503) instead of queueing without bound. Generic over any NumPy function
+(N, ...) -> (N, ...); nothing here imports TensorFlow.
 """
 
 import asyncio
@@ -36,7 +38,8 @@ class MicroBatcher:
     """Coalesces concurrent `await predict(item)` calls into calls of `predict_batch(np.stack(items))`.
 
     Use it as an async context manager inside the event loop that calls `predict`: entering starts the worker,
-    leaving stops it and cancels what still waits.
+    leaving stops it and cancels what still waits. `coming()`, if given, counts the items on their way (in a
+    server: the requests being decoded); a batch waits for company only while it is above 0.
     """
 
     def __init__(
@@ -45,14 +48,18 @@ class MicroBatcher:
         max_batch: int = 32,
         wait_s: float = 0.002,
         max_queue: int = 64,
+        coming: Callable[[], int] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or wait_s < 0:
             raise ValueError(
                 f"need max_batch >= 1, max_queue >= 1, wait_s >= 0; got {max_batch}, {max_queue}, {wait_s}"
             )
         self.predict_batch, self.max_batch, self.wait_s, self.max_queue = predict_batch, max_batch, wait_s, max_queue
+        self.coming = coming
         self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._wakeup = asyncio.Event()  # set when the first item arrives, or when a full batch is queued
+        # Set when the worker should look again: the first item arrived, a batch is full, nothing more is coming,
+        # or the oldest item has waited `wait_s` (a timer).
+        self._wakeup = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="batcher")  # one batch at a time
         self._worker: asyncio.Task[None] | None = None
 
@@ -86,9 +93,13 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(item, loop.create_future(), loop.time())
         self._waiting.append(waiting)
-        if len(self._waiting) in (1, self.max_batch):
+        if len(self._waiting) in (1, self.max_batch) or not self._more_coming():
             self._wakeup.set()
         return await waiting.future
+
+    def _more_coming(self) -> bool:
+        """Whether more items may join a batch soon: yes without `coming` (unknown), else if any are on their way."""
+        return self.coming is None or self.coming() > 0
 
     async def _run(self) -> None:
         """Forever: the next batch, predicted in the worker thread, its rows handed to the callers still waiting."""
@@ -111,16 +122,16 @@ class MicroBatcher:
                     waiting.future.set_result(row)
 
     async def _next_batch(self) -> list[_Waiting]:
-        """Up to `max_batch` queued items, once the oldest has waited `wait_s` or a full batch is queued."""
+        """Up to `max_batch` queued items, once the oldest has waited `wait_s`, or sooner if a batch is full or
+        nothing more is coming."""
         loop = asyncio.get_running_loop()
         while not self._waiting:
             self._wakeup.clear()
             await self._wakeup.wait()
         deadline = self._waiting[0].arrived + self.wait_s
-        while len(self._waiting) < self.max_batch and (left := deadline - loop.time()) > 0:
+        while len(self._waiting) < self.max_batch and self._more_coming() and loop.time() < deadline:
             self._wakeup.clear()
-            # Only an Event is awaited with a timeout: a timed-out wait loses nothing (a timed-out queue.get
-            # could drop an item on Python < 3.12).
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), left)
+            timer = loop.call_at(deadline, self._wakeup.set)
+            await self._wakeup.wait()
+            timer.cancel()
         return [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]

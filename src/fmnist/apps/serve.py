@@ -53,34 +53,35 @@ class Limits:
     """How `fmnist serve` batches requests and sheds load (its command-line settings)."""
 
     max_batch: int = 32  # images per model call
-    batch_wait_ms: float = 2.0  # how long a lone request waits for others to share its model call
+    batch_wait_ms: float = 2.0  # how long a request may wait for those being decoded, to share a model call
     max_queue: int = 64  # requests in progress (each may hold a 10 MB body); one more gets 503
     deadline_s: float = 10.0  # a request unanswered after this gets 504 and its connection closed
 
 
-class Admission:
-    """Counts the requests in progress and refuses one beyond the limit with `Overloaded`."""
+class InProgress:
+    """How many requests are in some stage now; one more beyond `limit` (if any) is refused with `Overloaded`."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.in_progress = limit, 0
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.count = limit, 0
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the `limit` places while the block runs; `Overloaded` if none is free."""
-        if self.in_progress >= self.limit:
+    def entered(self) -> Iterator[None]:
+        """Count the request in while the block runs; `Overloaded` if `limit` are in already."""
+        if self.limit is not None and self.count >= self.limit:
             raise Overloaded(f"the server is busy ({self.limit} requests in progress); try again shortly")
-        self.in_progress += 1
+        self.count += 1
         try:
             yield
         finally:
-            self.in_progress -= 1
+            self.count -= 1
 
 
 Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28, 1) -> float32 probabilities (N, 10)
 PREDICT: web.AppKey[Predict] = web.AppKey("predict")
 PROVENANCE = web.AppKey("provenance", dict)
 LIMITS = web.AppKey("limits", Limits)
-ADMISSION = web.AppKey("admission", Admission)
+ADMITTED = web.AppKey("admitted", InProgress)  # from the headers to the model's answer, at most --max-queue
+DECODING = web.AppKey("decoding", InProgress)  # in the decode threads: soon to join a batch
 BATCHER = web.AppKey("batcher", MicroBatcher)
 DECODER = web.AppKey("decoder", ThreadPoolExecutor)
 
@@ -145,12 +146,13 @@ async def request_image(request: web.Request) -> bytes:
 
 async def predict_handler(request: web.Request) -> web.Response:
     """POST /predict: read the body, decode it in a thread, predict it in a batch with other requests."""
-    with request.app[ADMISSION].admit():
+    with request.app[ADMITTED].entered():
         data = await request_image(request)
         if not data:
             raise web.HTTPBadRequest(reason="empty request: send an image as the body or as the multipart field image")
-        loop = asyncio.get_running_loop()
-        image, input_image = await loop.run_in_executor(request.app[DECODER], decoded, data)
+        with request.app[DECODING].entered():
+            loop = asyncio.get_running_loop()
+            image, input_image = await loop.run_in_executor(request.app[DECODER], decoded, data)
         probabilities = await request.app[BATCHER].predict(image[..., None])  # (28, 28, 1) -> (10,)
     prediction = Prediction("upload", image, probabilities)
     return web.json_response(answer(prediction, input_image, request.app[PROVENANCE]))
@@ -158,7 +160,8 @@ async def predict_handler(request: web.Request) -> web.Response:
 
 async def health_handler(request: web.Request) -> web.Response:
     """GET /healthz: the server is up; how busy it is. Never touches the model."""
-    busy = {"in_progress": request.app[ADMISSION].in_progress, "queued": request.app[BATCHER].queued}
+    app = request.app
+    busy = {"in_progress": app[ADMITTED].count, "decoding": app[DECODING].count, "queued": app[BATCHER].queued}
     return web.json_response({"status": "ok", **busy})
 
 
@@ -216,7 +219,10 @@ async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse
 async def workers(app: web.Application) -> AsyncIterator[None]:
     """The decode threads and the model's batcher, for as long as the application runs."""
     limits = app[LIMITS]
-    batcher = MicroBatcher(app[PREDICT], limits.max_batch, limits.batch_wait_ms / 1000, limits.max_queue)
+    decoding = app[DECODING]
+    batcher = MicroBatcher(
+        app[PREDICT], limits.max_batch, limits.batch_wait_ms / 1000, limits.max_queue, coming=lambda: decoding.count
+    )
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode") as decoder:
         async with batcher:
             app[BATCHER], app[DECODER] = batcher, decoder
@@ -227,7 +233,7 @@ def create_app(predict: Predict, model_provenance: dict[str, Any], limits: Limit
     """The web application around a model's predictor (uint8 images (N, 28, 28, 1) -> probabilities (N, 10))."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, deadline])
     app[PREDICT], app[PROVENANCE], app[LIMITS] = predict, model_provenance, limits
-    app[ADMISSION] = Admission(limits.max_queue)
+    app[ADMITTED], app[DECODING] = InProgress(limits.max_queue), InProgress()
     app.cleanup_ctx.append(workers)
     app.router.add_get("/", page_handler)
     app.router.add_get("/healthz", health_handler)
