@@ -236,6 +236,14 @@ def test_a_body_that_never_ends_gets_504_and_its_connection_closed_while_others_
     assert post(f"{server}/predict", garment_jpeg)[0] == 200
 
 
+def test_headers_that_never_end_get_the_connection_closed_after_the_deadline(server, garment_jpeg):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 5) as slow:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        assert post(f"{server}/predict", garment_jpeg)[0] == 200
+        assert read_until_closed(slow) == b""  # closed, no answer: there is no request to answer yet
+
+
 def test_clients_that_disconnect_mid_upload_leave_the_server_serving(server, garment_jpeg):
     port = int(server.rsplit(":", 1)[1])
     for _ in range(5):

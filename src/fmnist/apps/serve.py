@@ -10,8 +10,8 @@ a 4xx with `{"error": "..."}`; the server keeps serving. It listens on 127.0.0.1
 The event loop only moves bytes: images are decoded in a thread pool, and the model runs in its own thread on
 batches of concurrent requests (fmnist.apps.batcher). At most `--max-queue` requests are in progress; one more
 gets 503 with `Retry-After` instead of more memory. A request still unanswered after `--deadline-s` (a body that
-stops arriving, or a server that cannot keep up) gets 504 and its connection is closed. `GET /healthz` answers
-without the model.
+stops arriving, or a server that cannot keep up) gets 504 and its connection is closed, as is a connection whose
+headers take as long. `GET /healthz` answers without the model.
 """
 
 import argparse
@@ -55,7 +55,8 @@ class Limits:
     max_batch: int = 32  # images per model call
     batch_wait_ms: float = 2.0  # how long a request may wait for those being decoded, to share a model call
     max_queue: int = 64  # requests in progress (each may hold a 10 MB body); one more gets 503
-    deadline_s: float = 10.0  # a request unanswered after this gets 504 and its connection closed
+    deadline_s: float = 10.0  # a request unanswered after this gets 504 and its connection closed; an idle
+    # connection, or one whose headers are not complete after this, is closed
 
 
 class InProgress:
@@ -291,7 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline-s",
         type=positive(float),
         default=default.deadline_s,
-        help="a request unanswered after this many seconds gets 504 (default: %(default)s)",
+        help="a request unanswered after this many seconds gets 504; a connection idle or with its headers "
+        "incomplete for as long is closed (default: %(default)s)",
     )
 
 
@@ -306,5 +308,8 @@ def run(args: argparse.Namespace) -> int:
     predict(np.zeros((1, 28, 28, 1), np.uint8))  # trace the graph now, not during the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"serving {choice.path} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
-    web.run_app(create_app(predict, provenance(choice), limits), host=args.host, port=args.port, print=None)
+    app = create_app(predict, provenance(choice), limits)
+    # keepalive_timeout: a connection idle, or still sending its headers (before any handler, so before the
+    # deadline middleware), is closed after the deadline too, not after aiohttp's 75 s.
+    web.run_app(app, host=args.host, port=args.port, print=None, keepalive_timeout=limits.deadline_s)
     return 0
