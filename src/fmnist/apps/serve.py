@@ -152,6 +152,8 @@ async def predict_handler(request: web.Request) -> web.Response:
         if not data:
             raise web.HTTPBadRequest(reason="empty request: send an image as the body or as the multipart field image")
         with request.app[DECODING].entered():
+            # If the deadline gives up on the request first, a decode still queued is dropped with it (asyncio
+            # cancels the pool's future); one already running ends in its thread: at most one per thread.
             loop = asyncio.get_running_loop()
             image, input_image = await loop.run_in_executor(request.app[DECODER], decoded, data)
         probabilities = await request.app[BATCHER].predict(image[..., None])  # (28, 28, 1) -> (10,)
