@@ -8,9 +8,10 @@ a dark background) passes through unchanged rather than being negated twice.
 """
 
 import io
+import math
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
@@ -111,12 +112,16 @@ def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     width, height = rgb.size
     if min(height, width) < MIN_GARMENT_PX:
         raise NoGarmentError(f"no garment found: the image is only {width}x{height} pixels")
-    corners = np.array([rgb.getpixel(xy) for xy in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))])
-    background = np.median(corners, axis=0)  # (3,): the corners' colour; one odd corner does not move it
-    # One 256-entry table per band, 255 where a value is farther than the tolerance from the background: Pillow
-    # maps the pixels and finds the box of those with any band non-zero in C, 8x faster than NumPy on (H, W, 3).
-    table = np.where(np.abs(np.arange(256)[None, :] - background[:, None]) > TRIM_TOLERANCE, 255, 0)  # (3, 256)
-    box = rgb.point(table.ravel().tolist()).getbbox()
+    corners = [rgb.getpixel(xy) for xy in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))]
+    # Per band: the median of the corners (one odd corner does not move it), and the band values within the
+    # tolerance of it, [lowest, highest]; integers, as pixels are: p > b + t <=> p > floor(b + t).
+    background = [sum(sorted(band)[1:3]) / 2 for band in zip(*corners, strict=True)]
+    highest = tuple(min(255, math.floor(b + TRIM_TOLERANCE)) for b in background)
+    lowest = tuple(max(0, math.ceil(b - TRIM_TOLERANCE)) for b in background)
+    # Non-zero where a band is above `highest` or below `lowest`; Pillow finds the box of those pixels in C.
+    above = ImageChops.subtract(rgb, Image.new("RGB", rgb.size, highest))
+    below = ImageChops.subtract(Image.new("RGB", rgb.size, lowest), rgb)
+    box = ImageChops.lighter(above, below).getbbox()
     if box is None:
         raise NoGarmentError("no garment found: the image is one flat colour")
     left, top, right, bottom = box
