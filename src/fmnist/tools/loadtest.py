@@ -248,6 +248,7 @@ def measure(url: str, server_pid: int, clients: int, seconds: float, requests: I
         "CPU cores used: server / clients / other processes": (
             f"{server / elapsed:.2f} / {ours / elapsed:.2f} / {max(others, 0) / elapsed:.2f}"
         ),
+        "server CPU per request (ms)": f"{server / max(len(outcomes), 1) * 1000:.1f}",
     }
     return dataclasses.replace(summarize(outcomes, clients, elapsed), extra=extra)
 
