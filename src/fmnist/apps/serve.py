@@ -40,6 +40,7 @@ from fmnist.apps.batcher import MicroBatcher, Overloaded
 from fmnist.apps.photo import UnusableImage, decode
 from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
 from fmnist.lib import paths
+from fmnist.lib.dataset import IMAGE_SHAPE
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes and resizes
@@ -55,8 +56,9 @@ class Limits:
     max_batch: int = 32  # images per model call
     batch_wait_ms: float = 2.0  # how long a request may wait for those being decoded, to share a model call
     max_queue: int = 64  # requests in progress (each may hold a 10 MB body); one more gets 503
-    deadline_s: float = 10.0  # a request unanswered after this gets 504 and its connection closed; an idle
-    # connection, or one whose headers are not complete after this, is closed
+    # A request unanswered after this gets 504 and its connection closed; so is, without an answer, a connection
+    # idle or still sending its headers for as long.
+    deadline_s: float = 10.0
 
 
 class InProgress:
@@ -282,7 +284,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-wait-ms",
         type=non_negative,
         default=default.batch_wait_ms,
-        help="how long a request waits for others to share its model call (default: %(default)s; 0: no wait)",
+        help="how long an image may wait for those being decoded, to share a model call (default: %(default)s)",
     )
     parser.add_argument(
         "--max-queue",
@@ -307,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     from fmnist.nn.modelio import load_model
 
     predict = Predictor(load_model(choice.path), choice.inference)
-    predict(np.zeros((1, 28, 28, 1), np.uint8))  # trace the graph now, not during the first request
+    predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"serving {choice.path} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     app = create_app(predict, provenance(choice), limits)
