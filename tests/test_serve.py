@@ -1,28 +1,39 @@
-"""`fmnist serve`: the JSON API (good and bad requests) and the page, in a real server on 127.0.0.1."""
+"""`fmnist serve`: the JSON API (good and bad requests, concurrent ones, faults) and the page, in a real server
+on 127.0.0.1; overload and deadlines with a fake model held mid-prediction, in-process."""
 
+import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from conftest import VENV_BIN
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.apps import serve
+from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
+DEADLINE_S = 2  # the test server's --deadline-s: a slow body is cut off after this
+HELD_S = 10  # bounds how long a fake model or decoder is held by a test
 
 
 def free_port() -> int:
@@ -39,19 +50,17 @@ def server(tmp_path_factory):
     params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     save_model(build_model(params, seed=0), workdir / "model.keras")
     port = free_port()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"]
+    log = workdir / "serve.log"  # a file, not a pipe: the access log of many requests would fill a pipe and block
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, "--deadline-s", str(DEADLINE_S)], cwd=workdir, stdout=out, stderr=out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            assert process.poll() is None, process.stdout.read().decode()
+            assert process.poll() is None, log.read_text()
             time.sleep(0.3)
     else:
         process.kill()
@@ -59,6 +68,7 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+    assert "Traceback" not in log.read_text()  # faults are answered or logged in one line, never as a crash
 
 
 def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, dict]:
@@ -111,6 +121,7 @@ def test_multipart_upload_gives_the_same_answer(server, garment_jpeg):
         (lambda jpeg: b"just some text", 415, "not an image"),
         (lambda jpeg: jpeg[: len(jpeg) // 2], 415, "damaged or truncated"),
         (lambda jpeg: b"x" * (10 * 1024 * 1024 + 1), 413, "larger than the 10 MB limit"),
+        (lambda jpeg: np.random.default_rng(0).bytes(10 * 1024 * 1024), 415, "not an image"),  # 10 MB of garbage
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_keeps_serving(
@@ -145,6 +156,17 @@ def test_it_listens_on_loopback_only_by_default():
     assert parser(["serve"]).parse_args(["serve"]).host == "127.0.0.1"
 
 
+def test_the_batching_and_load_settings_are_command_line_options_checked_on_the_way_in(capsys):
+    from fmnist.cli import parser
+
+    args = parser().parse_args(["serve", "--max-batch", "8", "--batch-wait-ms", "0", "--max-queue", "4"])
+    assert (args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s) == (8, 0.0, 4, 10.0)
+    for bad in (["--max-batch", "0"], ["--batch-wait-ms", "-1"], ["--max-queue", "-3"], ["--deadline-s", "0"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["serve", *bad])
+        assert f"argument {bad[0]}: must be" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg, tmp_path):
     """Debian's chromium, driven by Playwright: upload a JPEG, read the class the page shows."""
@@ -170,3 +192,149 @@ def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg
         if os.environ.get("FMNIST_SCREENSHOT"):  # the README's screenshot: FMNIST_SCREENSHOT=docs/serve.png
             page.screenshot(path=os.environ["FMNIST_SCREENSHOT"], full_page=True)
         browser.close()
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    """GET `url`; (status, JSON answer)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_healthz_answers_without_the_model(server):
+    assert get_json(f"{server}/healthz") == (200, {"status": "ok", "in_progress": 0, "decoding": 0, "queued": 0})
+
+
+def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, real_release):
+    """Batched together, every answer still belongs to its own request's image."""
+    photos = [photo_like_jpeg(sample) for sample in real_release["t10k-images-idx3-ubyte"][:8]]
+    alone = [post(f"{server}/predict", photo)[1] for photo in photos]
+    with ThreadPoolExecutor(16) as clients:
+        together = list(clients.map(lambda i: post(f"{server}/predict", photos[i % 8]), range(48)))
+    for i, (status, answer) in enumerate(together):
+        expected = alone[i % 8]
+        assert status == 200 and answer["input_image"] == expected["input_image"]
+        assert answer["class"] == expected["class"]
+        np.testing.assert_allclose(  # a batch of 1 or of 16: the same sums in another order
+            list(answer["probabilities"].values()), list(expected["probabilities"].values()), atol=1e-5
+        )
+
+
+def raw_request(port: int, body_start: bytes, content_length: int) -> socket.socket:
+    """A connection that sent the headers of a POST /predict of `content_length` bytes and only `body_start`."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 5)
+    head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: {content_length}"
+    connection.sendall(head.encode() + b"\r\n\r\n" + body_start)
+    return connection
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (socket.timeout if it does not)."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_body_that_never_ends_gets_504_and_its_connection_closed_while_others_are_served(server, garment_jpeg):
+    port = int(server.rsplit(":", 1)[1])
+    with contextlib.closing(raw_request(port, garment_jpeg[:100], len(garment_jpeg))) as slow:
+        assert post(f"{server}/predict", garment_jpeg)[0] == 200  # served while the slow body hangs
+        # The answer, then the end of the connection, within the deadline plus the socket's 5 s; aiohttp alone
+        # would keep reading the body's rest for another 10 s (its lingering time) before closing.
+        head, _, body = read_until_closed(slow).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 504") and b"Connection: close" in head
+    assert f"the {DEADLINE_S} s deadline" in json.loads(body)["error"]
+    assert post(f"{server}/predict", garment_jpeg)[0] == 200
+
+
+def test_headers_that_never_end_get_the_connection_closed_after_the_deadline(server, garment_jpeg):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 5) as slow:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        assert post(f"{server}/predict", garment_jpeg)[0] == 200
+        assert read_until_closed(slow) == b""  # closed, no answer: there is no request to answer yet
+
+
+def test_clients_that_disconnect_mid_upload_leave_the_server_serving(server, garment_jpeg):
+    port = int(server.rsplit(":", 1)[1])
+    for _ in range(5):
+        raw_request(port, garment_jpeg[:1000], 1_000_000).close()
+    deadline = time.monotonic() + 5
+    while get_json(f"{server}/healthz")[1]["in_progress"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server notices a closed connection at its next read
+    assert get_json(f"{server}/healthz")[1]["in_progress"] == 0
+    assert post(f"{server}/predict", garment_jpeg)[0] == 200
+
+
+class HeldModel:
+    """A fake model (uniform probabilities) that a test can hold mid-prediction, as a slow model would be."""
+
+    def __init__(self) -> None:
+        self.release, self.running = threading.Event(), threading.Event()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.running.set()
+        self.release.wait(HELD_S)
+        return np.full((len(images), NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+
+
+@contextlib.contextmanager
+def in_process(app: web.Application) -> Iterator[str]:
+    """`app` served on a free loopback port by an event loop in a thread; yields the base URL."""
+    loop, port = asyncio.new_event_loop(), free_port()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=HELD_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=HELD_S)
+        loop.close()
+
+
+def test_a_full_server_answers_503_with_retry_after_and_health_still_answers(garment_jpeg):
+    model = HeldModel()
+    with in_process(serve.create_app(model, {}, serve.Limits(max_queue=1))) as url, ThreadPoolExecutor(1) as client:
+        first = client.submit(post, f"{url}/predict", garment_jpeg)
+        assert model.running.wait(HELD_S)  # the first request holds the one place, inside the model
+        request = urllib.request.Request(f"{url}/predict", data=garment_jpeg, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert "1 requests in progress" in json.loads(refused.value.read())["error"]
+        assert get_json(f"{url}/healthz") == (200, {"status": "ok", "in_progress": 1, "decoding": 0, "queued": 0})
+        model.release.set()
+        assert first.result(timeout=HELD_S)[0] == 200
+
+
+def test_a_request_the_model_does_not_answer_in_time_gets_504(garment_jpeg):
+    model = HeldModel()
+    with in_process(serve.create_app(model, {}, serve.Limits(deadline_s=0.5))) as url:
+        try:
+            status, answer = post(f"{url}/predict", garment_jpeg)
+        finally:
+            model.release.set()
+    assert status == 504 and "0.5 s deadline" in answer["error"]
+
+
+def test_decoding_runs_off_the_event_loop(garment_jpeg, monkeypatch):
+    decoding, release = threading.Event(), threading.Event()
+
+    def held_decode(data: bytes) -> np.ndarray:
+        decoding.set()
+        release.wait(HELD_S)
+        return np.zeros((28, 28), np.uint8)
+
+    monkeypatch.setattr(serve, "decode", held_decode)
+    model = HeldModel()
+    model.release.set()
+    with in_process(serve.create_app(model, {})) as url, ThreadPoolExecutor(1) as client:
+        uploading = client.submit(post, f"{url}/predict", garment_jpeg)
+        assert decoding.wait(HELD_S)
+        assert get_json(f"{url}/healthz")[1]["decoding"] == 1  # answered while the decoder is busy
+        release.set()
+        assert uploading.result(timeout=HELD_S)[0] == 200

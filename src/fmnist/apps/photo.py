@@ -8,9 +8,10 @@ a dark background) passes through unchanged rather than being negated twice.
 """
 
 import io
+import math
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
@@ -68,8 +69,7 @@ def decode(data: bytes) -> np.ndarray:
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Any PIL image -> (28, 28) uint8, garment light on black, as the network's training images."""
-    image = ImageOps.exif_transpose(image)  # a phone's portrait photo is stored sideways plus an EXIF tag
-    rgb = on_white(image)
+    rgb = on_white(upright(image))
     if rgb.size == (SIZE, SIZE) and border_mean(rgb.convert("L")) < DARK_BACKGROUND:
         return np.asarray(rgb.convert("L"), dtype=np.uint8)  # already light-on-black: no double inversion
     garment = rgb.crop(garment_box(rgb))
@@ -84,13 +84,21 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     return 255 - np.asarray(canvas.convert("L"), dtype=np.uint8)  # negate: light garment on black
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as shown: a phone's portrait photo is stored sideways plus an EXIF tag saying how to turn it."""
+    image.load()
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image  # upright already (most images): exif_transpose would copy every pixel to say so
+    return ImageOps.exif_transpose(image)
+
+
 def on_white(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited onto white (a cut-out product shot has a transparent background)."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, "white")
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # no copy when there is nothing to convert
 
 
 def border_mean(grey: Image.Image) -> float:
@@ -101,16 +109,22 @@ def border_mean(grey: Image.Image) -> float:
 
 def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the pixels that differ from the corner colour by more than the tolerance."""
-    pixels = np.asarray(rgb, dtype=np.int16)  # (H, W, 3)
-    height, width = pixels.shape[:2]
+    width, height = rgb.size
     if min(height, width) < MIN_GARMENT_PX:
         raise NoGarmentError(f"no garment found: the image is only {width}x{height} pixels")
-    corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]  # (4, 3)
-    background = np.median(corners, axis=0)  # the corners' colour; one odd corner does not move it
-    foreground = np.abs(pixels - background).max(axis=2) > TRIM_TOLERANCE  # (H, W)
-    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
-    if rows.size == 0:
+    corners = [rgb.getpixel(xy) for xy in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))]
+    # Per band: the median of the corners (one odd corner does not move it), and the band values within the
+    # tolerance of it, [lowest, highest]; integers, as pixels are: p > b + t <=> p > floor(b + t).
+    background = [sum(sorted(band)[1:3]) / 2 for band in zip(*corners, strict=True)]
+    highest = tuple(min(255, math.floor(b + TRIM_TOLERANCE)) for b in background)
+    lowest = tuple(max(0, math.ceil(b - TRIM_TOLERANCE)) for b in background)
+    # Non-zero where a band is above `highest` or below `lowest`; Pillow finds the box of those pixels in C.
+    above = ImageChops.subtract(rgb, Image.new("RGB", rgb.size, highest))
+    below = ImageChops.subtract(Image.new("RGB", rgb.size, lowest), rgb)
+    box = ImageChops.lighter(above, below).getbbox()
+    if box is None:
         raise NoGarmentError("no garment found: the image is one flat colour")
-    if rows[-1] - rows[0] + 1 < MIN_GARMENT_PX or cols[-1] - cols[0] + 1 < MIN_GARMENT_PX:
+    left, top, right, bottom = box
+    if bottom - top < MIN_GARMENT_PX or right - left < MIN_GARMENT_PX:
         raise NoGarmentError("no garment found: only a speck differs from the background")
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    return left, top, right, bottom

@@ -1,0 +1,372 @@
+"""How `fmnist serve` holds up under concurrent clients: requests/s, latency, errors and memory, as a Markdown table.
+
+    python -m fmnist.tools.loadtest [--model models/model.keras] [--clients 1 32] [--seconds 60]
+                                    [--bad-fraction 0.1] [--tta none|flip] [--out FILE] [-- SERVE_ARG ...]
+
+Starts `fmnist serve` as a child process on a free loopback port (SERVE_ARGs after `--` go to it, e.g.
+`-- --max-batch 64`), then for each client count runs that many clients (asyncio + aiohttp) for SECONDS after a
+short warm-up. Each client posts one image per request and waits for the answer: photo-like JPEGs of real test
+images (data/prepared, else Debian's copy of the release), and every tenth request (--bad-fraction) a bad one
+(not an image, truncated, empty, blank), which must get a 4xx. Latency percentiles are of the good requests.
+The table names the machine and how much CPU other processes used meanwhile (they share the cores). Then the
+same model predicts the 10,000 test images in process, for the ratio. Exit status 1 if a good request failed
+or a bad one got anything but a 4xx.
+"""
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import itertools
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import numpy as np
+from PIL import Image
+
+from fmnist.apps.predict import TTA_CHOICES
+from fmnist.lib import paths
+from fmnist.lib.dataset import load_split
+from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.idx import parse_idx, read_maybe_gzip
+from fmnist.stages.fetch import DEBIAN_DIR
+from fmnist.tools.predict_bench import photo_like_jpeg
+
+PHOTOS = 500  # distinct good JPEGs, cycled through
+WARM_UP_S = 3.0  # before each measured run: connections opened, thread pools and caches warm
+START_TIMEOUT_S = 120  # importing TensorFlow and loading the model on a busy 2-core machine
+REQUEST_TIMEOUT_S = 30  # a request unanswered after this counts as a failure
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request body; `good` ones must get 200, the others a 4xx."""
+
+    body: bytes
+    content_type: str
+    good: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request got: its HTTP status (None: no answer) and the seconds it took."""
+
+    good: bool
+    status: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One run's figures (latencies in ms, of the good requests that got 200)."""
+
+    clients: int
+    seconds: float
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]  # status (or "no answer") -> count, for every answer but 200
+    good_failed: int
+    bad_not_4xx: int
+    extra: dict[str, str] = field(default_factory=dict)  # measured around the run: memory, CPU
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile (0 < q <= 100): the smallest value with at least q% of values <= it."""
+    if not values:
+        return math.nan
+    if not 0 < q <= 100:
+        raise ValueError(f"q must be in (0, 100], got {q}")
+    ordered = sorted(values)
+    return ordered[math.ceil(q / 100 * len(ordered)) - 1]
+
+
+def summarize(outcomes: Sequence[Outcome], clients: int, seconds: float) -> Summary:
+    """The figures of one run of `clients` clients over `seconds`."""
+    latencies = [o.seconds * 1000 for o in outcomes if o.good and o.status == 200]
+    errors = Counter("no answer" if o.status is None else str(o.status) for o in outcomes if o.status != 200)
+    return Summary(
+        clients=clients,
+        seconds=seconds,
+        requests=len(outcomes),
+        per_second=len(outcomes) / seconds,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        errors=dict(sorted(errors.items())),
+        good_failed=sum(o.good and o.status != 200 for o in outcomes),
+        bad_not_4xx=sum(not o.good and not (o.status is not None and 400 <= o.status < 500) for o in outcomes),
+    )
+
+
+def table(summaries: Sequence[Summary]) -> str:
+    """The runs as a Markdown table, one row each."""
+    extra_columns = list(summaries[0].extra) if summaries else []
+    head = [
+        "clients",
+        "seconds",
+        "requests",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "errors by status",
+        "good failed",
+        "bad not 4xx",
+        *extra_columns,
+    ]
+    rows = [
+        [
+            str(s.clients),
+            f"{s.seconds:.0f}",
+            str(s.requests),
+            f"{s.per_second:.0f}",
+            f"{s.p50_ms:.1f}",
+            f"{s.p99_ms:.1f}",
+            ", ".join(f"{status}: {n}" for status, n in s.errors.items()) or "none",
+            str(s.good_failed),
+            str(s.bad_not_4xx),
+            *(s.extra[c] for c in extra_columns),
+        ]
+        for s in summaries
+    ]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [head, ["---"] * len(head), *rows])
+
+
+def real_test_images() -> np.ndarray:
+    """The 10,000 test images (N, 28, 28) uint8: data/prepared if prepared, else Debian's copy of the release."""
+    if paths.split_files("test")[0].is_file():
+        return load_split("test").images[..., 0]
+    idx = DEBIAN_DIR / "t10k-images-idx3-ubyte.gz"
+    if not idx.is_file():
+        raise PipelineError(
+            f"no test images: run `dvc repro prepare`, or apt-get install dataset-fashion-mnist ({idx})"
+        )
+    return parse_idx(read_maybe_gzip(idx))
+
+
+def bad_bodies(photo: bytes) -> list[Payload]:
+    """Requests that must be refused with a 4xx: not an image, a truncated JPEG, an empty body, a blank image."""
+    blank = io.BytesIO()
+    Image.new("RGB", (300, 200), "white").save(blank, format="PNG")
+    kinds = [b"this is not an image", photo[: len(photo) // 2], b"", blank.getvalue()]
+    return [Payload(body, "application/octet-stream", good=False) for body in kinds]
+
+
+def payloads(images: np.ndarray, bad_fraction: float) -> Iterator[Payload]:
+    """Endless requests: photo-like JPEGs of `images` (sizes and margins varied), with `bad_fraction` bad ones."""
+    photos = [
+        Payload(photo_like_jpeg(s, scale=4 + i % 5, margins=(10 + 7 * (i % 6), 20 + 11 * (i % 4))), "image/jpeg", True)
+        for i, s in enumerate(images[:PHOTOS])
+    ]
+    bad = bad_bodies(photos[0].body)
+    for n in itertools.count():
+        # Request n is bad when the count of bad ones so far falls behind bad_fraction * n (every 10th for 0.1).
+        bad_so_far = math.floor((n + 1) * bad_fraction)
+        if bad_so_far > math.floor(n * bad_fraction):
+            yield bad[bad_so_far % len(bad)]
+        else:
+            yield photos[(n - bad_so_far) % len(photos)]  # the good ones in turn: every photo gets sent
+
+
+async def client(session: aiohttp.ClientSession, url: str, requests: Iterator[Payload], until: float) -> list[Outcome]:
+    """One client: a request, wait for the answer, the next, until the event loop's clock passes `until`."""
+    loop, outcomes = asyncio.get_running_loop(), []
+    while loop.time() < until:
+        payload = next(requests)
+        start = time.perf_counter()
+        try:
+            headers = {"Content-Type": payload.content_type}
+            async with session.post(url, data=payload.body, headers=headers) as response:
+                await response.read()
+                status: int | None = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            status = None
+        outcomes.append(Outcome(payload.good, status, time.perf_counter() - start))
+    return outcomes
+
+
+async def load(url: str, clients: int, seconds: float, requests: Iterator[Payload]) -> list[Outcome]:
+    """`clients` concurrent clients posting to `url` for `seconds`; every request's outcome."""
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=timeout) as session:
+        until = asyncio.get_running_loop().time() + seconds
+        runs = await asyncio.gather(*(client(session, url, requests, until) for _ in range(clients)))
+    return [outcome for run in runs for outcome in run]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise PipelineError(f"process {pid} has no VmRSS (has it exited?)")
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of the whole line
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process on the machine has used, all cores, since boot (/proc/stat, idle excluded)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def measure(url: str, server_pid: int, clients: int, seconds: float, requests: Iterator[Payload]) -> Summary:
+    """One warmed-up run, with the server's memory and the CPU of the server, this client and everyone else."""
+    asyncio.run(load(url, clients, WARM_UP_S, requests))
+    rss_start, machine_start = rss_mb(server_pid), machine_cpu_seconds()
+    server_start, client_start = cpu_seconds(server_pid), cpu_seconds()
+    began = time.monotonic()
+    outcomes = asyncio.run(load(url, clients, seconds, requests))
+    elapsed = time.monotonic() - began  # a little over `seconds`: the last requests finish
+    server, ours = cpu_seconds(server_pid) - server_start, cpu_seconds() - client_start
+    others = machine_cpu_seconds() - machine_start - server - ours
+    rss_end = rss_mb(server_pid)
+    extra = {
+        "server RSS start → end (MB)": f"{rss_start:.0f} → {rss_end:.0f} ({(rss_end / rss_start - 1) * 100:+.1f}%)",
+        "CPU cores used: server / clients / other processes": (
+            f"{server / elapsed:.2f} / {ours / elapsed:.2f} / {max(others, 0) / elapsed:.2f}"
+        ),
+        "server CPU per request (ms)": f"{server / max(len(outcomes), 1) * 1000:.1f}",
+    }
+    return dataclasses.replace(summarize(outcomes, clients, elapsed), extra=extra)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(model: Path, serve_args: Sequence[str]) -> Iterator[tuple[str, int]]:
+    """`fmnist serve` on a free loopback port until the block ends; yields (base URL, its process id)."""
+    port = free_port()
+    command = [sys.executable, "-m", "fmnist.cli", "serve", "--port", str(port), "--model", str(model), *serve_args]
+    with tempfile.TemporaryFile() as log:  # the access log: a line per request, more than a pipe holds
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+            yield f"http://127.0.0.1:{port}", process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    """Return once `GET /healthz` answers; PipelineError with the server's output if it exits or takes too long."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            raise PipelineError(f"fmnist serve exited with status {process.returncode}:\n{log.read().decode()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise PipelineError(f"fmnist serve did not answer /healthz within {START_TIMEOUT_S} s")
+
+
+def in_process_rate(model: Path, tta: str | None, images: np.ndarray) -> float:
+    """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
+    from fmnist.apps.predict import workspace_inference
+    from fmnist.nn.inference import Predictor
+    from fmnist.nn.modelio import load_model
+
+    predict = Predictor(load_model(model), workspace_inference(tta))
+    predict(images[:10, ..., None])  # the first call traces the graph
+    start = time.perf_counter()
+    predict(images[..., None])
+    return len(images) / (time.perf_counter() - start)
+
+
+def machine() -> str:
+    """CPU model, cores, Python and date, for the line above the table."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {date}; load average before the run {load}"
+    )
+
+
+def report(summaries: Sequence[Summary], rate: float | None, where: str, command: str) -> str:
+    """The Markdown: the machine, the table, the in-process comparison and the command."""
+    lines = [f"Machine: {where}.", "", table(summaries), ""]
+    if rate is not None:
+        best = max(s.per_second for s in summaries)
+        lines += [
+            f"In process, the same model predicts 10,000 test images at {rate:,.0f} images/s: the server's best "
+            f"{best:.0f} requests/s is {best / rate:.1%} of it.",
+            "",
+        ]
+    return "\n".join([*lines, f"Measured by `{command}`."])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="default: %(default)s")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 32], help="client counts (default: 1 32)")
+    parser.add_argument("--seconds", type=float, default=60, help="per client count (default: %(default)s)")
+    parser.add_argument("--bad-fraction", type=float, default=0.1, help="bad requests (default: %(default)s)")
+    parser.add_argument("--tta", choices=TTA_CHOICES, help="for the server and in process (default: params.yaml's)")
+    parser.add_argument(
+        "--in-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the model on 10,000 images in this process (default: yes)",
+    )
+    parser.add_argument("--out", type=Path, help="also write the report (Markdown) here")
+    parser.add_argument("serve_args", nargs="*", metavar="SERVE_ARG", help="after --: more for fmnist serve")
+    args = parser.parse_args(argv)
+    if not 0 <= args.bad_fraction < 1 or min(args.clients) < 1 or args.seconds <= 0:
+        parser.error("need 0 <= --bad-fraction < 1, --clients >= 1 and --seconds > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve, load, report; exit status 1 if a good request failed or a bad one got no 4xx."""
+    args = parse_args(argv)
+    command = " ".join(["python -m fmnist.tools.loadtest", *(sys.argv[1:] if argv is None else argv)])
+    images, where = real_test_images(), machine()
+    tta = ["--tta", args.tta] if args.tta else []
+    with served(args.model, [*tta, *args.serve_args]) as (url, pid):
+        requests = payloads(images, args.bad_fraction)
+        summaries = [measure(f"{url}/predict", pid, n, args.seconds, requests) for n in args.clients]
+    rate = in_process_rate(args.model, args.tta, images) if args.in_process else None
+    text = report(summaries, rate, where, command)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if any(s.good_failed or s.bad_not_4xx for s in summaries):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,76 @@
+"""fmnist.tools.loadtest: its statistics and request mix, and one short real run against `fmnist serve`."""
+
+import math
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.lib.params import ModelParams
+from fmnist.nn.model import build_model
+from fmnist.nn.modelio import save_model
+from fmnist.tools.loadtest import Outcome, payloads, percentile, summarize, table
+
+
+def test_percentile_is_the_nearest_rank():
+    hundred = list(range(100, 0, -1))  # 100 .. 1, unsorted on purpose
+    assert (percentile(hundred, 50), percentile(hundred, 99), percentile(hundred, 100)) == (50, 99, 100)
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([3.0, 1.0, 2.0], 1) == 1.0
+    assert percentile([7.5], 99) == 7.5
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError, match=r"\(0, 100\]"):
+        percentile([1.0], 0)
+
+
+def test_summary_counts_errors_good_failures_and_bad_requests_without_a_4xx():
+    outcomes = [
+        *(Outcome(good=True, status=200, seconds=s / 1000) for s in range(1, 101)),  # 1 .. 100 ms
+        Outcome(good=True, status=503, seconds=0.001),  # a good request refused: a failure
+        Outcome(good=True, status=None, seconds=30.0),  # unanswered: a failure, and not in the latencies
+        Outcome(good=False, status=415, seconds=0.002),  # as it should be
+        Outcome(good=False, status=200, seconds=0.002),  # a bad request accepted
+        Outcome(good=False, status=503, seconds=0.002),  # a bad request that got no 4xx
+    ]
+    summary = summarize(outcomes, clients=4, seconds=2.0)
+    assert (summary.requests, summary.per_second) == (105, 52.5)
+    assert (summary.p50_ms, summary.p99_ms) == pytest.approx((50.0, 99.0))
+    assert summary.errors == {"415": 1, "503": 2, "no answer": 1}
+    assert (summary.good_failed, summary.bad_not_4xx) == (2, 2)
+    row = table([summary]).splitlines()[2]
+    assert row == "| 4 | 2 | 105 | 52 | 50.0 | 99.0 | 415: 1, 503: 2, no answer: 1 | 2 | 2 |"
+
+
+def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(real_release):
+    images = real_release["t10k-images-idx3-ubyte"][:20]
+    mix = [next(requests) for requests in [payloads(images, 0.1)] for _ in range(200)]
+    bad = [p for p in mix if not p.good]
+    assert len(bad) == 20 and all(not mix[i].good for i in range(9, 200, 10))
+    assert len({p.body for p in bad}) == 4  # not an image, truncated, empty, blank
+    assert all(p.body[:2] == b"\xff\xd8" and p.content_type == "image/jpeg" for p in mix if p.good)  # JPEGs
+    assert len({p.body for p in mix if p.good}) == 20
+
+
+@pytest.mark.slow
+def test_a_short_real_run_fails_no_good_request_and_refuses_every_bad_one(tmp_path):
+    """`fmnist serve` with a tiny model, 4 clients for 2 s (plus start-up and warm-up: about 15 s)."""
+    keras.utils.set_random_seed(0)
+    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+    save_model(build_model(params, seed=0), tmp_path / "tiny.keras")
+    command = [sys.executable, "-m", "fmnist.tools.loadtest", "--model", "tiny.keras", "--clients", "4"]
+    result = subprocess.run(
+        [*command, "--seconds", "2", "--tta", "none", "--no-in-process", "--out", "report.md"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # 1 if a good request failed or a bad one got no 4xx
+    head, _, row = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    columns = dict(zip(head.strip("| ").split(" | "), row.strip("| ").split(" | "), strict=True))
+    assert columns["clients"] == "4" and int(columns["requests"]) > 0
+    assert (columns["good failed"], columns["bad not 4xx"]) == ("0", "0")
+    assert {"400", "415", "422"} <= {part.split(":")[0] for part in columns["errors by status"].split(", ")}
+    assert "Machine: " in result.stdout and (tmp_path / "report.md").read_text() == result.stdout
+    assert np.isfinite(float(columns["p99 ms"]))
