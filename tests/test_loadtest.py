@@ -58,7 +58,7 @@ def test_a_short_real_run_fails_no_good_request_and_refuses_every_bad_one(tmp_pa
     keras.utils.set_random_seed(0)
     params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     save_model(build_model(params, seed=0), tmp_path / "tiny.keras")
-    command = [sys.executable, "-m", "fmnist.tools.loadtest", "--model", "tiny.keras", "--clients", "4"]
+    command = [sys.executable, "-m", "fmnist.cli", "loadtest", "--model", "tiny.keras", "--clients", "4"]
     result = subprocess.run(
         [*command, "--seconds", "2", "--tta", "none", "--no-in-process", "--out", "report.md"],
         cwd=tmp_path,

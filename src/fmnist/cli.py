@@ -18,6 +18,7 @@ VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "seeds": ("fmnist.tools.seeds", "train the current params with several seeds and record how far results move"),
     "bench": ("fmnist.tools.bench", "train and time the seed script and presets side by side, in one table"),
     "bench-photos": ("fmnist.tools.predict_bench", "accuracy and speed of `fmnist predict` on photo-like JPEGs"),
+    "loadtest": ("fmnist.tools.loadtest", "start `fmnist serve` and load it with concurrent clients on loopback"),
     "sweep": ("fmnist.tools.sweep", "run a sweep of DVC experiments across machines, then rank them"),
     "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
     "release": ("fmnist.tools.release", "the release workflow's steps: parse-tag, smoke, card"),

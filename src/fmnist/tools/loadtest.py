@@ -1,7 +1,7 @@
 """How `fmnist serve` holds up under concurrent clients: requests/s, latency, errors and memory, as a Markdown table.
 
-    python -m fmnist.tools.loadtest [--model models/model.keras] [--clients 1 32] [--seconds 60]
-                                    [--bad-fraction 0.1] [--tta none|flip] [--out FILE] [-- SERVE_ARG ...]
+    fmnist loadtest [--model models/model.keras] [--clients 1 32] [--seconds 60] [--bad-fraction 0.1]
+                    [--tta none|flip|flip_shift] [--out FILE] [-- SERVE_ARG ...]
 
 Starts `fmnist serve` as a child process on a free loopback port (SERVE_ARGs after `--` go to it, e.g.
 `-- --max-batch 64`), then for each client count runs that many clients (asyncio + aiohttp) for SECONDS after a
@@ -42,8 +42,9 @@ from PIL import Image
 from fmnist.apps.predict import TTA_CHOICES
 from fmnist.lib import paths
 from fmnist.lib.dataset import load_split
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.errors import PipelineError
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
+from fmnist.lib.params import TTA
 from fmnist.stages.fetch import DEBIAN_DIR
 from fmnist.tools.predict_bench import photo_like_jpeg
 
@@ -290,7 +291,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes
     raise PipelineError(f"fmnist serve did not answer /healthz within {START_TIMEOUT_S} s")
 
 
-def in_process_rate(model: Path, tta: str | None, images: np.ndarray) -> float:
+def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
     """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
     from fmnist.apps.predict import workspace_inference
     from fmnist.nn.inference import Predictor
@@ -328,9 +329,8 @@ def report(summaries: Sequence[Summary], rate: float | None, where: str, command
     return "\n".join([*lines, f"Measured by `{command}`."])
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fmnist loadtest`."""
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="default: %(default)s")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32], help="client counts (default: 1 32)")
     parser.add_argument("--seconds", type=float, default=60, help="per client count (default: %(default)s)")
@@ -344,16 +344,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="also write the report (Markdown) here")
     parser.add_argument("serve_args", nargs="*", metavar="SERVE_ARG", help="after --: more for fmnist serve")
-    args = parser.parse_args(argv)
-    if not 0 <= args.bad_fraction < 1 or min(args.clients) < 1 or args.seconds <= 0:
-        parser.error("need 0 <= --bad-fraction < 1, --clients >= 1 and --seconds > 0")
-    return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def run(args: argparse.Namespace) -> int:
     """Serve, load, report; exit status 1 if a good request failed or a bad one got no 4xx."""
-    args = parse_args(argv)
-    command = " ".join(["python -m fmnist.tools.loadtest", *(sys.argv[1:] if argv is None else argv)])
+    if not 0 <= args.bad_fraction < 1 or min(args.clients) < 1 or args.seconds <= 0:
+        raise PipelineError("need 0 <= --bad-fraction < 1, --clients >= 1 and --seconds > 0")
+    command = " ".join(["fmnist loadtest", *sys.argv[2:]])
     images, where = real_test_images(), machine()
     tta = ["--tta", args.tta] if args.tta else []
     with served(args.model, [*tta, *args.serve_args]) as (url, pid):
@@ -364,9 +361,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    if any(s.good_failed or s.bad_not_4xx for s in summaries):
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return 1 if any(s.good_failed or s.bad_not_4xx for s in summaries) else 0
