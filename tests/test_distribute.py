@@ -16,7 +16,6 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO_ROOT, VENV_BIN, dvc, set_param
 from fmnist.lib.errors import PipelineError
 from fmnist.nn.distribute import (
     cluster_from_env,
@@ -25,6 +24,7 @@ from fmnist.nn.distribute import (
     local_cluster,
     peers_lost_as_error,
 )
+from tests.helpers import REPO_ROOT, VENV_BIN, dvc, set_param
 
 SRC = REPO_ROOT / "src"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
 from fmnist.lib import paths
+from tests.helpers import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc, git_commit, run
 from fmnist.tools import sweep
+from tests.helpers import dvc, git_commit, run
 
 pytestmark = pytest.mark.slow
 

@@ -6,19 +6,18 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.lib.params import InferenceParams, ModelParams
+from fmnist.lib.params import InferenceParams
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import build_model
 from fmnist.stages.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
-
-SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
+from tests.helpers import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, real_release):
     """(Keras probabilities, the SavedModel's directory, test images) for a small random model."""
     keras.utils.set_random_seed(0)
-    model = build_model(SMALL, seed=0)
+    model = build_model(TINY_MODEL, seed=0)
     images = real_release["t10k-images-idx3-ubyte"][:200, ..., None]
     reference = Predictor(model, InferenceParams(tta="flip", batch_size=64))(images)  # what evaluate reports
     target = tmp_path_factory.mktemp("export") / "saved_model"

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
 from fmnist.lib.params import FetchParams
 from fmnist.stages import fetch
+from tests.helpers import REPO_ROOT
 
 HANDLE = "zalando-research/fashionmnist/versions/4"
 

@@ -7,9 +7,9 @@ import zipfile
 import pytest
 from matplotlib.image import imread
 
-from conftest import dvc, git_commit, make_pipeline_repo, run, set_param
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.stages.fetch import DEBIAN_DIR
+from tests.helpers import dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, VENV_BIN, run
 from fmnist.apps.predict import predict_sources
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg, write_photos
-
-TINY = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, run
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +28,7 @@ def tiny_model_file(tmp_path_factory):
     """An untrained tiny model: enough to check everything but accuracy."""
     path = tmp_path_factory.mktemp("model") / "model.keras"
     keras.utils.set_random_seed(0)
-    save_model(build_model(TINY, seed=0), path)
+    save_model(build_model(TINY_MODEL, seed=0), path)
     return path
 
 
@@ -196,7 +193,7 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
-    model = build_model(dataclasses.replace(TINY, width=8, dense_units=64), seed=0)
+    model = build_model(dataclasses.replace(TINY_MODEL, width=8, dense_units=64), seed=0)
     model.compile(keras.optimizers.Adam(0.003), keras.losses.CategoricalCrossentropy(from_logits=True))
     train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
     model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=128, epochs=3, verbose=0)

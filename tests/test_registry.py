@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
 from fmnist.apps.registry import ARTIFACT
+from tests.helpers import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
 
 pytestmark = pytest.mark.slow
 

@@ -6,13 +6,12 @@ import shutil
 import keras
 import yaml
 
-from conftest import REPO_ROOT
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.params import ModelParams
 from fmnist.lib.release import RELEASE_FILES
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.release import model_card, smoke_accuracy
+from tests.helpers import REPO_ROOT, TINY_MODEL
 
 WORKFLOW = yaml.safe_load((REPO_ROOT / ".github/workflows/release.yml").read_text())
 
@@ -32,9 +31,8 @@ def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release, monkeypatch
         real_release["t10k-images-idx3-ubyte"][:100, ..., None],
         real_release["t10k-labels-idx1-ubyte"][:100],
     )
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
     keras.utils.set_random_seed(0)
-    save_model(build_model(params, seed=0), tmp_path / "untrained.keras")
+    save_model(build_model(TINY_MODEL, seed=0), tmp_path / "untrained.keras")
     shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")  # the release job runs in the repository
     monkeypatch.chdir(tmp_path)
     assert smoke_accuracy(tmp_path / "untrained.keras", images, labels) < 0.5  # ~chance: the release would stop

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc, git_commit, run
+from tests.helpers import dvc, git_commit, run
 
 pytestmark = pytest.mark.slow
 

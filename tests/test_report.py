@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, dvc, git_commit, run, set_param
 from fmnist import cli
 from fmnist.lib import runs
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import report
+from tests.helpers import REPO_ROOT, dvc, git_commit, run, set_param
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
 

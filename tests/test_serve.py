@@ -15,12 +15,11 @@ import keras
 import pytest
 from PIL import Image
 
-from conftest import VENV_BIN
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg
+from tests.helpers import TINY_MODEL, VENV_BIN
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
 
@@ -36,8 +35,7 @@ def server(tmp_path_factory):
     """`fmnist serve` with a tiny model on a free port; yields its base URL."""
     workdir = tmp_path_factory.mktemp("serve")
     keras.utils.set_random_seed(0)
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
-    save_model(build_model(params, seed=0), workdir / "model.keras")
+    save_model(build_model(TINY_MODEL, seed=0), workdir / "model.keras")
     port = free_port()
     process = subprocess.Popen(
         [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"],

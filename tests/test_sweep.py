@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dvc, git_commit, run
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
+from tests.helpers import dvc, git_commit, run
 
 
 def test_sets_are_a_json_list_of_override_lists():

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 LINT = REPO_ROOT / ".ci/lint-workflows"
 
