@@ -1,4 +1,4 @@
-"""Shared fixtures: slices of the real data, and throwaway copies of this repository for DVC runs.
+"""Shared fixtures: synthetic release files, the real data (slow tests only), and throwaway pipeline repositories.
 
 Plain helpers (paths, the tiny model, `run`, `dvc`, ...) are in tests/helpers.py.
 """
@@ -9,29 +9,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist.lib.idx import encode_idx, parse_idx, read_maybe_gzip, sha256_hex
+from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.release import RELEASE_FILES, ReleaseFile
-from tests.helpers import dvc, make_pipeline_repo, real_data_dir
+from tests.helpers import dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
+
+
+@pytest.fixture(scope="session")
+def garments() -> dict[str, np.ndarray]:
+    """Four arrays shaped like the release files, {file name: array}: 300 synthetic training and test garments.
+
+    Fast tests use these instead of the real data, so that they run without Debian's data package.
+    """
+    return garment_release(train=300, test=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_release(garments) -> tuple[dict[str, bytes], tuple[ReleaseFile, ...]]:
+    """IDX bytes of the synthetic garments, and their checksum table (a release that fetch can verify)."""
+    return encoded_release(garments)
 
 
 @pytest.fixture(scope="session")
 def real_release() -> dict[str, np.ndarray]:
-    """The four real release files, decoded: {file name: array}."""
+    """The four real release files, decoded: {file name: array}. Slow tests only: needs Debian's data package."""
     return {f.name: parse_idx(read_maybe_gzip(real_data_dir() / f"{f.name}.gz")) for f in RELEASE_FILES}
-
-
-@pytest.fixture(scope="session")
-def tiny_release(real_release) -> tuple[dict[str, bytes], tuple[ReleaseFile, ...]]:
-    """IDX bytes of the first 300 training and 100 test images of the real data, and their checksum table."""
-    counts = {"train": 300, "t10k": 100}
-    contents = {name: encode_idx(array[: counts[name.split("-")[0]]]) for name, array in real_release.items()}
-    table = tuple(ReleaseFile(name, sha256_hex(data), len(data)) for name, data in contents.items())
-    return contents, table
 
 
 @pytest.fixture(scope="session")
 def reproduced_repo(tmp_path_factory) -> Path:
     """A tiny pipeline repository after one full `dvc repro` (read-only for tests: copy it to change it)."""
+    real_data_dir()  # the fetch stage reads it: say so plainly if it is missing
     repo = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     dvc(repo, "repro")
     return repo

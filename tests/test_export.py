@@ -14,11 +14,11 @@ from tests.helpers import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, real_release):
+def exported(tmp_path_factory, garments):
     """(Keras probabilities, the SavedModel's directory, test images) for a small random model."""
     keras.utils.set_random_seed(0)
     model = build_model(TINY_MODEL, seed=0)
-    images = real_release["t10k-images-idx3-ubyte"][:200, ..., None]
+    images = garments["t10k-images-idx3-ubyte"][:200, ..., None]
     reference = Predictor(model, InferenceParams(tta="flip", batch_size=64))(images)  # what evaluate reports
     target = tmp_path_factory.mktemp("export") / "saved_model"
     write_saved_model(model, target, tta="flip")

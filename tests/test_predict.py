@@ -53,10 +53,10 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, real_release):
+def inputs(tmp_path_factory, garments):
     """Two good photos, and one file of every kind of bad input, in one directory tree."""
     root = tmp_path_factory.mktemp("inputs")
-    samples = real_release["t10k-images-idx3-ubyte"]
+    samples = garments["t10k-images-idx3-ubyte"]
     (root / "good").mkdir()
     (root / "good" / "a.jpg").write_bytes(photo_like_jpeg(samples[0]))
     Image.fromarray(samples[1]).save(root / "good" / "b.png")  # already a Fashion-MNIST sample
@@ -161,8 +161,8 @@ def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
     assert saved.name == "0001-stdin.png" and Image.open(saved).size == (28, 28)
 
 
-def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, real_release):
-    write_photos(real_release["t10k-images-idx3-ubyte"][:300], tmp_path)
+def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, garments):
+    write_photos(garments["t10k-images-idx3-ubyte"][:300], tmp_path)
     calls = []
 
     def predict(images):

@@ -26,10 +26,10 @@ def test_the_model_card_has_the_contract_the_results_and_the_provenance():
     assert "Commit: `0123abcd`" in card and all(f.sha256 in card for f in RELEASE_FILES)
 
 
-def test_the_smoke_test_stops_a_broken_model(tmp_path, real_release, monkeypatch):
+def test_the_smoke_test_stops_a_broken_model(tmp_path, garments, monkeypatch):
     images, labels = (
-        real_release["t10k-images-idx3-ubyte"][:100, ..., None],
-        real_release["t10k-labels-idx1-ubyte"][:100],
+        garments["t10k-images-idx3-ubyte"][:100, ..., None],
+        garments["t10k-labels-idx1-ubyte"][:100],
     )
     keras.utils.set_random_seed(0)
     save_model(build_model(TINY_MODEL, seed=0), tmp_path / "untrained.keras")

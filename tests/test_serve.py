@@ -70,8 +70,8 @@ def post(url: str, body: bytes, content_type: str = "application/octet-stream") 
 
 
 @pytest.fixture(scope="module")
-def garment_jpeg(real_release) -> bytes:
-    return photo_like_jpeg(real_release["t10k-images-idx3-ubyte"][0])
+def garment_jpeg(garments) -> bytes:
+    return photo_like_jpeg(garments["t10k-images-idx3-ubyte"][0])
 
 
 def test_predict_answers_every_class_the_image_it_saw_and_the_model_provenance(server, garment_jpeg):
