@@ -90,18 +90,6 @@ def test_metrics_and_plot_files_live_in_git_not_the_cache():
             assert next(iter(entry.values())) == {"cache": False}
 
 
-def test_package_init_only_quiets_tensorflow():
-    # Importing the package must stay cheap and do nothing but set up the filter for TensorFlow's start-up lines.
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
-    code = [ast.unparse(node) for node in tree.body[1:]]
-    assert code == [
-        "import os",
-        "from fmnist.lib import tf_notices",
-        "os.environ.setdefault(tf_notices.LEVEL_VARIABLE, tf_notices.DEFAULT_LEVEL)",
-        "tf_notices.hide_import_notices()",
-    ]
-
-
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():
     from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 

@@ -50,7 +50,7 @@ def test_exp_run_with_set_param_is_listed_with_its_params_and_metrics(pipeline_c
     assert (params["train"]["epochs"], params["model"]["width"]) == (epochs, 6)
     assert params["model"]["dense_units"] == baseline["model"]["dense_units"]  # the rest as committed
     accuracy = exp_accuracy(found["wider"])
-    assert 0 <= accuracy <= 1
+    assert accuracy > 0.3  # it trained: chance is 0.1
     # `dvc exp run` leaves the experiment's results in the workspace: the same numbers as listed.
     assert json.loads((repo / "metrics" / "test.json").read_text())["test"]["accuracy"] == accuracy
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["width"] == 6
@@ -105,4 +105,5 @@ def test_a_queued_sweep_runs_every_experiment(pipeline_copy):
     assert set(found) == set(rates)
     for name, rate in rates.items():
         assert exp_params(found[name])["train"]["learning_rate"] == rate
-        assert 0 <= exp_accuracy(found[name]) <= 1
+    # Each experiment trained with its own rate: two models, two results.
+    assert exp_accuracy(found["lr-low"]) != exp_accuracy(found["lr-high"])

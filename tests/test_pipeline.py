@@ -22,7 +22,7 @@ def test_repro_builds_every_output(reproduced_repo):
     repo = reproduced_repo
     test = json.loads((repo / "metrics/test.json").read_text())["test"]
     assert set(test) == {"loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"}
-    assert 0.3 < test["accuracy"] <= 1  # two epochs of a tiny net on 800 images: far above chance (0.1)
+    assert test["accuracy"] > 0.3  # two epochs of a tiny net on 800 images: far above chance (0.1)
     assert set(json.loads((repo / "metrics/per_class.json").read_text())) == set(CLASS_NAMES)
     rows = (repo / "plots/confusion.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 10_001  # the full test set, however small the slice
@@ -69,7 +69,10 @@ def test_metrics_diff_between_commits_shows_the_accuracy_change(pipeline_copy):
     assert after != before
     table = dvc(pipeline_copy, "metrics", "diff", "HEAD~1", "HEAD", "--md").stdout
     row = next(line for line in table.splitlines() if "test.accuracy" in line)
-    assert f"{before:.5g}"[:5] in row and f"{after:.5g}"[:5] in row and f"{after - before:.5g}"[:5] in row
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:2] == ["metrics/test.json", "test.accuracy"]
+    # HEAD~1, HEAD and the change, which DVC rounds to 5 decimal places.
+    assert [float(cell) for cell in cells[2:]] == pytest.approx([before, after, after - before], abs=1e-5)
 
 
 def test_bad_param_fails_before_work_and_checkout_restores_outputs(pipeline_copy):
