@@ -3,7 +3,6 @@
 Plain helpers (paths, the tiny model, `run`, `dvc`, ...) are in tests/helpers.py.
 """
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.release import RELEASE_FILES, ReleaseFile
-from tests.helpers import dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
+from tests.helpers import copy_repo, dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -47,4 +46,4 @@ def reproduced_repo(tmp_path_factory) -> Path:
 @pytest.fixture
 def pipeline_copy(reproduced_repo, tmp_path) -> Path:
     """A private copy of `reproduced_repo` (git history, DVC cache and outputs included)."""
-    return Path(shutil.copytree(reproduced_repo, tmp_path / "repo", symlinks=True))
+    return copy_repo(reproduced_repo, tmp_path / "repo")

@@ -4,7 +4,6 @@ Kubeflow TFJob manifest."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from fmnist.nn.distribute import (
     local_cluster,
     peers_lost_as_error,
 )
-from tests.helpers import REPO_ROOT, VENV_BIN, dvc, set_param
+from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, dvc, set_param
 
 SRC = REPO_ROOT / "src"
 
@@ -154,7 +153,7 @@ def test_mirrored_over_two_logical_cpus_trains_the_tiny_slice(pipeline_copy):
 def test_two_local_workers_end_with_the_same_weights_and_only_the_chief_writes(pipeline_copy, tmp_path):
     set_param(pipeline_copy, "train", "distribute", "multi_worker")
     set_param(pipeline_copy, "train", "epochs", 1)
-    other = Path(shutil.copytree(pipeline_copy, tmp_path / "other", symlinks=True))  # the second machine
+    other = copy_repo(pipeline_copy, tmp_path / "other")  # the second machine
     before = workspace_files(other)
     chief_config, other_config = local_cluster(2)
     # As on real machines: the chief runs the stage under DVC, which records its outputs; the other worker runs
@@ -177,7 +176,7 @@ def test_a_worker_that_stops_answering_makes_the_chief_fail_in_one_line_and_keep
 ):
     set_param(pipeline_copy, "train", "distribute", "multi_worker")
     set_param(pipeline_copy, "train", "epochs", 500)  # far longer than the test waits
-    other = Path(shutil.copytree(pipeline_copy, tmp_path / "other", symlinks=True))
+    other = copy_repo(pipeline_copy, tmp_path / "other")
     before = workspace_files(pipeline_copy)
     chief_config, other_config = local_cluster(2)
     chief, worker = start_train(pipeline_copy, chief_config), start_train(other, other_config)

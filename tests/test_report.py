@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import yaml
 from fmnist.lib import runs
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import report
-from tests.helpers import REPO_ROOT, dvc, git_commit, run, set_param
+from tests.helpers import REPO_ROOT, copy_repo, dvc, git_commit, run, set_param
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
 
@@ -112,7 +111,7 @@ def accuracy_of(repo: Path, rev: str | None = None) -> float:
 @pytest.fixture(scope="module")
 def seeded_repo(reproduced_repo, tmp_path_factory) -> Path:
     """The tiny pipeline committed on main with the seed record of `fmnist seeds --n 3` (read-only: copy it)."""
-    repo = Path(shutil.copytree(reproduced_repo, tmp_path_factory.mktemp("seeded") / "repo", symlinks=True))
+    repo = copy_repo(reproduced_repo, tmp_path_factory.mktemp("seeded") / "repo")
     git_commit(repo, "first run")
     fmnist_cli(repo, "seeds", "--n", "3")
     git_commit(repo, "seed record")
@@ -121,7 +120,7 @@ def seeded_repo(reproduced_repo, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def seeded_copy(seeded_repo, tmp_path) -> Path:
-    return Path(shutil.copytree(seeded_repo, tmp_path / "repo", symlinks=True))
+    return copy_repo(seeded_repo, tmp_path / "repo")
 
 
 def retrained(repo: Path, section: str, key: str, value) -> str:
