@@ -9,7 +9,7 @@ from matplotlib.image import imread
 
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.stages.fetch import DEBIAN_DIR
-from tests.helpers import dvc, git_commit, make_pipeline_repo, run, set_param
+from tests.helpers import dvc, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_metrics_diff_between_commits_shows_the_accuracy_change(pipeline_copy):
     git_commit(pipeline_copy, "two epochs")
     before = json.loads((pipeline_copy / "metrics/test.json").read_text())["test"]["accuracy"]
     set_param(pipeline_copy, "train", "epochs", 4)
-    dvc(pipeline_copy, "repro")
+    dvc(pipeline_copy, "repro", "evaluate")
     git_commit(pipeline_copy, "four epochs")
     after = json.loads((pipeline_copy / "metrics/test.json").read_text())["test"]["accuracy"]
     assert after != before
@@ -96,12 +96,12 @@ WITHOUT_NATIVE_BF16 = {"onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn_of
 
 
 @pytest.mark.parametrize("env", WITHOUT_NATIVE_BF16.values(), ids=WITHOUT_NATIVE_BF16)
-def test_default_precision_trains_in_float32_where_bf16_is_not_native(tmp_path, env):
-    repo = make_pipeline_repo(tmp_path / "repo")
-    result = dvc(repo, "repro", env=env)
+def test_default_precision_trains_in_float32_where_bf16_is_not_native(pipeline_copy, env):
+    result = dvc(pipeline_copy, "repro", "--force", "--single-item", "train", env=env)
     assert "precision: float32 (auto: " in result.stdout
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["environment"]["precision"] == "float32"
-    assert json.loads((repo / "metrics/test.json").read_text())["test"]["accuracy"] > 0.3
+    metrics = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())
+    assert metrics["environment"]["precision"] == "float32"
+    assert metrics["eval"]["accuracy"] > 0.3  # it trains: validation accuracy far above chance (0.1)
 
 
 def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(pipeline_copy):

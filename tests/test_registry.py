@@ -29,7 +29,7 @@ def registry(tmp_path_factory):
     versions = {}
     for version, seed in (("v1.0.0", 0), ("v2.0.0", 1)):
         set_param(repo, "train", "seed", seed)
-        dvc(repo, "repro")
+        dvc(repo, "repro", "train")  # the registered artifact: the model
         git_commit(repo, f"model {version}")
         gto(repo, "register", ARTIFACT, "--version", version)
         dvc(repo, "push")
