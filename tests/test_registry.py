@@ -121,11 +121,10 @@ def test_the_release_workflow_reads_what_a_tag_says(registry):
     )  # a new tag, whatever came before
     tags = run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split()
     newest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
-    parsed = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", newest], repo).stdout
+    parse_tag = [str(VENV_BIN / "fmnist"), "release", "parse-tag"]  # as the workflow runs it
+    parsed = run([*parse_tag, newest], repo).stdout
     assert parsed.splitlines() == [f"name={ARTIFACT}", "version=v2.0.0", "stage=prod", "event=assignment"]
-    registration = run(
-        [str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo
-    )
+    registration = run([*parse_tag, f"{ARTIFACT}@v1.0.0"], repo)
     assert registration.stdout.splitlines() == [f"name={ARTIFACT}", "version=v1.0.0", "stage=", "event=registration"]
-    bad = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", "v1.0.0"], repo, check=False)
+    bad = run([*parse_tag, "v1.0.0"], repo, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: v1.0.0 is not a GTO tag")

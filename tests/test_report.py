@@ -83,7 +83,7 @@ def test_every_pull_request_gets_one_comment_comparing_it_with_its_base_branch()
     assert checkout["with"]["fetch-depth"] == 0  # the base branch's commits, which the report compares with
     assert doc["jobs"]["report"]["env"]["BASE_REF"] == "origin/${{ github.base_ref }}"
     script = "\n".join(step_runs(doc))
-    report_args = re.search(r'fmnist report --base "\$BASE_REF" --out report\.md --plots-dir (\S+)', script)
+    report_args = re.search(r'fmnist report --base "\$BASE_REF" .*--out report\.md --plots-dir (\S+)', script)
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert report_args and upload["with"]["path"] == report_args.group(1)  # the plots the report links to
     # One comment per pull request, updated by each push: edit the last one, or create it the first time.
