@@ -42,7 +42,7 @@ def test_exp_run_with_set_param_is_listed_with_its_params_and_metrics(pipeline_c
     epochs = baseline["train"]["epochs"] + 1
     assert baseline["model"]["width"] != 6
 
-    result = dvc(repo, "exp", "run", "-n", "wider", "-S", f"train.epochs={epochs}", "-S", "model.width=6")
+    result = dvc(repo, "exp", "run", "-n", "wider", "-S", f"train.epochs={epochs}", "-S", "model.width=6", "evaluate")
     assert "Ran experiment(s): wider" in result.stdout
     found = dict(experiments(repo))
     assert list(found) == ["wider"]
@@ -93,7 +93,7 @@ def test_a_queued_sweep_runs_every_experiment(pipeline_copy):
     committed(repo)
     rates = {"lr-low": 0.001, "lr-high": 0.01}
     for name, rate in rates.items():
-        queued = dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}")
+        queued = dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}", "evaluate")
         assert f"Queued experiment '{name}' for future execution." in queued.stdout
     try:
         dvc(repo, "queue", "start", "-j", "1")

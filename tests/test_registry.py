@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fmnist.apps.registry import ARTIFACT
-from tests.helpers import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
+from tests.helpers import VENV_BIN, copy_repo, dvc, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,10 @@ def gto(repo, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(reproduced_repo, tmp_path_factory):
     """(repo, {version: model bytes}) after two registered trainings, both pushed to a local DVC remote."""
     root = tmp_path_factory.mktemp("registry")
-    repo = make_pipeline_repo(root / "repo")
+    repo = copy_repo(reproduced_repo, root / "repo")  # trained with seed 0 already
     dvc(repo, "remote", "add", "-d", "local", str(root / "remote"))
     versions = {}
     for version, seed in (("v1.0.0", 0), ("v2.0.0", 1)):
