@@ -91,9 +91,10 @@ def wait_for_queue(repo: Path) -> str:
 def test_a_queued_sweep_runs_every_experiment(pipeline_copy):
     repo = pipeline_copy
     committed(repo)
-    rates = {"lr-low": 0.001, "lr-high": 0.01}
-    for name, rate in rates.items():
-        queued = dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}", "evaluate")
+    # Two ways of predicting with the committed model: each experiment reruns `evaluate` alone, no training.
+    ttas = {"tta-flip": "flip", "tta-shift": "flip_shift"}
+    for name, tta in ttas.items():
+        queued = dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"inference.tta={tta}", "evaluate")
         assert f"Queued experiment '{name}' for future execution." in queued.stdout
     try:
         dvc(repo, "queue", "start", "-j", "1")
@@ -102,8 +103,8 @@ def test_a_queued_sweep_runs_every_experiment(pipeline_copy):
         dvc(repo, "queue", "stop", check=False)
     assert status.count("Success") == 2, status
     found = dict(experiments(repo))
-    assert set(found) == set(rates)
-    for name, rate in rates.items():
-        assert exp_params(found[name])["train"]["learning_rate"] == rate
-    # Each experiment trained with its own rate: two models, two results.
-    assert exp_accuracy(found["lr-low"]) != exp_accuracy(found["lr-high"])
+    assert set(found) == set(ttas)
+    for name, tta in ttas.items():
+        assert exp_params(found[name])["inference"]["tta"] == tta
+    # Each experiment ran with its own value: two results.
+    assert exp_accuracy(found["tta-flip"]) != exp_accuracy(found["tta-shift"])
