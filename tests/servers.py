@@ -6,7 +6,7 @@
   for the test; it lets in the user running the tests with that key only.
 
 Both are context managers and have pytest fixtures below (`s3_server`, `ssh_server`); import this module from a
-test module, or `from servers import s3_server` to use a fixture.
+test module, or `from tests.servers import s3_server` to use a fixture.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import VENV_BIN
+from tests.helpers import VENV_BIN
 
 START_TIMEOUT = 30.0  # seconds: SeaweedFS needs about 3 on 2 busy cores, sshd well under 1
 STOP_TIMEOUT = 10.0

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
 from fmnist.lib import paths
+from tests.helpers import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
@@ -88,18 +88,6 @@ def test_metrics_and_plot_files_live_in_git_not_the_cache():
     for stage in STAGES.values():
         for entry in stage.get("metrics", []) + [o for o in stage["outs"] if isinstance(o, dict)]:
             assert next(iter(entry.values())) == {"cache": False}
-
-
-def test_package_init_only_quiets_tensorflow():
-    # Importing the package must stay cheap and do nothing but set up the filter for TensorFlow's start-up lines.
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
-    code = [ast.unparse(node) for node in tree.body[1:]]
-    assert code == [
-        "import os",
-        "from fmnist.lib import tf_notices",
-        "os.environ.setdefault(tf_notices.LEVEL_VARIABLE, tf_notices.DEFAULT_LEVEL)",
-        "tf_notices.hide_import_notices()",
-    ]
 
 
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():

@@ -4,11 +4,13 @@ import gzip
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from fmnist.lib.idx import parse_idx
 from fmnist.lib.params import FetchParams
 from fmnist.stages import fetch
+from tests.helpers import REPO_ROOT, real_data_dir
 
 HANDLE = "zalando-research/fashionmnist/versions/4"
 
@@ -52,9 +54,15 @@ def test_a_missing_file_names_the_file_and_the_alternatives(tmp_path, tiny_relea
         fetch.read_verified(directory, table)
 
 
-def test_real_debian_copy_verifies_against_the_release_checksums():
-    contents = fetch.read_verified(fetch.DEBIAN_DIR)
-    assert sorted(contents) == sorted(f.name for f in fetch.RELEASE_FILES)
+@pytest.mark.slow
+def test_real_debian_copy_verifies_against_the_release_checksums_and_has_the_release_shapes():
+    contents = fetch.read_verified(real_data_dir())
+    assert list(contents) == [f.name for f in fetch.RELEASE_FILES]
+    arrays = {name: parse_idx(data) for name, data in contents.items()}
+    assert arrays["train-images-idx3-ubyte"].shape == (60000, 28, 28)
+    assert arrays["train-labels-idx1-ubyte"].shape == (60000,)
+    assert arrays["t10k-images-idx3-ubyte"].shape == (10000, 28, 28)
+    assert np.bincount(arrays["t10k-labels-idx1-ubyte"]).tolist() == [1000] * 10
 
 
 def test_auto_prefers_the_environment_directory(tmp_path, tiny_release, monkeypatch):

@@ -36,10 +36,10 @@ from pathlib import Path
 import kagglehub.config
 import pytest
 
-from conftest import REPO_ROOT
 from fmnist.lib.params import FetchParams
 from fmnist.stages import fetch
 from fmnist.stages.fetch import OFFLINE_HINT, FetchError
+from tests.helpers import REPO_ROOT
 
 HANDLE = "zalando-research/fashionmnist/versions/4"
 OWNER, SLUG, VERSION = "zalando-research", "fashionmnist", 4

@@ -1,4 +1,4 @@
-"""IDX decoding and checksums, on real slices and on deliberately broken bytes."""
+"""IDX decoding and checksums, on synthetic images and on deliberately broken bytes (the real files: test_fetch.py)."""
 
 import gzip
 
@@ -8,15 +8,8 @@ import pytest
 from fmnist.lib.idx import IdxFormatError, encode_idx, parse_idx, read_maybe_gzip, sha256_hex
 
 
-def test_real_files_have_the_release_shapes(real_release):
-    assert real_release["train-images-idx3-ubyte"].shape == (60000, 28, 28)
-    assert real_release["train-labels-idx1-ubyte"].shape == (60000,)
-    assert real_release["t10k-images-idx3-ubyte"].shape == (10000, 28, 28)
-    assert set(np.unique(real_release["t10k-labels-idx1-ubyte"])) == set(range(10))
-
-
-def test_encode_then_parse_round_trips(real_release):
-    images = real_release["train-images-idx3-ubyte"][:5]
+def test_encode_then_parse_round_trips(garments):
+    images = garments["train-images-idx3-ubyte"][:5]
     data = encode_idx(images)
     assert data[:4] == b"\x00\x00\x08\x03" and len(data) == 16 + 5 * 28 * 28
     np.testing.assert_array_equal(parse_idx(data), images)

@@ -4,18 +4,17 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.lib.params import InferenceParams, ModelParams
+from fmnist.lib.params import InferenceParams
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import build_model
-
-SMALL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=0, precision="auto")
+from tests.helpers import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def model_and_images():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    return build_model(SMALL, seed=0), rng.integers(0, 256, (37, 28, 28, 1), dtype=np.uint8)
+    return build_model(TINY_MODEL, seed=0), rng.integers(0, 256, (37, 28, 28, 1), dtype=np.uint8)
 
 
 def test_flip_averages_each_image_with_its_mirror_image(model_and_images):

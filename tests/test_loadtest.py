@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.loadtest import Outcome, payloads, percentile, summarize, table
+from tests.helpers import TINY_MODEL
 
 
 def test_percentile_is_the_nearest_rank():
@@ -42,8 +42,8 @@ def test_summary_counts_errors_good_failures_and_bad_requests_without_a_4xx():
     assert row == "| 4 | 2 | 105 | 52 | 50.0 | 99.0 | 415: 1, 503: 2, no answer: 1 | 2 | 2 |"
 
 
-def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(real_release):
-    images = real_release["t10k-images-idx3-ubyte"][:20]
+def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(garments):
+    images = garments["t10k-images-idx3-ubyte"][:20]
     mix = [next(requests) for requests in [payloads(images, 0.1)] for _ in range(200)]
     bad = [p for p in mix if not p.good]
     assert len(bad) == 20 and all(not mix[i].good for i in range(9, 200, 10))
@@ -56,8 +56,7 @@ def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(real
 def test_a_short_real_run_fails_no_good_request_and_refuses_every_bad_one(tmp_path):
     """`fmnist serve` with a tiny model, 4 clients for 2 s (plus start-up and warm-up: about 15 s)."""
     keras.utils.set_random_seed(0)
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
-    save_model(build_model(params, seed=0), tmp_path / "tiny.keras")
+    save_model(build_model(TINY_MODEL, seed=0), tmp_path / "tiny.keras")
     command = [sys.executable, "-m", "fmnist.cli", "loadtest", "--model", "tiny.keras", "--clients", "4"]
     result = subprocess.run(
         [*command, "--seconds", "2", "--tta", "none", "--no-in-process", "--out", "report.md"],

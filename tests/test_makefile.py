@@ -4,7 +4,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def make_data(tmp_path, path: str) -> subprocess.CompletedProcess:

@@ -6,8 +6,8 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
 from fmnist.lib.params import Params, ParamsError, load_params, parse_params
+from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture

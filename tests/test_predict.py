@@ -1,4 +1,8 @@
-"""`fmnist predict`: output formats, every kind of bad input, batching, and accuracy on photos."""
+"""`fmnist predict`: output formats, every kind of bad input, batching, and accuracy on photos.
+
+The console script runs for real where what is tested is what a user sees of a process (one line per problem on
+stderr, the exit status); elsewhere `fmnist.cli.main` runs here, without starting TensorFlow again.
+"""
 
 import csv
 import dataclasses
@@ -6,7 +10,8 @@ import io
 import json
 import shutil
 import struct
-import subprocess
+import sys
+import types
 import zipfile
 import zlib
 
@@ -15,15 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, VENV_BIN, run
+from fmnist import cli
 from fmnist.apps.predict import predict_sources
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg, write_photos
-
-TINY = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, run
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +34,30 @@ def tiny_model_file(tmp_path_factory):
     """An untrained tiny model: enough to check everything but accuracy."""
     path = tmp_path_factory.mktemp("model") / "model.keras"
     keras.utils.set_random_seed(0)
-    save_model(build_model(TINY, seed=0), path)
+    save_model(build_model(TINY_MODEL, seed=0), path)
     return path
 
 
-def fmnist(*args: str, cwd, stdin: bytes | None = None):
-    """Run the installed `fmnist` console command."""
-    if stdin is None:
-        return run([str(VENV_BIN / "fmnist"), *args], cwd, check=False)
-    return subprocess.run([str(VENV_BIN / "fmnist"), *args], cwd=cwd, input=stdin, capture_output=True)
+def console(*args: str, cwd):
+    """Run the installed `fmnist` console command in a process of its own."""
+    return run([str(VENV_BIN / "fmnist"), *args], cwd, check=False)
+
+
+@pytest.fixture
+def fmnist(monkeypatch, capsys):
+    """`fmnist(*args, cwd=..., stdin=b"...")`: `fmnist ARGS` run here; its exit status, stdout and stderr."""
+
+    def call(*args: str, cwd, stdin: bytes | None = None) -> types.SimpleNamespace:
+        monkeypatch.chdir(cwd)
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            cli.main(list(args))
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=exited.value.code, stdout=out, stderr=err)
+
+    return call
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -56,10 +74,10 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, real_release):
+def inputs(tmp_path_factory, garments):
     """Two good photos, and one file of every kind of bad input, in one directory tree."""
     root = tmp_path_factory.mktemp("inputs")
-    samples = real_release["t10k-images-idx3-ubyte"]
+    samples = garments["t10k-images-idx3-ubyte"]
     (root / "good").mkdir()
     (root / "good" / "a.jpg").write_bytes(photo_like_jpeg(samples[0]))
     Image.fromarray(samples[1]).save(root / "good" / "b.png")  # already a Fashion-MNIST sample
@@ -99,7 +117,7 @@ EXPECTED_ERRORS = {  # file -> what its line on stderr must say
 
 def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tiny_model_file, inputs):
     files = [str(p.relative_to(inputs)) for p in sorted((inputs / "bad").iterdir())]
-    result = fmnist(
+    result = console(
         "predict",
         "good",
         *files,
@@ -122,17 +140,20 @@ def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tin
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
-def test_a_missing_or_damaged_model_is_one_line_saying_how_to_get_it_back(tmp_path, inputs, tiny_model_file, damage):
+def test_a_missing_or_damaged_model_is_one_line_saying_how_to_get_it_back(
+    tmp_path, inputs, tiny_model_file, damage, fmnist
+):
     model = tmp_path / "model.keras"
     if damage == "truncated":
         model.write_bytes(tiny_model_file.read_bytes()[:1000])
     result = fmnist("predict", "good", "--model", str(model), cwd=inputs)
     assert result.returncode == 1 and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {model} is ") and "dvc pull" in line and "dvc repro train" in line
+    assert line.startswith(f"error: {model} is {'missing' if damage == 'missing' else 'damaged'}")
+    assert "dvc pull" in line and "dvc repro train" in line
 
 
-def test_formats_table_json_and_csv(tiny_model_file, inputs):
+def test_formats_table_json_and_csv(tiny_model_file, inputs, fmnist):
     args = ["predict", "good", "--model", str(tiny_model_file)]
     table = fmnist(*args, "--top", "2", cwd=inputs)
     assert table.returncode == 0, table.stderr
@@ -147,7 +168,7 @@ def test_formats_table_json_and_csv(tiny_model_file, inputs):
     assert rows[0] == ["file", "class", "probability", *CLASS_NAMES] and len(rows) == 3
 
 
-def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
+def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path, fmnist):
     result = fmnist(
         "predict",
         "-",
@@ -159,13 +180,13 @@ def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path):
         stdin=(inputs / "good" / "a.jpg").read_bytes(),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.decode().splitlines()[1].startswith("- ")
+    assert result.stdout.splitlines()[1].startswith("- ")
     [saved] = list((tmp_path / "seen").iterdir())
     assert saved.name == "0001-stdin.png" and Image.open(saved).size == (28, 28)
 
 
-def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, real_release):
-    write_photos(real_release["t10k-images-idx3-ubyte"][:300], tmp_path)
+def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, garments):
+    write_photos(garments["t10k-images-idx3-ubyte"][:300], tmp_path)
     calls = []
 
     def predict(images):
@@ -177,7 +198,7 @@ def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, real_rel
     assert calls == [(300, 28, 28, 1)]  # fmnist.nn.inference then splits it into inference.batch_size batches
 
 
-def test_without_params_yaml_the_tta_must_be_given_and_is_then_used(tiny_model_file, inputs, tmp_path):
+def test_without_params_yaml_the_tta_must_be_given_and_is_then_used(tiny_model_file, inputs, tmp_path, fmnist):
     (tmp_path / "a.jpg").write_bytes((inputs / "good" / "a.jpg").read_bytes())
     refused = fmnist("predict", "a.jpg", "--model", str(tiny_model_file), cwd=tmp_path)
     assert refused.returncode == 1 and refused.stdout == ""
@@ -196,7 +217,7 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
-    model = build_model(dataclasses.replace(TINY, width=8, dense_units=64), seed=0)
+    model = build_model(dataclasses.replace(TINY_MODEL, width=8, dense_units=64), seed=0)
     model.compile(keras.optimizers.Adam(0.003), keras.losses.CategoricalCrossentropy(from_logits=True))
     train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
     model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=128, epochs=3, verbose=0)
@@ -205,7 +226,7 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     predict = Predictor(model, InferenceParams(tta="flip", batch_size=500))
     array_accuracy = np.mean(predict(images[..., None]).argmax(axis=1) == labels)
     write_photos(images, tmp_path / "photos")
-    result = fmnist("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
+    result = console("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
     photo_accuracy = np.mean(np.array(predicted) == labels)

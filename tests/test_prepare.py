@@ -53,11 +53,12 @@ def write_pair(raw_dir, images, labels):
     (raw_dir / "train-labels-idx1-ubyte").write_bytes(encode_idx(labels))
 
 
-def test_read_raw_split_adds_the_channel_axis(tmp_path, real_release):
-    write_pair(tmp_path, real_release["train-images-idx3-ubyte"][:50], real_release["train-labels-idx1-ubyte"][:50])
+def test_read_raw_split_adds_the_channel_axis(tmp_path, garments):
+    images, labels = garments["train-images-idx3-ubyte"][:50], garments["train-labels-idx1-ubyte"][:50]
+    write_pair(tmp_path, images, labels)
     split = read_raw_split(tmp_path, "train")
     assert split.images.shape == (50, 28, 28, 1) and split.images.dtype == np.uint8
-    assert np.array_equal(split.labels, real_release["train-labels-idx1-ubyte"][:50])
+    assert np.array_equal(split.images[..., 0], images) and np.array_equal(split.labels, labels)
 
 
 @pytest.mark.parametrize(

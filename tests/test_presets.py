@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import parse_params
 from fmnist.tools.presets import deep_merge, load_preset, overrides_as_flags
+from tests.helpers import REPO_ROOT
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "presets").glob("*.yaml"))
 

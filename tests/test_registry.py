@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import VENV_BIN, dvc, git_commit, make_pipeline_repo, run, set_param
 from fmnist.apps.registry import ARTIFACT
+from tests.helpers import VENV_BIN, copy_repo, dvc, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +21,15 @@ def gto(repo, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(reproduced_repo, tmp_path_factory):
     """(repo, {version: model bytes}) after two registered trainings, both pushed to a local DVC remote."""
     root = tmp_path_factory.mktemp("registry")
-    repo = make_pipeline_repo(root / "repo")
+    repo = copy_repo(reproduced_repo, root / "repo")  # trained with seed 0 already
     dvc(repo, "remote", "add", "-d", "local", str(root / "remote"))
     versions = {}
     for version, seed in (("v1.0.0", 0), ("v2.0.0", 1)):
         set_param(repo, "train", "seed", seed)
-        dvc(repo, "repro")
+        dvc(repo, "repro", "train")  # the registered artifact: the model
         git_commit(repo, f"model {version}")
         gto(repo, "register", ARTIFACT, "--version", version)
         dvc(repo, "push")
@@ -121,11 +121,10 @@ def test_the_release_workflow_reads_what_a_tag_says(registry):
     )  # a new tag, whatever came before
     tags = run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split()
     newest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
-    parsed = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", newest], repo).stdout
+    parse_tag = [str(VENV_BIN / "fmnist"), "release", "parse-tag"]  # as the workflow runs it
+    parsed = run([*parse_tag, newest], repo).stdout
     assert parsed.splitlines() == [f"name={ARTIFACT}", "version=v2.0.0", "stage=prod", "event=assignment"]
-    registration = run(
-        [str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", f"{ARTIFACT}@v1.0.0"], repo
-    )
+    registration = run([*parse_tag, f"{ARTIFACT}@v1.0.0"], repo)
     assert registration.stdout.splitlines() == [f"name={ARTIFACT}", "version=v1.0.0", "stage=", "event=registration"]
-    bad = run([str(VENV_BIN / "python"), "-m", "fmnist.tools.release", "parse-tag", "v1.0.0"], repo, check=False)
+    bad = run([*parse_tag, "v1.0.0"], repo, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: v1.0.0 is not a GTO tag")

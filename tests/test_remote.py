@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc, git_commit, run
+from tests.helpers import dvc, git_commit, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +39,18 @@ def remote_object(remote: Path, md5: str) -> Path:
 
 
 def corrupt(path: Path, mode: int) -> None:
-    """Overwrite 7 bytes in the middle of `path` (same size, so only a checksum can tell), then chmod it to `mode`."""
-    os.chmod(path, 0o644)
+    """Flip 7 bytes in the middle of `path` (same size, so only a checksum can tell), leaving it at `mode`.
+
+    The damaged copy replaces the file rather than being written into it: another name for the same object (a hard
+    link in a test's copy of the DVC cache) keeps the good bytes.
+    """
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 7] = bytes(b ^ 0xFF for b in data[middle : middle + 7])
-    path.write_bytes(bytes(data))
-    os.chmod(path, mode)
+    damaged = path.with_name(path.name + ".damaged")
+    damaged.write_bytes(bytes(data))
+    os.chmod(damaged, mode)
+    os.replace(damaged, path)
 
 
 def clone(source: Path, dest: Path) -> Path:

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, VENV_BIN, git_commit
 from fmnist.apps.registry import ARTIFACT
-from servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
 from test_remote import CACHED_OUTS, MODEL, contents, locked_md5
+from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, git_commit
+from tests.servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
 
 pytestmark = pytest.mark.slow
 __all__ = ["s3_server", "ssh_server"]  # fixtures, used by name
@@ -169,7 +169,7 @@ class S3Repo:
 @pytest.fixture(scope="module")
 def s3_pushed(reproduced_repo: Path, s3_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> S3Repo:
     """Clone A, pushed once for the module to a bucket of its own (read-only: tests use `s3_repo`)."""
-    repo = Path(shutil.copytree(reproduced_repo, tmp_path_factory.mktemp("s3-pushed") / "a", symlinks=True))
+    repo = copy_repo(reproduced_repo, tmp_path_factory.mktemp("s3-pushed") / "a")
     bucket = new_bucket(s3_server)
     use_s3(repo, s3_server, bucket)
     step = remote_step(repo, s3_server.env())
@@ -183,7 +183,7 @@ def s3_pushed(reproduced_repo: Path, s3_server: SeaweedS3, tmp_path_factory: pyt
 @pytest.fixture
 def s3_repo(s3_pushed: S3Repo, tmp_path: Path) -> S3Repo:
     """A private copy of clone A (its workspace, cache, config.local and git history), whose bucket has it all."""
-    copy = Path(shutil.copytree(s3_pushed.repo, tmp_path / "a", symlinks=True))
+    copy = copy_repo(s3_pushed.repo, tmp_path / "a")
     return dataclasses.replace(s3_pushed, repo=copy)
 
 
@@ -347,7 +347,7 @@ def data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def data_repo(data_template: Path, tmp_path: Path) -> Path:
     """A private copy of `data_template`."""
-    return Path(shutil.copytree(data_template, tmp_path / "a", symlinks=True))
+    return copy_repo(data_template, tmp_path / "a")
 
 
 S3_FAULTS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import VENV_BIN, set_param
+from tests.helpers import VENV_BIN, set_param
 
 pytestmark = pytest.mark.slow
 

@@ -23,13 +23,12 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from conftest import VENV_BIN
 from fmnist.apps import serve
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
-from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg
+from tests.helpers import TINY_MODEL, VENV_BIN
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
 DEADLINE_S = 2  # the test server's --deadline-s: a slow body is cut off after this
@@ -47,8 +46,7 @@ def server(tmp_path_factory):
     """`fmnist serve` with a tiny model on a free port; yields its base URL."""
     workdir = tmp_path_factory.mktemp("serve")
     keras.utils.set_random_seed(0)
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
-    save_model(build_model(params, seed=0), workdir / "model.keras")
+    save_model(build_model(TINY_MODEL, seed=0), workdir / "model.keras")
     port = free_port()
     command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"]
     log = workdir / "serve.log"  # a file, not a pipe: the access log of many requests would fill a pipe and block
@@ -82,8 +80,8 @@ def post(url: str, body: bytes, content_type: str = "application/octet-stream") 
 
 
 @pytest.fixture(scope="module")
-def garment_jpeg(real_release) -> bytes:
-    return photo_like_jpeg(real_release["t10k-images-idx3-ubyte"][0])
+def garment_jpeg(garments) -> bytes:
+    return photo_like_jpeg(garments["t10k-images-idx3-ubyte"][0])
 
 
 def test_predict_answers_every_class_the_image_it_saw_and_the_model_provenance(server, garment_jpeg):
@@ -150,10 +148,12 @@ def test_unknown_paths_and_methods_are_json_errors(server):
     assert caught.value.code == 405
 
 
-def test_it_listens_on_loopback_only_by_default():
-    from fmnist.cli import parser
-
-    assert parser(["serve"]).parse_args(["serve"]).host == "127.0.0.1"
+def test_it_listens_on_loopback_only_by_default(server):
+    # The fixture starts it without --host. Bound to 127.0.0.1 alone, it does not answer on another address of this
+    # machine: 127.0.0.2 on Linux (where a server bound to 0.0.0.0 would answer), none at all elsewhere.
+    port = int(server.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
 
 
 def test_the_batching_and_load_settings_are_command_line_options_checked_on_the_way_in(capsys):
@@ -204,9 +204,9 @@ def test_healthz_answers_without_the_model(server):
     assert get_json(f"{server}/healthz") == (200, {"status": "ok", "in_progress": 0, "decoding": 0, "queued": 0})
 
 
-def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, real_release):
+def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, garments):
     """Batched together, every answer still belongs to its own request's image."""
-    photos = [photo_like_jpeg(sample) for sample in real_release["t10k-images-idx3-ubyte"][:8]]
+    photos = [photo_like_jpeg(sample) for sample in garments["t10k-images-idx3-ubyte"][:8]]
     alone = [post(f"{server}/predict", photo)[1] for photo in photos]
     with ThreadPoolExecutor(16) as clients:
         together = list(clients.map(lambda i: post(f"{server}/predict", photos[i % 8]), range(48)))

@@ -29,6 +29,19 @@ def python(code: str, env: dict[str, str], cwd: Path | None = None) -> subproces
     return subprocess.run([sys.executable, "-c", code], env={**base, **env}, cwd=cwd, capture_output=True, text=True)
 
 
+IMPORT_FMNIST = (
+    "import os, sys, fmnist\n"
+    "print(sorted(m for m in ('tensorflow', 'keras', 'numpy', 'dvc') if m in sys.modules))\n"
+    "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+)
+
+
+def test_importing_the_package_loads_no_tensorflow_and_only_sets_the_default_log_level():
+    # Cheap to import (every `fmnist` command and stage does), and a user's own TF_CPP_MIN_LOG_LEVEL wins.
+    assert python(IMPORT_FMNIST, {}).stdout == "[]\n2\n"
+    assert python(IMPORT_FMNIST, {"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout == "[]\n0\n"
+
+
 @pytest.mark.parametrize("env", CPU_KINDS.values(), ids=CPU_KINDS)
 def test_importing_the_package_and_tensorflow_prints_nothing_on_stderr(env):
     result = python(USE_TENSORFLOW, env)

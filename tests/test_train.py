@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from fmnist.lib.dataset import Split
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.params import EarlyStoppingParams, ModelParams, TrainParams
+from fmnist.lib.params import EarlyStoppingParams, TrainParams
 from fmnist.nn.model import build_model
 from fmnist.stages.train import (
     as_float32,
@@ -25,6 +25,7 @@ from fmnist.stages.train import (
     validation_batches,
     weights_fingerprint,
 )
+from tests.helpers import TINY_MODEL
 
 PARAMS = TrainParams(
     seed=0,
@@ -98,7 +99,7 @@ def test_constant_schedule_is_the_learning_rate():
 
 
 def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32():
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=True, shift_px=1, precision="auto")
+    params = dataclasses.replace(TINY_MODEL, flip=True, shift_px=1)
     trained = build_model(params, seed=0, policy="mixed_bfloat16")
     portable = as_float32(trained, params, seed=0)
     assert {layer.compute_dtype for layer in portable.layers if layer.name != "image"} == {"float32"}
@@ -141,8 +142,7 @@ def test_loss_and_correct_sums_the_batch():
 
 
 def test_early_stopping_ends_the_loop_and_restores_the_best_weights():
-    params = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
-    model = build_model(params, seed=0)
+    model = build_model(TINY_MODEL, seed=0)
     val_losses = iter([0.5, 0.4, 0.6, 0.7, 0.3])  # best after epoch 2; patience 2 stops after epoch 4
     weights_at = {}
 
@@ -166,7 +166,7 @@ def test_early_stopping_ends_the_loop_and_restores_the_best_weights():
 def test_dvclive_gets_one_step_per_epoch_with_train_and_eval_metrics(tmp_path):
     from dvclive import Live
 
-    model = build_model(ModelParams("bn_cnn", 4, 16, 0.0, False, 0, "auto"), seed=0)
+    model = build_model(TINY_MODEL, seed=0)
     live = Live(dir=str(tmp_path), save_dvc_exp=False, dvcyaml=False)
     run_epochs(
         model,
@@ -180,7 +180,7 @@ def test_dvclive_gets_one_step_per_epoch_with_train_and_eval_metrics(tmp_path):
 
 
 def test_the_weights_fingerprint_changes_with_any_weight():
-    model = build_model(ModelParams("bn_cnn", 4, 16, 0.0, False, 0, "auto"), seed=0)
+    model = build_model(TINY_MODEL, seed=0)
     before = weights_fingerprint(model)
     weights = model.get_weights()
     weights[-1][0] += 1e-6  # one bias of the classifier
@@ -190,12 +190,9 @@ def test_the_weights_fingerprint_changes_with_any_weight():
 
 def test_weight_averaging_swaps_in_the_average_and_re_estimates_batch_norm():
     split = Split(np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), np.uint8), np.arange(256) % 10)
-    model_params = ModelParams(
-        arch="bn_cnn", width=4, dense_units=8, dropout=0.0, flip=False, shift_px=0, precision="auto"
-    )
-    plain = train_model(split, split, model_params, dataclasses.replace(PARAMS, batch_size=32, epochs=2), None)
+    plain = train_model(split, split, TINY_MODEL, dataclasses.replace(PARAMS, batch_size=32, epochs=2), None)
     averaged_params = dataclasses.replace(PARAMS, batch_size=32, epochs=2, ema_momentum=0.9)
-    averaged = train_model(split, split, model_params, averaged_params, None)
+    averaged = train_model(split, split, TINY_MODEL, averaged_params, None)
     # Every trainable weight is the average, not the last step's; batch norm's statistics were re-estimated.
     for layer in plain.layers:
         for weight, other in zip(

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 LINT = REPO_ROOT / ".ci/lint-workflows"
 
@@ -14,8 +14,7 @@ def lint(*files) -> subprocess.CompletedProcess:
 def test_every_workflow_passes_actionlint_and_shellcheck():
     result = lint()
     assert result.returncode == 0, result.stderr
-    count = len(list((REPO_ROOT / ".github/workflows").glob("*.yml")))  # pr-report, release, sweep
-    assert count == 3
+    count = len(list((REPO_ROOT / ".github/workflows").glob("*.yml")))
     assert f"actionlint: {count} workflows, 0 problems" in result.stdout
     assert f"shellcheck: every run script of {count} workflows, 0 with problems" in result.stdout
     assert "shellcheck: .github/*.sh, no problems" in result.stdout  # the scripts the workflows call
