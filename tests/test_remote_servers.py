@@ -26,9 +26,9 @@ import pytest
 from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
-from test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, git_commit
 from tests.servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
+from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
 pytestmark = pytest.mark.slow
 __all__ = ["s3_server", "ssh_server"]  # fixtures, used by name

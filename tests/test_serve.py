@@ -159,11 +159,11 @@ def test_it_listens_on_loopback_only_by_default(server):
 def test_the_batching_and_load_settings_are_command_line_options_checked_on_the_way_in(capsys):
     from fmnist.cli import parser
 
-    args = parser().parse_args(["serve", "--max-batch", "8", "--batch-wait-ms", "0", "--max-queue", "4"])
+    args = parser(["serve"]).parse_args(["serve", "--max-batch", "8", "--batch-wait-ms", "0", "--max-queue", "4"])
     assert (args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s) == (8, 0.0, 4, 10.0)
     for bad in (["--max-batch", "0"], ["--batch-wait-ms", "-1"], ["--max-queue", "-3"], ["--deadline-s", "0"]):
         with pytest.raises(SystemExit):
-            parser().parse_args(["serve", *bad])
+            parser(["serve"]).parse_args(["serve", *bad])
         assert f"argument {bad[0]}: must be" in capsys.readouterr().err
 
 
