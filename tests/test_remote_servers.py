@@ -253,14 +253,14 @@ def test_s3_sweep_experiments_travel_through_the_bucket(s3_repo, s3_server, tmp_
     def fmnist(repo: Path, runner_env: dict[str, str], *args: str) -> str:
         return sh(["python", "-m", "fmnist.cli", *args], repo, {**runner_env, "PYTHONPATH": str(repo / "src")}).stdout
 
-    # evaluate.flip_tta reruns evaluate and plot_errors only: a new predictions file for the DVC remote
-    sets = json.dumps([["evaluate.flip_tta=true"]])
+    # inference.tta reruns the stages after train only: a new predictions file for the DVC remote
+    sets = json.dumps([["inference.tta=flip"]])
     runner, runner_env = machine("runner")
     assert "sweep: ran and pushed t-1" in fmnist(runner, runner_env, "sweep", "run", "--sets", sets, "--prefix", "t")
 
     collector, collector_env = machine("collector")
     table = fmnist(collector, collector_env, "sweep", "collect", "--prefix", "t").splitlines()
-    assert table[2].startswith("| 1 | t-1 |") and "evaluate.flip_tta=True" in table[2], table
+    assert table[2].startswith("| 1 | t-1 |") and "inference.tta=flip" in table[2], table
     dvc(collector, "exp", "apply", "t-1", env=collector_env)
     dvc(collector, "pull", env=collector_env)
     assert dvc(collector, "status", env=collector_env).stdout.strip() == UP_TO_DATE
