@@ -63,7 +63,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-# The benchmark (README, Results). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
+# The benchmark (docs/results.md). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
 bench: setup
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/fmnist bench --presets seed,default,fast --seeds 0,1,2 $(if $(ISA),--isa $(ISA)) --out bench.md
 

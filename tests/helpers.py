@@ -159,13 +159,19 @@ def make_pipeline_repo(dest: Path, overrides: dict = TINY_OVERRIDES) -> Path:
         shutil.copy(REPO_ROOT / name, dest / name)
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides), sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "config", "user.email", "test@example.com"], dest)
-    run(["git", "config", "user.name", "test"], dest)
-    run(["dvc", "init", "-q"], dest)
-    run(["dvc", "config", "core.analytics", "false"], dest)
+    init_git_dvc(dest)
     git_commit(dest, "pipeline")
     return dest
+
+
+def init_git_dvc(repo: Path) -> Path:
+    """Make `repo` an empty git + DVC repository on branch main, with a git identity and no DVC analytics."""
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["git", "config", "user.email", "test@example.com"], repo)
+    run(["git", "config", "user.name", "test"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    return repo
 
 
 def copy_repo(source: Path, dest: Path) -> Path:

@@ -60,7 +60,7 @@ print(hashlib.sha256(tflite_bytes(Path(sys.argv[2]), int8_weights=False)).hexdig
 
 @pytest.mark.slow
 def test_a_retrained_identical_model_exports_a_byte_identical_tflite_file(tmp_path):
-    """The README's promise: a byte-identical model.keras gives byte-identical TFLite files, whichever process
+    """docs/models.md's promise: a byte-identical model.keras gives byte-identical TFLite files, whichever process
     exports it (TensorFlow's SavedModel writer records things that change from process to process)."""
     keras.utils.set_random_seed(0)
     save_model(build_model(TINY_MODEL, seed=0), tmp_path / "model.keras")

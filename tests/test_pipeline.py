@@ -83,7 +83,7 @@ def test_bad_param_fails_before_work_and_checkout_restores_outputs(pipeline_copy
     assert result.returncode != 0
     assert "error: train.epochs must be an int, got 'ten'" in result.stderr + result.stdout
     assert not (pipeline_copy / "models/model.keras").exists()  # DVC removed the stage's outs before running it
-    # The README's recovery: git restores params and the git-tracked outputs, dvc checkout the cached ones.
+    # The recovery (docs/experiments.md): git restores params and git-tracked outputs, dvc checkout the cached ones.
     run(["git", "checkout", "--", "."], pipeline_copy)
     dvc(pipeline_copy, "checkout")
     assert (pipeline_copy / "models/model.keras").read_bytes() == model

@@ -46,6 +46,14 @@ def test_the_smoke_step_stops_a_broken_model_in_one_line(tmp_path, garments, mon
     assert err == f"error: untrained.keras scored {accuracy}%, below 85%: not releasing it\n"
 
 
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_the_smoke_step_refuses_a_count_that_would_test_nothing(count, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["release", "smoke", "model.keras", "--count", count])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"error: --count {count}: the smoke test needs at least one test image\n"
+
+
 def test_the_workflow_releases_stage_assignments_only_after_the_smoke_test():
     assert WORKFLOW[True]["push"]["tags"] == ["fashion-cnn#*#*"]  # YAML reads the key `on` as True
     script = "\n".join(step.get("run", "") for step in WORKFLOW["jobs"]["release"]["steps"])

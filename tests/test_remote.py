@@ -64,7 +64,7 @@ def clone_a(pipeline_copy, tmp_path) -> tuple[Path, Path]:
     """(clone A, its remote): the tiny pipeline run, its outputs committed and pushed to a local-directory remote."""
     remote = tmp_path / "remote"
     dvc(pipeline_copy, "remote", "add", "-d", "local", str(remote))
-    dvc(pipeline_copy, "remote", "modify", "local", "verify", "true")  # hash what is pulled (README: Sharing)
+    dvc(pipeline_copy, "remote", "modify", "local", "verify", "true")  # hash what is pulled (docs/remotes.md)
     git_commit(pipeline_copy, "outputs and remote")
     push = dvc(pipeline_copy, "push")
     assert "files pushed" in push.stdout
@@ -141,7 +141,7 @@ def test_without_verify_a_writable_corrupted_object_is_detected_and_deleted_from
 
 
 def test_without_verify_a_read_only_corrupted_object_is_used_silently(clone_a, tmp_path):
-    """Why the README sets `verify true`: by default DVC trusts a 0444 object in a local remote without hashing it."""
+    """Why docs/remotes.md sets `verify true`: DVC trusts a 0444 object in a local remote without hashing it."""
     repo_a, remote = clone_a
     repo_c, md5 = clone_without_verify(clone_a, tmp_path, 0o444)
     dvc(repo_c, "pull")  # exit status 0

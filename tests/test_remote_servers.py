@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
-from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, git_commit
+from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, git_commit, init_git_dvc
 from tests.servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
 from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
@@ -329,11 +329,7 @@ def data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     must leave alone. Read-only: tests use `data_repo`."""
     repo = tmp_path_factory.mktemp("data") / "a"
     repo.mkdir()
-    sh(["git", "init", "-q", "-b", "main"], repo)
-    sh(["git", "config", "user.email", "test@example.com"], repo)
-    sh(["git", "config", "user.name", "test"], repo)
-    dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
+    init_git_dvc(repo)
     rng = random.Random(1)
     (repo / "data").mkdir()
     for index in range(20):
@@ -428,11 +424,7 @@ def bulk_repo(path: Path) -> Path:
     """A git + DVC repository with one tracked dataset of 200 random 64 kB files (no pipeline): a push of a few
     seconds, long enough to kill the store in the middle."""
     path.mkdir()
-    sh(["git", "init", "-q", "-b", "main"], path)
-    sh(["git", "config", "user.email", "test@example.com"], path)
-    sh(["git", "config", "user.name", "test"], path)
-    dvc(path, "init", "-q")
-    dvc(path, "config", "core.analytics", "false")
+    init_git_dvc(path)
     bulk = path / "data" / "bulk"
     bulk.mkdir(parents=True)
     rng = random.Random(0)

@@ -1,4 +1,4 @@
-"""`python -m fmnist.tools.report`: the formatting functions, the CI workflow that posts it, a real two-commit run."""
+"""`fmnist report`: the formatting functions, the CI workflow that posts it, a real two-commit run."""
 
 import json
 import re
@@ -139,6 +139,14 @@ def test_seeds_records_three_seeded_runs_of_the_committed_params(seeded_repo):
     assert record["runs"][0]["accuracy"] == accuracy_of(seeded_repo)  # seed 0 again, here: the same model
     assert record["fingerprint"] == runs.fingerprint((seeded_repo / "dvc.lock").read_text())
     assert record["environment"]["cpu"] and set(record["runs"][1]["recall"]) == set(CLASS_NAMES)
+
+
+@pytest.mark.slow
+def test_seeds_refuses_params_that_dvc_lock_has_not_measured(seeded_copy):
+    set_param(seeded_copy, "train", "epochs", 3)  # not reproduced: dvc.lock's fingerprint is of other params
+    result = fmnist_cli(seeded_copy, "seeds", "--n", "3", check=False)
+    assert result.returncode == 1 and result.stderr.startswith("error: `dvc status` says train changed since dvc.lock;")
+    assert len(result.stderr.splitlines()) == 1 and "seeds: running" not in result.stdout
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ on 127.0.0.1; overload and deadlines with a fake model held mid-prediction, in-p
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -20,11 +21,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import yaml
 from aiohttp import web
 from PIL import Image
 
 from fmnist.apps import serve
+from fmnist.apps.predict import ChosenModel
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
+from fmnist.nn.inference import InferenceParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
 from fmnist.tools.predict_bench import photo_like_jpeg
@@ -189,7 +193,7 @@ def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg
         assert page.text_content("#predicted-class") == expected["class"]
         assert page.locator(".bar").count() == len(CLASS_NAMES)
         assert page.get_attribute("#seen", "src") == expected["input_image"]
-        if os.environ.get("FMNIST_SCREENSHOT"):  # the README's screenshot: FMNIST_SCREENSHOT=docs/serve.png
+        if os.environ.get("FMNIST_SCREENSHOT"):  # docs/serving.md's screenshot: FMNIST_SCREENSHOT=docs/serve.png
             page.screenshot(path=os.environ["FMNIST_SCREENSHOT"], full_page=True)
         browser.close()
 
@@ -338,3 +342,33 @@ def test_decoding_runs_off_the_event_loop(garment_jpeg, monkeypatch):
         assert get_json(f"{url}/healthz")[1]["decoding"] == 1  # answered while the decoder is busy
         release.set()
         assert uploading.result(timeout=HELD_S)[0] == 200
+
+
+@pytest.mark.parametrize("spelling", ["relative", "dotted", "absolute"])
+def test_provenance_matches_dvc_lock_however_the_model_path_is_spelled(tmp_path, monkeypatch, spelling):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.keras").write_bytes(b"weights")
+    md5 = "a4d9e8fc33cb2b4b6a1e1fe2d9d6e3e4"  # what dvc.lock records: deliberately not the file's, then the file's
+    lock = tmp_path / "dvc.lock"
+    monkeypatch.chdir(tmp_path)
+    path = {
+        "relative": Path("models/model.keras"),
+        "dotted": Path("./models/../models/model.keras"),
+        "absolute": tmp_path / "models" / "model.keras",
+    }[spelling]
+    choice = ChosenModel(path, None, InferenceParams(tta="none", batch_size=8))
+    for recorded, matches in ((md5, False), (hashlib.md5(b"weights").hexdigest(), True)):
+        lock.write_text(
+            yaml.safe_dump({"stages": {"train": {"outs": [{"path": "models/model.keras", "md5": recorded}]}}})
+        )
+        found = serve.provenance(choice, lock)
+        assert (found["dvc_lock_md5"], found["matches_dvc_lock"]) == (recorded, matches)
+
+
+def test_provenance_of_an_empty_dvc_lock_is_unknown_not_a_crash(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"weights")
+    (tmp_path / "dvc.lock").write_text("")
+    found = serve.provenance(
+        ChosenModel(tmp_path / "model.keras", None, InferenceParams("none", 8)), tmp_path / "dvc.lock"
+    )
+    assert found["dvc_lock_md5"] is None and found["matches_dvc_lock"] is False

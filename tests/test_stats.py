@@ -11,7 +11,7 @@ from fmnist.lib import stats
 @pytest.mark.parametrize(
     ("only_base", "only_head", "p", "mid_p"),
     [
-        (170, 123, 0.0071, 0.0060),  # checked values (../shared notes): exact binomial tails, doubled
+        (170, 123, 0.0071, 0.0060),  # exact binomial tails, doubled (checked against scipy.stats.binomtest)
         (160, 130, 0.088, 0.0785),
         (152, 133, 0.29, 0.26),
         (181, 145, 0.052, 0.046),  # seed 0 against seed 1 of the default on one machine

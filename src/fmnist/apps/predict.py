@@ -1,7 +1,7 @@
 """`fmnist predict`: classify photos (or Fashion-MNIST-like images) with the trained model.
 
     fmnist predict PATH [PATH ...] [--model models/model.keras | --model-stage prod | --model-version v1.0.0]
-                   [--tta none|flip] [--top 3] [--format table|json|csv] [--save-inputs DIR]
+                   [--tta none|flip|flip_shift] [--top 3] [--format table|json|csv] [--save-inputs DIR]
 
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
 standard input. Each image goes through fmnist.apps.photo (what the dataset's own conversion did), then the whole

@@ -1,7 +1,7 @@
 """`fmnist serve`: a page to try the model in a browser, and `POST /predict` (JSON) for programs.
 
     fmnist serve [--host 127.0.0.1] [--port 8000] [--model FILE | --model-stage prod | --model-version v1.0.0]
-                 [--tta none|flip] [--max-batch 32] [--batch-wait-ms 2] [--max-queue 64] [--deadline-s 10]
+                 [--tta none|flip|flip_shift] [--max-batch 32] [--batch-wait-ms 2] [--max-queue 64] [--deadline-s 10]
 
 `POST /predict` takes one image as the request body (or as the multipart field `image`) and answers with every
 class's probability, the 28x28 image the model saw (a PNG data URL) and the model's provenance. Bad requests get
@@ -96,9 +96,12 @@ def provenance(choice: ChosenModel, lock_file: Path = paths.DVC_LOCK_FILE) -> di
     if choice.commit is not None:  # a registered model: its commit is the registry's, not this directory's
         return {**found, "git_commit": choice.commit, "source": "registry"}
     locked = None
-    if lock_file.is_file():
-        outs = yaml.safe_load(lock_file.read_text()).get("stages", {}).get("train", {}).get("outs", [])
-        locked = next((o.get("md5") for o in outs if o.get("path") == choice.path.as_posix()), None)
+    lock = yaml.safe_load(lock_file.read_text()) if lock_file.is_file() else None
+    if isinstance(lock, dict):
+        outs = lock.get("stages", {}).get("train", {}).get("outs", [])
+        model = choice.path.resolve()
+        root = lock_file.resolve().parent
+        locked = next((o.get("md5") for o in outs if (root / o.get("path", "")).resolve() == model), None)
     return {
         **found,
         "git_commit": runs.workspace_commit(),

@@ -1,1 +1,1 @@
-"""The network and how it runs: building, saving and loading it, precision, distribution."""
+"""The network and how it runs: building, saving and loading it, inference, precision, distribution, environment."""

@@ -68,12 +68,10 @@ def tflite_probabilities(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
     return next(iter(runner(images=images).values()))
 
 
-def report(
-    name: str, size: int, probabilities: np.ndarray, reference: np.ndarray, labels: np.ndarray
-) -> dict[str, Any]:
+def report(size: int, probabilities: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """One format's row of metrics/export.json."""
     return {
-        # kB, not bytes: the SavedModel's files vary by a few bytes from export to export (see the README), and
+        # kB, not bytes: the SavedModel's files vary by a few bytes from export to export, and
         # metrics/export.json should change only when something real does.
         "size_kb": round(size / 1000),
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
@@ -86,15 +84,15 @@ def main() -> None:
     model = load_model(paths.MODEL_FILE)
     test = load_split("test")
     reference = inference.Predictor(model, params.inference)(test.images)
-    metrics = {"keras": report("keras", paths.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
+    metrics = {"keras": report(paths.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
     with atomic.atomic_dir(paths.EXPORT_DIR) as out:
         write_saved_model(model, out / "saved_model", params.inference.tta)
         saved = saved_model_probabilities(out / "saved_model", test.images, params.inference.batch_size)
         size = sum(f.stat().st_size for f in (out / "saved_model").rglob("*") if f.is_file())
-        metrics["saved_model"] = report("saved_model", size, saved, reference, test.labels)
+        metrics["saved_model"] = report(size, saved, reference, test.labels)
         for name, int8 in (("model.tflite", False), ("model_int8.tflite", True)):
             flatbuffer = tflite_bytes(out / "saved_model", int8_weights=int8)
-            row = report(name, len(flatbuffer), tflite_probabilities(flatbuffer, test.images), reference, test.labels)
+            row = report(len(flatbuffer), tflite_probabilities(flatbuffer, test.images), reference, test.labels)
             drop = metrics["keras"]["test_accuracy"] - row["test_accuracy"]
             row["written"] = not int8 or drop <= params.export.int8_max_accuracy_drop
             if row["written"]:

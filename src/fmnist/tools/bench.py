@@ -142,15 +142,25 @@ def run_reference(seed: int, split: str, root: Path, params: dict[str, Any], env
     report = json.loads(stdout.strip().splitlines()[-1])
     accuracy = report["test_accuracy"] if split == "test" else None  # its validation split is not ours
     return Result(
-        "seed script (plain Keras)", seed, accuracy, seconds, 0.0, report["parameters"], report["epochs"],
+        "seed script (plain Keras)",
+        seed,
+        accuracy,
+        seconds,
+        0.0,
+        report["parameters"],
+        report["epochs"],
         f"{report['device']}, float32",
-    )  # fmt: skip
+    )
 
 
 def run_round(
-    seed: int, base: dict[str, Any], presets: dict[str, dict[str, Any]], with_reference: bool, split: str,
+    seed: int,
+    base: dict[str, Any],
+    presets: dict[str, dict[str, Any]],
+    with_reference: bool,
+    split: str,
     env: dict[str, str],
-) -> list[Result]:  # fmt: skip
+) -> list[Result]:
     """One run of every row with `seed`, in table order."""
     with tempfile.TemporaryDirectory(prefix="fmnist-bench-") as scratch:
         root = Path(scratch)
@@ -188,9 +198,17 @@ def table(rows: list[list[Result]], split: str) -> str:
     """One Markdown row per list of runs (one per seed); times as means, ratios against the first row's mean."""
     base = statistics.mean(r.total_seconds for r in rows[0])
     columns = (
-        "run", f"{split} accuracy", "train + evaluate (s)", "train (s)", "evaluate (s)", "time vs first row",
-        "seeds", "parameters", "epochs", "ran on",
-    )  # fmt: skip
+        "run",
+        f"{split} accuracy",
+        "train + evaluate (s)",
+        "train (s)",
+        "evaluate (s)",
+        "time vs first row",
+        "seeds",
+        "parameters",
+        "epochs",
+        "ran on",
+    )
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for runs_of_row in rows:
         first = runs_of_row[0]

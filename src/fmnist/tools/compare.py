@@ -131,14 +131,15 @@ def per_class_table(base: Side, head: Side) -> str:
         f"| class | {base.name} | {head.name} | Δ | only {base.name} | only {head.name} | p (Holm) | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    lines = []
+    lines, moved = [], []
     for (name, counts), p_holm, delta in zip(rows, adjusted, deltas, strict=True):
         verdict = stats.verdict(delta, p_holm, class_sd.get(name))
         lines.append(
             f"| {name} | {counts.base_correct / counts.n:.3f} | {counts.head_correct / counts.n:.3f} | "
             f"{signed(delta)} | {counts.only_base} | {counts.only_head} | {p_holm:.2g} | {verdict.word} |"
         )
-    moved = [line.split(" | ")[0].removeprefix("| ") for line in lines if line.endswith(("better |", "worse |"))]
+        if verdict.word in ("better", "worse"):
+            moved.append(name)
     summary = (
         f"Classes that moved beyond noise: {', '.join(moved)}."
         if moved

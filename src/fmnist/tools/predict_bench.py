@@ -96,7 +96,7 @@ def report(figures: dict[str, float], count: int, command: str) -> str:
             f"{figures['one_jpeg_seconds']:.1f} s |",
             f"| `fmnist predict DIR` on {count} JPEGs, start-up included | {figures['directory_seconds']:.1f} s "
             f"({count / figures['directory_seconds']:.0f} images/s) |",
-            "| 10,000 28x28 arrays, in process (with mirror averaging) | "
+            "| 10,000 28x28 arrays, in process (with params.yaml's `inference`) | "
             f"{figures['arrays_per_second']:,.0f} images/s |",
             "",
             f"Measured by `{command}`.",

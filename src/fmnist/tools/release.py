@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from fmnist.lib.dataset import load_split
 
+        if args.count < 1:
+            raise PipelineError(f"--count {args.count}: the smoke test needs at least one test image")
         test = load_split("test")
         accuracy = smoke_accuracy(args.model, test.images[: args.count], test.labels[: args.count])
         print(f"smoke: {args.model} classifies {accuracy:.2%} of {args.count} test images correctly")

@@ -18,10 +18,10 @@ from typing import Any
 from fmnist.lib import atomic, paths, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.runs import SEED_RECORD_STAGES
 from fmnist.tools.sweep import experiments
 
 MIN_SEEDS = 2  # a standard deviation needs two
-STAGES = ("train", "evaluate")  # what a seed changes: the model and its test metrics
 
 
 def experiment_name(seed: int, fingerprint: str) -> str:
@@ -84,6 +84,12 @@ def run_seeds(count: int) -> dict[str, Any]:
     fingerprint = runs.fingerprint(paths.DVC_LOCK_FILE.read_text())
     if fingerprint is None:
         raise PipelineError(f"{paths.DVC_LOCK_FILE} has no train and evaluate stages; run `dvc repro` first")
+    # The fingerprint names dvc.lock's code and params: the experiments must run exactly those.
+    if stale := json.loads(dvc("status", "--json", *SEED_RECORD_STAGES).stdout or "{}"):
+        raise PipelineError(
+            f"`dvc status` says {', '.join(sorted(stale))} changed since {paths.DVC_LOCK_FILE}; run `dvc repro` (or "
+            "`dvc pull`) first, so that the record measures the code and params here"
+        )
     names = {seed: experiment_name(seed, fingerprint) for seed in range(count)}
     done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
     for seed, name in names.items():
@@ -94,7 +100,18 @@ def run_seeds(count: int) -> dict[str, Any]:
         overrides = ["--set-param", f"train.seed={seed}"]
         # --force: trained here, not restored from DVC's run cache (another machine's run); --single-item: only
         # train and evaluate, on the data the workspace's dvc.lock names.
-        dvc("exp", "run", "--temp", "--force", "--single-item", "--name", name, *overrides, *STAGES, echo=True)
+        dvc(
+            "exp",
+            "run",
+            "--temp",
+            "--force",
+            "--single-item",
+            "--name",
+            name,
+            *overrides,
+            *SEED_RECORD_STAGES,
+            echo=True,
+        )
     done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
     missing = [name for name in names.values() if name not in done]
     if missing:
