@@ -46,7 +46,7 @@ from fmnist.lib.errors import PipelineError
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.params import TTA
 from fmnist.stages.fetch import DEBIAN_DIR
-from fmnist.tools.predict_bench import photo_like_jpeg
+from fmnist.tools.predict_bench import varied_photo
 
 PHOTOS = 500  # distinct good JPEGs, cycled through
 WARM_UP_S = 3.0  # before each measured run: connections opened, thread pools and caches warm
@@ -171,10 +171,7 @@ def bad_bodies(photo: bytes) -> list[Payload]:
 
 def payloads(images: np.ndarray, bad_fraction: float) -> Iterator[Payload]:
     """Endless requests: photo-like JPEGs of `images` (sizes and margins varied), with `bad_fraction` bad ones."""
-    photos = [
-        Payload(photo_like_jpeg(s, scale=4 + i % 5, margins=(10 + 7 * (i % 6), 20 + 11 * (i % 4))), "image/jpeg", True)
-        for i, s in enumerate(images[:PHOTOS])
-    ]
+    photos = [Payload(varied_photo(s, i), "image/jpeg", True) for i, s in enumerate(images[:PHOTOS])]
     bad = bad_bodies(photos[0].body)
     for n in itertools.count():
         # Request n is bad when the count of bad ones so far falls behind bad_fraction * n (every 10th for 0.1).

@@ -34,13 +34,18 @@ def photo_like_jpeg(sample: np.ndarray, scale: int = 6, margins: tuple[int, int]
     return encoded.getvalue()
 
 
+def varied_photo(sample: np.ndarray, index: int) -> bytes:
+    """`sample` (28, 28) as a photo-like JPEG whose size and margins vary with `index` (4-8x, 10-53 px)."""
+    return photo_like_jpeg(sample, scale=4 + index % 5, margins=(10 + 7 * (index % 6), 20 + 11 * (index % 4)))
+
+
 def write_photos(samples: np.ndarray, directory: Path) -> list[Path]:
     """One JPEG per (28, 28) sample, with varied sizes and margins; the paths in sample order (sorted names)."""
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for i, sample in enumerate(samples):
         path = directory / f"{i:05d}.jpg"
-        path.write_bytes(photo_like_jpeg(sample, scale=4 + i % 5, margins=(10 + 7 * (i % 6), 20 + 11 * (i % 4))))
+        path.write_bytes(varied_photo(sample, i))
         files.append(path)
     return files
 
