@@ -23,6 +23,7 @@ from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment running the tests
+DVC_UP_TO_DATE = "Data and pipelines are up to date."  # what `dvc status` prints when nothing changed
 
 # The smallest network worth building: untrained, it is enough to check everything but accuracy. Tests that need
 # augmentation or dropout take a copy: dataclasses.replace(TINY_MODEL, flip=True).
@@ -161,6 +162,12 @@ def make_pipeline_repo(dest: Path, overrides: dict = TINY_OVERRIDES) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides), sort_keys=False))
     init_git_dvc(dest)
     git_commit(dest, "pipeline")
+    return dest
+
+
+def git_clone(source: Path, dest: Path) -> Path:
+    """`git clone` of `source` into `dest`: .dvc/config comes along, the DVC cache and config.local do not."""
+    run(["git", "clone", "-q", str(source), str(dest)], source.parent)
     return dest
 
 

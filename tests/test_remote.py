@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import dvc, git_commit, run
+from tests.helpers import dvc, git_clone, git_commit, run
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,6 @@ def corrupt(path: Path, mode: int) -> None:
     os.replace(damaged, path)
 
 
-def clone(source: Path, dest: Path) -> Path:
-    """`git clone` of `source` (the remote's URL comes with .dvc/config); no DVC data yet."""
-    run(["git", "clone", "-q", str(source), str(dest)], source.parent)
-    return dest
-
-
 @pytest.fixture
 def clone_a(pipeline_copy, tmp_path) -> tuple[Path, Path]:
     """(clone A, its remote): the tiny pipeline run, its outputs committed and pushed to a local-directory remote."""
@@ -77,7 +71,7 @@ def test_a_clone_pulls_everything_and_has_nothing_to_rerun(clone_a, tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in objects) and objects
     assert remote_object(remote, locked_md5(repo_a, MODEL)).is_file()
 
-    repo_b = clone(repo_a, tmp_path / "b")
+    repo_b = git_clone(repo_a, tmp_path / "b")
     assert not (repo_b / MODEL).exists()
     dvc(repo_b, "pull")
     assert dvc(repo_b, "status").stdout.strip() == "Data and pipelines are up to date."
@@ -97,7 +91,7 @@ def test_a_corrupted_object_in_the_remote_fails_the_pull_and_is_not_checked_out(
     md5 = locked_md5(repo_a, MODEL)
     corrupt(remote_object(remote, md5), 0o444)  # read-only as DVC wrote it: nothing but the checksum tells
 
-    repo_c = clone(repo_a, tmp_path / "c")
+    repo_c = git_clone(repo_a, tmp_path / "c")
     pull = dvc(repo_c, "pull", check=False)
     assert pull.returncode == 1
     assert "Checkout failed for following targets:\nmodels/model.keras" in pull.stderr
@@ -121,7 +115,7 @@ def clone_without_verify(clone_a: tuple[Path, Path], tmp_path: Path, mode: int) 
     repo_a, remote = clone_a
     md5 = locked_md5(repo_a, MODEL)
     corrupt(remote_object(remote, md5), mode)
-    repo_c = clone(repo_a, tmp_path / "c")
+    repo_c = git_clone(repo_a, tmp_path / "c")
     dvc(repo_c, "remote", "modify", "local", "verify", "false")
     return repo_c, md5
 

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
-from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, git_commit, init_git_dvc
+from tests.helpers import DVC_UP_TO_DATE, REPO_ROOT, VENV_BIN, copy_repo, git_clone, git_commit, init_git_dvc
 from tests.servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
 from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
@@ -36,7 +36,6 @@ __all__ = ["s3_server", "ssh_server"]  # fixtures, used by name
 REMOTE_STEP = REPO_ROOT / ".github" / "dvc-remote.sh"
 COMMAND_TIMEOUT = 600  # seconds for any one command: a hang fails the test instead of holding CI
 FAULT_BOUND = 45  # seconds for a failing check, push or pull with dvc-remote.sh's timeouts (a few here)
-UP_TO_DATE = "Data and pipelines are up to date."
 
 
 def sh(
@@ -96,12 +95,6 @@ def set_up(repo: Path, secrets: dict[str, str]) -> dict[str, str]:
     return {**secrets, **step.github_env}
 
 
-def clone(source: Path, dest: Path) -> Path:
-    """`git clone` of `source`: the committed .dvc/config comes along, the DVC cache and config.local do not."""
-    sh(["git", "clone", "-q", str(source), str(dest)], source.parent)
-    return dest
-
-
 def workspace_state(repo: Path) -> dict[str, tuple[int, int, int]]:
     """{path: (size, mtime, mode)} of every file in the workspace and the DVC cache (.git and .dvc/tmp left out,
     where DVC keeps its logs and locks)."""
@@ -124,11 +117,11 @@ def assert_same_outputs(repo_b: Path, repo_a: Path) -> None:
 
 def fresh_clone_pulls(repo_a: Path, dest: Path, secrets: dict[str, str]) -> Path:
     """A fresh clone of A, set up by dvc-remote.sh, pulls everything: clean status, nothing to rerun."""
-    repo_b = clone(repo_a, dest)
+    repo_b = git_clone(repo_a, dest)
     assert not (repo_b / MODEL).exists()
     env = set_up(repo_b, secrets)
     dvc(repo_b, "pull", env=env)
-    assert dvc(repo_b, "status", env=env).stdout.strip() == UP_TO_DATE
+    assert dvc(repo_b, "status", env=env).stdout.strip() == DVC_UP_TO_DATE
     assert "are in sync" in dvc(repo_b, "status", "--cloud", env=env).stdout
     assert sh(["git", "status", "--porcelain"], repo_b).stdout == ""
     assert_same_outputs(repo_b, repo_a)
@@ -245,7 +238,7 @@ def test_s3_sweep_experiments_travel_through_the_bucket(s3_repo, s3_server, tmp_
 
     def machine(name: str) -> tuple[Path, dict[str, str]]:
         """A runner: a fresh clone with a git identity, set up by dvc-remote.sh."""
-        repo = clone(origin, tmp_path / name)
+        repo = git_clone(origin, tmp_path / name)
         sh(["git", "config", "user.email", "runner@example.com"], repo)
         sh(["git", "config", "user.name", "runner"], repo)
         return repo, set_up(repo, s3_server.env())
@@ -263,7 +256,7 @@ def test_s3_sweep_experiments_travel_through_the_bucket(s3_repo, s3_server, tmp_
     assert table[2].startswith("| 1 | t-1 |") and "inference.tta=flip" in table[2], table
     dvc(collector, "exp", "apply", "t-1", env=collector_env)
     dvc(collector, "pull", env=collector_env)
-    assert dvc(collector, "status", env=collector_env).stdout.strip() == UP_TO_DATE
+    assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
     predictions = "data/predictions/test_probabilities.npy"
     md5 = locked_md5(collector, predictions)
     assert md5 != locked_md5(repo_a, predictions)  # the experiment's own output, from the bucket
@@ -379,7 +372,7 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
             endpoint = f"http://127.0.0.1:{stack.enter_context(Blackhole()).port}"
         add_remote(repo_a, url, endpointurl=endpoint, verify=True)  # committed by the maintainer, never pushed
 
-        repo_b = clone(repo_a, tmp_path / "b")
+        repo_b = git_clone(repo_a, tmp_path / "b")
         started = time.monotonic()
         step = remote_step(repo_b, secrets)
         assert time.monotonic() - started < FAULT_BOUND
@@ -409,7 +402,7 @@ def test_ssh_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, ssh_se
     else:
         add_remote(repo_a, f"ssh://{ssh_server.user}@127.0.0.1:{free_port()}/srv/dvc")  # nothing listens there
 
-    repo_b = clone(repo_a, tmp_path / "b")
+    repo_b = git_clone(repo_a, tmp_path / "b")
     step = remote_step(repo_b, secrets)
     assert_one_error_line(step, *SSH_FAULTS[fault])
     assert "PRIVATE KEY" not in step.result.stdout + step.result.stderr
@@ -479,9 +472,9 @@ def test_s3_store_killed_during_a_push_then_the_same_push_completes(tmp_path):
         assert 10 <= arrived < total - 50  # the push was cut off well before its end
         assert f"{total - arrived} files pushed" in pushed  # the rest, nothing twice
 
-        repo_b = clone(repo_a, tmp_path / "b")
+        repo_b = git_clone(repo_a, tmp_path / "b")
         dvc(repo_b, "pull", env=set_up(repo_b, server.env()))
-        assert dvc(repo_b, "status", env=env).stdout.strip() == UP_TO_DATE
+        assert dvc(repo_b, "status", env=env).stdout.strip() == DVC_UP_TO_DATE
         assert contents(repo_b, "data/bulk") == expected
 
 
@@ -497,7 +490,7 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
     client.pipe(key, corrupt_bytes(good))  # the same size: only a checksum can tell
 
     # verify true, as docs/remotes.md sets it: DVC hashes what it downloads, drops the object, fails the pull
-    repo_c = clone(repo_a, tmp_path / "c")
+    repo_c = git_clone(repo_a, tmp_path / "c")
     env = set_up(repo_c, s3_server.env())
     pull = dvc(repo_c, "pull", MODEL, env=env, check=False)
     assert pull.returncode == 1
@@ -506,7 +499,7 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
     assert not (repo_c / MODEL).exists() and not cached.exists()  # nothing corrupt in the workspace or cache
 
     # verify false: DVC trusts the store, and the corrupted bytes are checked out without a word
-    repo_d = clone(repo_a, tmp_path / "d")
+    repo_d = git_clone(repo_a, tmp_path / "d")
     dvc(repo_d, "remote", "modify", "--local", "store", "verify", "false")
     dvc(repo_d, "pull", MODEL, env=set_up(repo_d, s3_server.env()))
     assert (repo_d / MODEL).read_bytes() == corrupt_bytes(good) != good

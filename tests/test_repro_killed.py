@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import VENV_BIN, set_param
+from tests.helpers import DVC_UP_TO_DATE, VENV_BIN, set_param
 
 pytestmark = pytest.mark.slow
 
 FIRST_EPOCH_TIMEOUT = 300  # seconds until train prints its first epoch (about 20 on 2 idle cores)
 COMMAND_TIMEOUT = 600  # seconds for the repro that follows
-UP_TO_DATE = "Data and pipelines are up to date."
 
 
 def lock_outs(repo: Path, stage: str) -> dict[str, str]:
@@ -91,4 +90,4 @@ def test_repro_killed_while_training_recovers_on_the_next_repro(pipeline_copy):
     assert "had been killed. Auto removed it from the lock file." in repro.stderr
     after = lock_outs(repo, "train")
     assert after["models/model.keras"] != before["models/model.keras"]
-    assert bounded_dvc(repo, "status", "train").stdout.strip() == UP_TO_DATE  # the files are what dvc.lock says
+    assert bounded_dvc(repo, "status", "train").stdout.strip() == DVC_UP_TO_DATE  # the files are what dvc.lock says

@@ -11,7 +11,7 @@ import pytest
 
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
-from tests.helpers import dvc, git_commit, run
+from tests.helpers import dvc, git_clone, git_commit, run
 
 
 def test_sets_are_a_json_list_of_override_lists():
@@ -85,7 +85,7 @@ def fmnist(repo: Path, *args: str) -> str:
 
 def clone(origin: Path, dest: Path) -> Path:
     """A runner's checkout: `git clone` of origin, with a git identity for the experiments' commits."""
-    run(["git", "clone", "-q", str(origin), str(dest)], origin.parent)
+    git_clone(origin, dest)
     run(["git", "config", "user.email", "runner@example.com"], dest)
     run(["git", "config", "user.name", "runner"], dest)
     return dest
