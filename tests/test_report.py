@@ -142,6 +142,17 @@ def test_seeds_records_three_seeded_runs_of_the_committed_params(seeded_repo):
 
 
 @pytest.mark.slow
+def test_seeds_reuses_its_runs_after_a_commit_that_kept_the_fingerprint(seeded_copy):
+    # seeded_repo committed the record after the runs: the experiments now hang off an older commit.
+    again = fmnist_cli(seeded_copy, "seeds", "--n", "3").stdout
+    assert again.count("ran before, reusing it") == 3 and "seeds: running" not in again
+    assert (
+        json.loads((seeded_copy / "metrics/seeds.json").read_text())["seeds"]["runs"]
+        == json.loads(run(["git", "show", "HEAD:metrics/seeds.json"], seeded_copy).stdout)["seeds"]["runs"]
+    )
+
+
+@pytest.mark.slow
 def test_seeds_refuses_params_that_dvc_lock_has_not_measured(seeded_copy):
     set_param(seeded_copy, "train", "epochs", 3)  # not reproduced: dvc.lock's fingerprint is of other params
     result = fmnist_cli(seeded_copy, "seeds", "--n", "3", check=False)

@@ -75,6 +75,12 @@ def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprin
     }
 
 
+def finished_experiments() -> dict[str, dict[str, Any]]:
+    """{name: data} of the experiments on every commit: a run of the same fingerprint counts whichever commit it
+    started from (commits that changed neither train nor evaluate keep the fingerprint)."""
+    return experiments(json.loads(dvc("exp", "show", "--json", "--all-commits").stdout))
+
+
 def run_seeds(count: int) -> dict[str, Any]:
     """Run the missing seed experiments of the current code and params, then build their record."""
     if count < MIN_SEEDS:
@@ -91,7 +97,7 @@ def run_seeds(count: int) -> dict[str, Any]:
             "`dvc pull`) first, so that the record measures the code and params here"
         )
     names = {seed: experiment_name(seed, fingerprint) for seed in range(count)}
-    done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
+    done = finished_experiments()
     for seed, name in names.items():
         if name in done:
             print(f"seeds: {name} ran before, reusing it", flush=True)
@@ -112,7 +118,7 @@ def run_seeds(count: int) -> dict[str, Any]:
             *SEED_RECORD_STAGES,
             echo=True,
         )
-    done = experiments(json.loads(dvc("exp", "show", "--json").stdout))
+    done = finished_experiments()
     missing = [name for name in names.values() if name not in done]
     if missing:
         raise PipelineError(f"DVC shows no experiments named {', '.join(missing)}; see `dvc exp show`")
