@@ -19,7 +19,7 @@ from fmnist.lib import atomic, paths, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.runs import SEED_RECORD_STAGES
-from fmnist.tools.sweep import experiments
+from fmnist.tools.sweep import experiments, metrics_file
 
 MIN_SEEDS = 2  # a standard deviation needs two
 
@@ -31,19 +31,14 @@ def experiment_name(seed: int, fingerprint: str) -> str:
 
 def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
     """An experiment's test accuracy, per-class recall and environment, from `dvc exp show --json` data."""
-    files = data.get("metrics") or {}
-
-    def read(path: Any) -> Any:
-        return (files.get(path.as_posix()) or {}).get("data")
-
-    per_class = read(paths.PER_CLASS_METRICS_FILE) or {}
-    accuracy = runs.test_accuracy(read(paths.TEST_METRICS_FILE))
+    per_class = metrics_file(data, paths.PER_CLASS_METRICS_FILE) or {}
+    accuracy = runs.test_accuracy(metrics_file(data, paths.TEST_METRICS_FILE))
     if accuracy is None:
         raise PipelineError(f"an experiment has no {paths.TEST_METRICS_FILE}; run `dvc exp show` to see which")
     return {
         "accuracy": accuracy,
         "recall": {name: scores["recall"] for name, scores in per_class.items()},
-        "environment": runs.environment_of(read(paths.TRAIN_METRICS_FILE)),
+        "environment": runs.environment_of(metrics_file(data, paths.TRAIN_METRICS_FILE)),
     }
 
 

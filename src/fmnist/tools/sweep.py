@@ -12,6 +12,7 @@ outputs); a collector then pulls them all and ranks them. Every machine starts f
 import argparse
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from fmnist.lib import paths
@@ -96,6 +97,11 @@ def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def metrics_file(data: dict[str, Any], path: Path) -> Any:
+    """The parsed contents of metrics file `path` in an experiment's `dvc exp show --json` data, None if absent."""
+    return ((data.get("metrics") or {}).get(path.as_posix()) or {}).get("data")
+
+
 def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
     """The params.yaml values of the commit the experiments started from (the first baseline)."""
     baselines = [b for b in show if b.get("rev") != "workspace"]
@@ -104,7 +110,7 @@ def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
 
 def metric_value(data: dict[str, Any], metric: str) -> float | None:
     """`metric` ("test.accuracy") from an experiment's metrics/test.json, None if it has none."""
-    value: Any = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data")
+    value: Any = metrics_file(data, paths.TEST_METRICS_FILE)
     for key in metric.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return value
