@@ -34,3 +34,16 @@ def test_a_bad_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(["seeds", "--n", "many"])
     assert done.value.code == 2 and "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_a_verb_sees_the_command_line_it_was_given_not_the_process_argv(monkeypatch):
+    seen = {}
+
+    def run(args):
+        seen["command"] = args.command
+        return 0
+
+    monkeypatch.setattr("fmnist.tools.presets.run", run)  # a light verb; its own work is beside the point
+    with pytest.raises(SystemExit) as done:
+        cli.main(["preset", "fast"])
+    assert done.value.code == 0 and seen["command"] == "fmnist preset fast"

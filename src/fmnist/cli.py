@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmnist` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(argv).parse_args(argv)
+    args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
     run_stage(lambda: sys.exit(args.run(args)))
 
 

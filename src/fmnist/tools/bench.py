@@ -253,10 +253,9 @@ def run(args: argparse.Namespace) -> int:
     commit = runs.workspace_commit() or "unknown"
     env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}
     rounds = [run_round(seed, base, presets, not args.no_reference, args.split, env) for seed in seeds]
-    command = " ".join(["fmnist bench", *sys.argv[2:]])
     report = (
         f"{table([list(row) for row in zip(*rounds, strict=True)], args.split)}\n\n"
-        f"Measured by `{command}` at commit {commit}: {machine()}"
+        f"Measured by `{args.command}` at commit {commit}: {machine()}"
         f"{'' if not env else f', every row with ONEDNN_MAX_CPU_ISA={args.isa}'}.\n"
     )
     print(report)

@@ -347,14 +347,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve, load, report; exit status 1 if a good request failed or a bad one got no 4xx."""
     if not 0 <= args.bad_fraction < 1 or min(args.clients) < 1 or args.seconds <= 0:
         raise PipelineError("need 0 <= --bad-fraction < 1, --clients >= 1 and --seconds > 0")
-    command = " ".join(["fmnist loadtest", *sys.argv[2:]])
     images, where = real_test_images(), machine()
     tta = ["--tta", args.tta] if args.tta else []
     with served(args.model, [*tta, *args.serve_args]) as (url, pid):
         requests = payloads(images, args.bad_fraction)
         summaries = [measure(f"{url}/predict", pid, n, args.seconds, requests) for n in args.clients]
     rate = in_process_rate(args.model, args.tta, images) if args.in_process else None
-    text = report(summaries, rate, where, command)
+    text = report(summaries, rate, where, args.command)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table (and write it to --out)."""
-    text = report(measure(args.model, args.count), args.count, " ".join(["fmnist bench-photos", *sys.argv[2:]]))
+    text = report(measure(args.model, args.count), args.count, args.command)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
