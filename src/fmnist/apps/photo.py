@@ -11,7 +11,7 @@ import io
 import math
 
 import numpy as np
-from PIL import ExifTags, Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
@@ -116,12 +116,11 @@ def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     # Per band: the median of the corners (one odd corner does not move it), and the band values within the
     # tolerance of it, [lowest, highest]; integers, as pixels are: p > b + t <=> p > floor(b + t).
     background = [sum(sorted(band)[1:3]) / 2 for band in zip(*corners, strict=True)]
-    highest = tuple(min(255, math.floor(b + TRIM_TOLERANCE)) for b in background)
-    lowest = tuple(max(0, math.ceil(b - TRIM_TOLERANCE)) for b in background)
-    # Non-zero where a band is above `highest` or below `lowest`; Pillow finds the box of those pixels in C.
-    above = ImageChops.subtract(rgb, Image.new("RGB", rgb.size, highest))
-    below = ImageChops.subtract(Image.new("RGB", rgb.size, lowest), rgb)
-    box = ImageChops.lighter(above, below).getbbox()
+    bounds = [(max(0, math.ceil(b - TRIM_TOLERANCE)), min(255, math.floor(b + TRIM_TOLERANCE))) for b in background]
+    # One lookup table per band (768 entries): 255 where a value lies outside [lowest, highest], else 0. Pillow maps
+    # every pixel through it and finds the box of the non-zero ones in C, in one pass (a server decodes many photos).
+    outside = [0 if low <= value <= high else 255 for low, high in bounds for value in range(256)]
+    box = rgb.point(outside).getbbox()
     if box is None:
         raise NoGarmentError("no garment found: the image is one flat colour")
     left, top, right, bottom = box
