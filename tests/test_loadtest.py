@@ -1,8 +1,11 @@
 """fmnist.tools.loadtest: its statistics and request mix, and one short real run against `fmnist serve`."""
 
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.tools.loadtest import Outcome, payloads, percentile, summarize, table
+from fmnist.tools.loadtest import Outcome, payloads, percentile, process_tree, summarize, table
 from tests.helpers import TINY_MODEL
 
 
@@ -53,6 +56,23 @@ def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(garm
 
 
 @pytest.mark.slow
+def test_the_servers_processes_are_it_and_its_descendants():
+    # A parent whose child has a child of its own, beside an unrelated process: the tree is the first three.
+    script = "import subprocess, sys, time; c = [sys.executable, '-c', 'import time; time.sleep(30)']; "
+    script += "subprocess.Popen([sys.executable, '-c', f'import subprocess; subprocess.Popen({c!r}).wait()']); "
+    script += "time.sleep(30)"
+    with subprocess.Popen([sys.executable, "-c", script]) as parent, subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            deadline = time.monotonic() + 20
+            while len(tree := process_tree(parent.pid)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(tree) == 3 and tree[0] == parent.pid and other.pid not in tree
+        finally:
+            for pid in reversed(process_tree(parent.pid)):
+                os.kill(pid, signal.SIGKILL)
+            other.kill()
+
+
 def test_a_short_real_run_fails_no_good_request_and_refuses_every_bad_one(tmp_path):
     """`fmnist serve` with a tiny model, 4 clients for 2 s (plus start-up and warm-up: about 15 s)."""
     keras.utils.set_random_seed(0)

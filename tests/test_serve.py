@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -160,12 +161,67 @@ def test_it_listens_on_loopback_only_by_default(server):
         socket.create_connection(("127.0.0.2", port), timeout=5).close()
 
 
+def test_a_port_in_use_is_one_line_naming_the_fix_before_the_model_loads(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "nothing.keras", "--tta", "none"]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    fix = "stop what uses that port or pass --port"
+    assert result.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); {fix}\n"
+
+
+@pytest.mark.slow
+def test_worker_processes_share_the_port_and_end_with_their_supervisor_however_it_ends(tmp_path, garment_jpeg):
+    keras.utils.set_random_seed(0)
+    save_model(build_model(TINY_MODEL, seed=0), tmp_path / "model.keras")
+    for ending in (signal.SIGTERM, signal.SIGKILL):  # Ctrl-C or a service manager's stop; a crash or the OOM killer
+        port = free_port()
+        command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "none"]
+        log = (tmp_path / "serve.log").open("wb")
+        supervisor = subprocess.Popen([*command, "--workers", "2"], cwd=tmp_path, stdout=log, stderr=log)
+        try:
+            # Each urlopen is a new connection, taken by whichever worker accepts first: both answer before long.
+            workers: set[int] = set()
+            deadline = time.monotonic() + 90
+            while len(workers) < 2 and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    workers.add(get_json(f"http://127.0.0.1:{port}/healthz")[1]["pid"])
+            assert len(workers) == 2, (tmp_path / "serve.log").read_text()
+            assert post(f"http://127.0.0.1:{port}/predict", garment_jpeg)[0] == 200
+            supervisor.send_signal(ending)
+            assert supervisor.wait(timeout=60) == (0 if ending == signal.SIGTERM else -signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(alive(pid) for pid in workers), f"workers still running after {ending.name}"
+        finally:
+            supervisor.kill()
+            log.close()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_the_batching_and_load_settings_are_command_line_options_checked_on_the_way_in(capsys):
     from fmnist.cli import parser
 
-    args = parser(["serve"]).parse_args(["serve", "--max-batch", "8", "--batch-wait-ms", "0", "--max-queue", "4"])
-    assert (args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s) == (8, 0.0, 4, 10.0)
-    for bad in (["--max-batch", "0"], ["--batch-wait-ms", "-1"], ["--max-queue", "-3"], ["--deadline-s", "0"]):
+    options = ["serve", "--max-batch", "8", "--batch-wait-ms", "0", "--max-queue", "4", "--workers", "2"]
+    args = parser(["serve"]).parse_args(options)
+    assert (args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s, args.workers) == (8, 0.0, 4, 10.0, 2)
+    for bad in (
+        ["--max-batch", "0"],
+        ["--batch-wait-ms", "-1"],
+        ["--max-queue", "-3"],
+        ["--deadline-s", "0"],
+        ["--workers", "0"],
+    ):
         with pytest.raises(SystemExit):
             parser(["serve"]).parse_args(["serve", *bad])
         assert f"argument {bad[0]}: must be" in capsys.readouterr().err
@@ -205,7 +261,12 @@ def get_json(url: str) -> tuple[int, dict]:
 
 
 def test_healthz_answers_without_the_model(server):
-    assert get_json(f"{server}/healthz") == (200, {"status": "ok", "in_progress": 0, "decoding": 0, "queued": 0})
+    status, health = get_json(f"{server}/healthz")
+    assert (status, health) == (
+        200,
+        {"status": "ok", "pid": health["pid"], "in_progress": 0, "decoding": 0, "queued": 0},
+    )
+    assert health["pid"] != os.getpid()  # the server process's, not the test's
 
 
 def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, garments):
@@ -310,7 +371,8 @@ def test_a_full_server_answers_503_with_retry_after_and_health_still_answers(gar
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
         assert "1 requests in progress" in json.loads(refused.value.read())["error"]
-        assert get_json(f"{url}/healthz") == (200, {"status": "ok", "in_progress": 1, "decoding": 0, "queued": 0})
+        busy = {"status": "ok", "pid": os.getpid(), "in_progress": 1, "decoding": 0, "queued": 0}  # served in here
+        assert get_json(f"{url}/healthz") == (200, busy)
         model.release.set()
         assert first.result(timeout=HELD_S)[0] == 200
 

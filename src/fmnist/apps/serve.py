@@ -1,7 +1,8 @@
 """`fmnist serve`: a page to try the model in a browser, and `POST /predict` (JSON) for programs.
 
     fmnist serve [--host 127.0.0.1] [--port 8000] [--model FILE | --model-stage prod | --model-version v1.0.0]
-                 [--tta none|flip|flip_shift] [--max-batch 32] [--batch-wait-ms 2] [--max-queue 64] [--deadline-s 10]
+                 [--tta none|flip|flip_shift] [--workers 1] [--max-batch 32] [--batch-wait-ms 2] [--max-queue 64]
+                 [--deadline-s 10]
 
 `POST /predict` takes one image as the request body (or as the multipart field `image`) and answers with every
 class's probability, the 28x28 image the model saw (a PNG data URL) and the model's provenance. Bad requests get
@@ -12,6 +13,11 @@ batches of concurrent requests (fmnist.apps.batcher). At most `--max-queue` requ
 gets 503 with `Retry-After` instead of more memory. A request still unanswered after `--deadline-s` (a body that
 stops arriving, or a server that cannot keep up) gets 504 and its connection is closed, as is a connection whose
 headers take as long. `GET /healthz` answers without the model.
+
+One process serves at most about one core's worth of requests (Python holds one lock while it parses HTTP and
+prepares images). `--workers N` starts N server processes instead, each with its own copy of the model, taking
+connections from one socket that this process opened; it stops them when it is stopped, and each stops by
+itself if this process dies.
 """
 
 import argparse
@@ -21,8 +27,15 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +53,8 @@ from fmnist.apps.photo import UnusableImage, decode
 from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
 from fmnist.lib import paths, runs
 from fmnist.lib.dataset import IMAGE_SHAPE
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.params import InferenceParams
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes and resizes
@@ -160,7 +175,7 @@ async def health_handler(request: web.Request) -> web.Response:
     """GET /healthz: the server is up; how busy it is. Never touches the model."""
     app = request.app
     busy = {"in_progress": app[ADMITTED].count, "decoding": app[DECODING].count, "queued": app[BATCHER].queued}
-    return web.json_response({"status": "ok", **busy})
+    return web.json_response({"status": "ok", "pid": os.getpid(), **busy})  # pid: which worker process answered
 
 
 async def page_handler(request: web.Request) -> web.Response:
@@ -268,6 +283,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     default = Limits()
     parser.add_argument(
+        "--workers",
+        type=positive(int),
+        default=1,
+        help="server processes, each with its own copy of the model (about 0.6 GB each); one per core serves the "
+        "most requests (default: %(default)s)",
+    )
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
+    parser.add_argument(
         "--max-batch",
         type=positive(int),
         default=default.max_batch,
@@ -294,19 +317,111 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the model once, then serve until interrupted."""
-    limits = Limits(args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s)
-    choice = chosen_model(args)
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on host:port; a PipelineError naming the fix if it cannot be opened."""
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PipelineError(
+            f"cannot listen on {host}:{port} ({reason}); stop what uses that port or pass --port"
+        ) from exc
+
+
+def serve_forever(listener: socket.socket, model: Path, inference: InferenceParams, spec: dict[str, Any]) -> None:
+    """Load the model, then answer requests on `listener` until interrupted (`spec`: provenance and limits)."""
     from fmnist.nn.inference import Predictor
     from fmnist.nn.modelio import load_model
 
-    predict = Predictor(load_model(choice.path), choice.inference)
+    limits = Limits(**spec["limits"])
+    predict = Predictor(load_model(model), inference)
     predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(f"serving {choice.path} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
-    app = create_app(predict, provenance(choice), limits)
+    if spec.get("announce"):
+        print(spec["announce"], flush=True)
+    app = create_app(predict, spec["provenance"], limits)
     # keepalive_timeout: a connection idle, or still sending its headers (before any handler, so before the
     # deadline middleware), is closed after the deadline too, not after aiohttp's 75 s.
-    web.run_app(app, host=args.host, port=args.port, print=None, keepalive_timeout=limits.deadline_s)
+    web.run_app(app, sock=listener, print=None, keepalive_timeout=limits.deadline_s)
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM reached the process that supervises the workers."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def supervise(listener: socket.socket, spec: dict[str, Any], count: int) -> int:
+    """Run `count` worker processes on `listener` until this process is stopped (0) or a worker exits (1).
+
+    Each worker gets `spec` as one JSON line on its stdin, which then stays open: its end tells the worker that
+    this process is gone, however it died.
+    """
+    fd = listener.fileno()
+    command = [sys.executable, "-m", "fmnist.cli", "serve", "--worker-fd", str(fd)]
+    workers: list[subprocess.Popen[bytes]] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    try:
+        for _ in range(count):
+            worker = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(fd,))
+            assert worker.stdin is not None
+            worker.stdin.write(json.dumps({**spec, "announce": None}).encode() + b"\n")
+            worker.stdin.flush()
+            workers.append(worker)
+        print(spec["announce"], flush=True)
+        while all(worker.poll() is None for worker in workers):
+            time.sleep(0.5)
+        ended = next(worker for worker in workers if worker.poll() is not None)
+        raise PipelineError(f"a worker process exited with status {ended.returncode} (its error is above); stopping")
+    except _Stopped:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def exit_with_supervisor() -> None:
+    """In a worker: wait for the end of stdin (the supervisor is gone), then stop as on SIGTERM."""
+    while os.read(sys.stdin.fileno(), 4096):  # the raw descriptor: Python's buffered stdin must stay free for exit
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_worker(fd: int) -> int:
+    """One worker process of `--workers N`: the settings from stdin, the socket inherited as `fd`."""
+    spec = json.loads(sys.stdin.buffer.readline())
+    threading.Thread(target=exit_with_supervisor, daemon=True).start()
+    serve_forever(socket.socket(fileno=fd), Path(spec["model"]), InferenceParams(**spec["inference"]), spec)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model once per process, then serve until interrupted."""
+    if args.worker_fd is not None:
+        return run_worker(args.worker_fd)
+    limits = Limits(args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s)
+    choice = chosen_model(args)
+    listener = listening_socket(args.host, args.port)
+    workers = f" in {args.workers} worker processes" if args.workers > 1 else ""
+    spec = {
+        "model": str(choice.path),
+        "inference": dataclasses.asdict(choice.inference),
+        "provenance": provenance(choice),
+        "limits": dataclasses.asdict(limits),
+        "announce": f"serving {choice.path} on http://{args.host}:{args.port}/{workers} (Ctrl-C stops)",
+    }
+    if args.workers > 1:
+        return supervise(listener, spec, args.workers)
+    serve_forever(listener, choice.path, choice.inference, spec)
     return 0

@@ -4,7 +4,7 @@
                     [--tta none|flip|flip_shift] [--out FILE] [-- SERVE_ARG ...]
 
 Starts `fmnist serve` as a child process on a free loopback port (SERVE_ARGs after `--` go to it, e.g.
-`-- --max-batch 64`), then for each client count runs that many clients (asyncio + aiohttp) for SECONDS after a
+`-- --workers 2`), then for each client count runs that many clients (asyncio + aiohttp) for SECONDS after a
 short warm-up. Each client posts one image per request and waits for the answer: photo-like JPEGs of real test
 images (data/prepared, else Debian's copy of the release), and every tenth request (--bad-fraction) a bad one
 (not an image, truncated, empty, blank), which must get a 4xx. Latency percentiles are of the good requests.
@@ -230,17 +230,35 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it (`fmnist serve --workers N` runs N children), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4, after the command's parentheses
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        tree.append(current := pending.pop())
+        pending += children.get(current, [])
+    return tree
+
+
 def measure(url: str, server_pid: int, clients: int, seconds: float, requests: Iterator[Payload]) -> Summary:
-    """One warmed-up run, with the server's memory and the CPU of the server, this client and everyone else."""
+    """One warmed-up run, with the server's memory and the CPU of the server, this client and everyone else (the
+    server: its process and any worker processes)."""
     asyncio.run(load(url, clients, WARM_UP_S, requests))
-    rss_start, machine_start = rss_mb(server_pid), machine_cpu_seconds()
-    server_start, client_start = cpu_seconds(server_pid), cpu_seconds()
+    server_pids = process_tree(server_pid)
+    rss_start, machine_start = sum(map(rss_mb, server_pids)), machine_cpu_seconds()
+    server_start, client_start = sum(map(cpu_seconds, server_pids)), cpu_seconds()
     began = time.monotonic()
     outcomes = asyncio.run(load(url, clients, seconds, requests))
     elapsed = time.monotonic() - began  # a little over `seconds`: the last requests finish
-    server, ours = cpu_seconds(server_pid) - server_start, cpu_seconds() - client_start
+    server, ours = sum(map(cpu_seconds, server_pids)) - server_start, cpu_seconds() - client_start
     others = machine_cpu_seconds() - machine_start - server - ours
-    rss_end = rss_mb(server_pid)
+    rss_end = sum(map(rss_mb, server_pids))
     extra = {
         "server RSS start → end (MB)": f"{rss_start:.0f} → {rss_end:.0f} ({(rss_end / rss_start - 1) * 100:+.1f}%)",
         "CPU cores used: server / clients / other processes": (
