@@ -328,13 +328,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def serve_forever(listener: socket.socket, model: Path, inference: InferenceParams, spec: dict[str, Any]) -> None:
-    """Load the model, then answer requests on `listener` until interrupted (`spec`: provenance and limits)."""
+def serve_forever(listener: socket.socket, spec: dict[str, Any]) -> None:
+    """Load the model, then answer requests on `listener` until interrupted (`spec`: what `run` decided, as JSON)."""
     from fmnist.nn.inference import Predictor
     from fmnist.nn.modelio import load_model
 
     limits = Limits(**spec["limits"])
-    predict = Predictor(load_model(model), inference)
+    predict = Predictor(load_model(Path(spec["model"])), InferenceParams(**spec["inference"]))
     predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if spec.get("announce"):
@@ -402,7 +402,7 @@ def run_worker(fd: int) -> int:
     """One worker process of `--workers N`: the settings from stdin, the socket inherited as `fd`."""
     spec = json.loads(sys.stdin.buffer.readline())
     threading.Thread(target=exit_with_supervisor, daemon=True).start()
-    serve_forever(socket.socket(fileno=fd), Path(spec["model"]), InferenceParams(**spec["inference"]), spec)
+    serve_forever(socket.socket(fileno=fd), spec)
     return 0
 
 
@@ -413,15 +413,16 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s)
     choice = chosen_model(args)
     listener = listening_socket(args.host, args.port)
+    port = listener.getsockname()[1]  # the one chosen, for --port 0
     workers = f" in {args.workers} worker processes" if args.workers > 1 else ""
     spec = {
         "model": str(choice.path),
         "inference": dataclasses.asdict(choice.inference),
         "provenance": provenance(choice),
         "limits": dataclasses.asdict(limits),
-        "announce": f"serving {choice.path} on http://{args.host}:{args.port}/{workers} (Ctrl-C stops)",
+        "announce": f"serving {choice.path} on http://{args.host}:{port}/{workers} (Ctrl-C stops)",
     }
     if args.workers > 1:
         return supervise(listener, spec, args.workers)
-    serve_forever(listener, choice.path, choice.inference, spec)
+    serve_forever(listener, spec)
     return 0
