@@ -13,7 +13,7 @@ import pytest
 
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.tools.loadtest import Outcome, payloads, percentile, process_tree, summarize, table
+from fmnist.tools.loadtest import Outcome, descendants, payloads, percentile, process_tree, summarize, table
 from tests.helpers import TINY_MODEL
 
 
@@ -55,7 +55,13 @@ def test_the_request_mix_has_the_bad_fraction_and_every_kind_of_bad_request(garm
     assert len({p.body for p in mix if p.good}) == 20
 
 
-@pytest.mark.slow
+def test_descendants_are_children_and_their_children_and_nothing_else():
+    parent_of = {10: 1, 11: 10, 12: 10, 13: 11, 20: 1, 21: 20}  # 10 -> (11 -> 13, 12); 20 -> 21 beside it
+    assert descendants(10, parent_of) == [10, 11, 13, 12]
+    assert descendants(13, parent_of) == [13] and descendants(99, parent_of) == [99]
+
+
+@pytest.mark.slow  # /proc: Linux only, like the load test itself (the fast tests also run on macOS)
 def test_the_servers_processes_are_it_and_its_descendants():
     # A parent whose child has a child of its own, beside an unrelated process: the tree is the first three.
     script = "import subprocess, sys, time; c = [sys.executable, '-c', 'import time; time.sleep(30)']; "
@@ -73,6 +79,7 @@ def test_the_servers_processes_are_it_and_its_descendants():
             other.kill()
 
 
+@pytest.mark.slow
 def test_a_short_real_run_fails_no_good_request_and_refuses_every_bad_one(tmp_path):
     """`fmnist serve` with a tiny model, 4 clients for 2 s (plus start-up and warm-up: about 15 s)."""
     keras.utils.set_random_seed(0)

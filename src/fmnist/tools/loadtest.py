@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -230,20 +230,27 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process descended from it (`fmnist serve --workers N` runs N children), from /proc."""
+def descendants(pid: int, parent_of: Mapping[int, int]) -> list[int]:
+    """`pid` first, then every process descended from it, given each process's parent {pid: parent pid}."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4, after the command's parentheses
-        except (OSError, IndexError, ValueError):  # the process ended meanwhile
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
+    for child, parent in parent_of.items():
+        children.setdefault(parent, []).append(child)
     tree, pending = [], [pid]
     while pending:
         tree.append(current := pending.pop())
-        pending += children.get(current, [])
+        pending += sorted(children.get(current, []), reverse=True)
     return tree
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it (`fmnist serve --workers N` runs N children), from /proc."""
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4 (ppid)
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+    return descendants(pid, parent_of)
 
 
 def measure(url: str, server_pid: int, clients: int, seconds: float, requests: Iterator[Payload]) -> Summary:
