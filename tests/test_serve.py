@@ -32,6 +32,7 @@ from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.nn.inference import InferenceParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
+from fmnist.tools.loadtest import stat_fields
 from fmnist.tools.predict_bench import photo_like_jpeg
 from tests.helpers import TINY_MODEL, VENV_BIN
 
@@ -204,7 +205,7 @@ def test_worker_processes_share_the_port_and_end_with_their_supervisor_however_i
 def alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, exited but not yet reaped, counts as ended)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return stat_fields(pid)[0] != "Z"
     except FileNotFoundError:
         return False
 

@@ -216,9 +216,15 @@ def rss_mb(pid: int) -> float:
     raise PipelineError(f"process {pid} has no VmRSS (has it exited?)")
 
 
+def stat_fields(pid: int | str = "self") -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces): [state, ppid, ...], i.e. the
+    line's fields 3 onwards."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int | str = "self") -> float:
     """User + system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of the whole line
 
 
@@ -245,11 +251,12 @@ def descendants(pid: int, parent_of: Mapping[int, int]) -> list[int]:
 def process_tree(pid: int) -> list[int]:
     """`pid` and every process descended from it (`fmnist serve --workers N` runs N children), from /proc."""
     parent_of = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4 (ppid)
-        except (OSError, IndexError, ValueError):  # the process ended meanwhile
-            continue
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int(stat_fields(entry.name)[1])
+            except (OSError, IndexError, ValueError):  # the process ended meanwhile
+                continue
     return descendants(pid, parent_of)
 
 
