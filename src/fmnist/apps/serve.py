@@ -328,8 +328,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def serve_forever(listener: socket.socket, spec: dict[str, Any]) -> None:
-    """Load the model, then answer requests on `listener` until interrupted (`spec`: what `run` decided, as JSON)."""
+def serve_forever(listener: socket.socket, spec: dict[str, Any], announce: str | None = None) -> None:
+    """Load the model, print `announce` if given, then answer requests on `listener` until interrupted (`spec`:
+    what `run` decided, as JSON)."""
     from fmnist.nn.inference import Predictor
     from fmnist.nn.modelio import load_model
 
@@ -337,8 +338,8 @@ def serve_forever(listener: socket.socket, spec: dict[str, Any]) -> None:
     predict = Predictor(load_model(Path(spec["model"])), InferenceParams(**spec["inference"]))
     predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if spec.get("announce"):
-        print(spec["announce"], flush=True)
+    if announce:
+        print(announce, flush=True)
     app = create_app(predict, spec["provenance"], limits)
     # keepalive_timeout: a connection idle, or still sending its headers (before any handler, so before the
     # deadline middleware), is closed after the deadline too, not after aiohttp's 75 s.
@@ -353,7 +354,7 @@ def _stop(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-def supervise(listener: socket.socket, spec: dict[str, Any], count: int) -> int:
+def supervise(listener: socket.socket, spec: dict[str, Any], count: int, announce: str) -> int:
     """Run `count` worker processes on `listener` until this process is stopped (0) or a worker exits (1).
 
     Each worker gets `spec` as one JSON line on its stdin, which then stays open: its end tells the worker that
@@ -368,10 +369,10 @@ def supervise(listener: socket.socket, spec: dict[str, Any], count: int) -> int:
         for _ in range(count):
             worker = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(fd,))
             assert worker.stdin is not None
-            worker.stdin.write(json.dumps({**spec, "announce": None}).encode() + b"\n")
+            worker.stdin.write(json.dumps(spec).encode() + b"\n")
             worker.stdin.flush()
             workers.append(worker)
-        print(spec["announce"], flush=True)
+        print(announce, flush=True)
         while all(worker.poll() is None for worker in workers):
             time.sleep(0.5)
         ended = next(worker for worker in workers if worker.poll() is not None)
@@ -420,9 +421,9 @@ def run(args: argparse.Namespace) -> int:
         "inference": dataclasses.asdict(choice.inference),
         "provenance": provenance(choice),
         "limits": dataclasses.asdict(limits),
-        "announce": f"serving {choice.path} on http://{args.host}:{port}/{workers} (Ctrl-C stops)",
     }
+    announce = f"serving {choice.path} on http://{args.host}:{port}/{workers} (Ctrl-C stops)"
     if args.workers > 1:
-        return supervise(listener, spec, args.workers)
-    serve_forever(listener, spec)
+        return supervise(listener, spec, args.workers, announce)
+    serve_forever(listener, spec, announce)
     return 0
