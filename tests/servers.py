@@ -126,6 +126,7 @@ class SeaweedS3:
             "-master.telemetry=false",  # it would call home over the internet
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
+            "-master.electionTimeout=1s",  # one master: at the default 10 s, a restart took 20 s to lead again
             "-master.volumeSizeLimitMB=16",  # volumes fill up and grow in small steps, not in 30 GB ones
             "-volume.max=200",  # SeaweedFS grows 7 volumes for each new bucket (a collection)
             f"-volume.port={p['volume']}",
