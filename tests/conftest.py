@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.release import RELEASE_FILES, ReleaseFile
@@ -35,11 +36,21 @@ def real_release() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def reproduced_repo(tmp_path_factory) -> Path:
-    """A tiny pipeline repository after one full `dvc repro` (read-only for tests: copy it to change it)."""
+def reproduced_repo(tmp_path_factory, worker_id) -> Path:
+    """A tiny pipeline repository after one full `dvc repro` (read-only for tests: copy it to change it).
+
+    Built once per test run: pytest-xdist's workers share it, the first to ask builds it under a file lock and
+    renames it into place when it is complete (a failed build leaves nothing for the next worker to trip on).
+    """
     real_data_dir()  # the fetch stage reads it: say so plainly if it is missing
-    repo = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    dvc(repo, "repro")
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp if worker_id == "master" else basetemp.parent  # the run's directory, above the workers'
+    repo = shared / "reproduced"
+    with FileLock(shared / "reproduced.lock"):
+        if not repo.is_dir():
+            building = make_pipeline_repo(tmp_path_factory.mktemp("building"))
+            dvc(building, "repro")
+            building.rename(repo)
     return repo
 
 
