@@ -110,10 +110,10 @@ def accuracy_of(repo: Path, rev: str | None = None) -> float:
 
 @pytest.fixture(scope="module")
 def seeded_repo(reproduced_repo, tmp_path_factory) -> Path:
-    """The tiny pipeline committed on main with the seed record of `fmnist seeds --n 3` (read-only: copy it)."""
+    """The tiny pipeline committed on main with the seed record of `fmnist seeds --n 2` (read-only: copy it)."""
     repo = copy_repo(reproduced_repo, tmp_path_factory.mktemp("seeded") / "repo")
     git_commit(repo, "first run")
-    fmnist_cli(repo, "seeds", "--n", "3")
+    fmnist_cli(repo, "seeds", "--n", "2")  # two runs, the fewest a spread needs
     git_commit(repo, "seed record")
     return repo
 
@@ -132,10 +132,10 @@ def retrained(repo: Path, section: str, key: str, value) -> str:
 
 
 @pytest.mark.slow
-def test_seeds_records_three_seeded_runs_of_the_committed_params(seeded_repo):
+def test_seeds_records_seeded_runs_of_the_committed_params(seeded_repo):
     record = json.loads((seeded_repo / "metrics/seeds.json").read_text())["seeds"]
-    assert [r["seed"] for r in record["runs"]] == [0, 1, 2] and record["n"] == 3
-    assert len({r["accuracy"] for r in record["runs"]}) > 1 and record["sd"] > 0  # seeds do move the accuracy
+    assert [r["seed"] for r in record["runs"]] == [0, 1] and record["n"] == 2
+    assert record["runs"][0]["recall"] != record["runs"][1]["recall"]  # another seed, another model
     assert record["runs"][0]["accuracy"] == accuracy_of(seeded_repo)  # seed 0 again, here: the same model
     assert record["fingerprint"] == runs.fingerprint((seeded_repo / "dvc.lock").read_text())
     assert record["environment"]["cpu"] and set(record["runs"][1]["recall"]) == set(CLASS_NAMES)
@@ -144,8 +144,8 @@ def test_seeds_records_three_seeded_runs_of_the_committed_params(seeded_repo):
 @pytest.mark.slow
 def test_seeds_reuses_its_runs_after_a_commit_that_kept_the_fingerprint(seeded_copy):
     # seeded_repo committed the record after the runs: the experiments now hang off an older commit.
-    again = fmnist_cli(seeded_copy, "seeds", "--n", "3").stdout
-    assert again.count("ran before, reusing it") == 3 and "seeds: running" not in again
+    again = fmnist_cli(seeded_copy, "seeds", "--n", "2").stdout
+    assert again.count("ran before, reusing it") == 2 and "seeds: running" not in again
     assert (
         json.loads((seeded_copy / "metrics/seeds.json").read_text())["seeds"]["runs"]
         == json.loads(run(["git", "show", "HEAD:metrics/seeds.json"], seeded_copy).stdout)["seeds"]["runs"]
@@ -155,7 +155,7 @@ def test_seeds_reuses_its_runs_after_a_commit_that_kept_the_fingerprint(seeded_c
 @pytest.mark.slow
 def test_seeds_refuses_params_that_dvc_lock_has_not_measured(seeded_copy):
     set_param(seeded_copy, "train", "epochs", 3)  # not reproduced: dvc.lock's fingerprint is of other params
-    result = fmnist_cli(seeded_copy, "seeds", "--n", "3", check=False)
+    result = fmnist_cli(seeded_copy, "seeds", "--n", "2", check=False)
     assert result.returncode == 1 and result.stderr.startswith("error: `dvc status` says train changed since dvc.lock;")
     assert len(result.stderr.splitlines()) == 1 and "seeds: running" not in result.stdout
 
@@ -166,7 +166,7 @@ def test_a_change_of_seed_is_within_noise(seeded_copy):
     lines = text.splitlines()
     assert lines[0] == report.TITLE and lines[2].endswith(": within noise**")
     assert f"→ workspace {accuracy_of(seeded_copy):.4f}" in lines[2]
-    assert "Seed spread at `main`: " in text and "over 3 seeds;" in text
+    assert "Seed spread at `main`: " in text and "over 2 seeds;" in text
     assert re.search(r"^\| params\.yaml \| train\.seed\s+\| 0\s+\| 1\s+\|$", text, re.M)
     assert "Different environments" not in text
     assert run(["git", "status", "--porcelain", "--", "report.md", "report"], seeded_copy).stdout == ""  # ignored
