@@ -33,9 +33,11 @@ def write_saved_model(model: keras.Model, target: Path, tta: str) -> None:
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # The views are drawn from a float32 copy: LiteRT has no uint8 Pad, which `flip_shift`'s shifted views need.
+    # The same whole numbers 0-255, so the same probabilities.
     archive.add_endpoint(
         name="serve",
-        fn=lambda images: inference.probabilities_graph(model, images, tta),
+        fn=lambda images: inference.probabilities_graph(model, keras.ops.cast(images, "float32"), tta),
         input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")],
     )
     archive.write_out(str(target), verbose=False)
