@@ -105,27 +105,26 @@ def test_default_precision_trains_in_float32_where_bf16_is_not_native(pipeline_c
     assert metrics["eval"]["accuracy"] > 0.3  # it trains: validation accuracy far above chance (0.1)
 
 
-def test_a_model_trained_in_bfloat16_is_saved_in_float32_and_evaluates_anywhere(pipeline_copy):
-    set_param(pipeline_copy, "model", "precision", "mixed_bfloat16")
-    dvc(pipeline_copy, "repro", "train")
-    with zipfile.ZipFile(pipeline_copy / "models/model.keras") as archive:
+def assert_saved_in_float32_and_evaluates_anywhere(repo) -> None:
+    """The workspace's model (trained in bfloat16) has no bfloat16 in its file and evaluates on any CPU."""
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["environment"]["precision"] == "mixed_bfloat16"
+    with zipfile.ZipFile(repo / "models/model.keras") as archive:
         assert "bfloat16" not in archive.read("config.json").decode()
-    assert (
-        json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
-        == "mixed_bfloat16"
-    )
     for env in WITHOUT_NATIVE_BF16.values():
-        assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == [
-            "evaluate"
-        ]
+        assert stages_run(dvc(repo, "repro", "--force", "--single-item", "evaluate", env=env).stdout) == ["evaluate"]
 
 
-def test_metrics_diff_shows_a_change_of_precision(pipeline_copy):
-    # `auto` resolves by CPU (float32 on AVX2, bf16 with AVX512-BF16/AMX): switch to whichever it did not pick.
+def test_a_change_of_precision_shows_in_metrics_diff_and_the_bfloat16_model_evaluates_anywhere(pipeline_copy):
+    # `auto` resolves by CPU (float32 on AVX2, bf16 with AVX512-BF16/AMX): train in whichever it did not pick, so
+    # one of the two models was trained in bfloat16, and check that one before it is replaced or after it is made.
     git_commit(pipeline_copy, "auto precision")
     before = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
     after = {"float32": "mixed_bfloat16", "mixed_bfloat16": "float32"}[before]
+    if before == "mixed_bfloat16":
+        assert_saved_in_float32_and_evaluates_anywhere(pipeline_copy)
     set_param(pipeline_copy, "model", "precision", after)
     dvc(pipeline_copy, "repro", "train")
     table = dvc(pipeline_copy, "metrics", "diff", "--all", "--md").stdout
     assert re.search(rf"\|\s*environment\.precision\s*\|\s*{before}\s*\|\s*{after}\s*\|", table), table
+    if after == "mixed_bfloat16":
+        assert_saved_in_float32_and_evaluates_anywhere(pipeline_copy)

@@ -210,26 +210,26 @@ def test_without_params_yaml_the_tta_must_be_given_and_is_then_used(tiny_model_f
 
 
 @pytest.mark.slow
-def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release):
-    """1,000 test images as photo-like JPEGs through the real command, against the arrays, with a trained model."""
+def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release, fmnist):
+    """1,000 test images as photo-like JPEGs through `fmnist predict`, against the arrays, with a trained model."""
     from fmnist.lib.params import InferenceParams
     from fmnist.nn.inference import Predictor
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
     model = build_model(dataclasses.replace(TINY_MODEL, width=8, dense_units=64), seed=0)
-    model.compile(keras.optimizers.Adam(0.003), keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.Adam(0.004), keras.losses.CategoricalCrossentropy(from_logits=True))
     train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
-    model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=128, epochs=3, verbose=0)
+    model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=256, epochs=3, verbose=0)
     save_model(model, tmp_path / "model.keras")
     images, labels = real_release["t10k-images-idx3-ubyte"][:1000], real_release["t10k-labels-idx1-ubyte"][:1000]
     predict = Predictor(model, InferenceParams(tta="flip", batch_size=500))
     array_accuracy = np.mean(predict(images[..., None]).argmax(axis=1) == labels)
     write_photos(images, tmp_path / "photos")
-    result = console("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
+    result = fmnist("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
     photo_accuracy = np.mean(np.array(predicted) == labels)
     print(f"accuracy on 1,000 test images: {array_accuracy:.3f} as arrays, {photo_accuracy:.3f} as photos")
-    assert array_accuracy > 0.8  # a model worth checking against (0.84 here)
+    assert array_accuracy > 0.8  # a model worth checking against (0.85 on an AVX2 CPU)
     assert abs(photo_accuracy - array_accuracy) <= 0.02

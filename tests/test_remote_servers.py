@@ -229,10 +229,14 @@ def test_s3_registry_fetches_by_stage_and_fmnist_predicts_with_it(s3_repo, s3_se
     assert used.read_bytes() == model
 
 
-def test_s3_sweep_experiments_travel_through_the_bucket(s3_repo, s3_server, tmp_path):
+def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_clone_applies_the_best(
+    s3_repo, s3_server, tmp_path
+):
+    # As the sweep workflow does it: a bare git repository stands in for GitHub, three clones are two runners and
+    # the collecting job, and the experiments' outputs travel through the bucket.
     repo_a, bucket = s3_repo.repo, s3_repo.bucket
     origin = tmp_path / "origin.git"
-    sh(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
+    sh(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)  # clones check out main
     sh(["git", "remote", "add", "origin", str(origin)], repo_a)
     sh(["git", "push", "-q", "origin", "main"], repo_a)
 
@@ -244,22 +248,39 @@ def test_s3_sweep_experiments_travel_through_the_bucket(s3_repo, s3_server, tmp_
         return repo, set_up(repo, s3_server.env())
 
     def fmnist(repo: Path, runner_env: dict[str, str], *args: str) -> str:
+        """`fmnist ARGS` of `repo`'s own code there; its stdout (for `sweep collect`, the table alone)."""
         return sh(["python", "-m", "fmnist.cli", *args], repo, {**runner_env, "PYTHONPATH": str(repo / "src")}).stdout
 
-    # inference.tta reruns the stages after train only: a new predictions file for the DVC remote
-    sets = json.dumps([["inference.tta=flip"]])
-    runner, runner_env = machine("runner")
-    assert "sweep: ran and pushed t-1" in fmnist(runner, runner_env, "sweep", "run", "--sets", sets, "--prefix", "t")
+    # Two ways of predicting with the committed model: no training, and each a new predictions file for the bucket.
+    sets = json.dumps([["inference.tta=flip"], ["inference.tta=flip_shift", "plot_errors.n_random=4"]])
+    for number in (1, 2):  # each runner: a fresh clone, its share of the sets, pushed
+        runner, runner_env = machine(f"runner{number}")
+        args = ("sweep", "run", "--sets", sets, "--prefix", "t", "--worker", f"{number}/2")
+        assert f"sweep: ran and pushed t-{number}" in fmnist(runner, runner_env, *args)
+        assert sh(["git", "status", "--porcelain"], runner).stdout == ""  # --temp left the workspace alone
 
     collector, collector_env = machine("collector")
     table = fmnist(collector, collector_env, "sweep", "collect", "--prefix", "t").splitlines()
-    assert table[2].startswith("| 1 | t-1 |") and "inference.tta=flip" in table[2], table
-    dvc(collector, "exp", "apply", "t-1", env=collector_env)
-    dvc(collector, "pull", env=collector_env)
+    assert table[0].startswith("| rank | experiment |"), table
+    ranked = {line.split(" | ")[1]: line for line in table[2:]}
+    assert sorted(ranked) == ["t-1", "t-2"], table
+    assert "inference.tta=flip |" in ranked["t-1"]
+    assert "inference.tta=flip_shift, plot_errors.n_random=4" in ranked["t-2"]
+    listed = dvc(collector, "exp", "show", "--csv", env=collector_env).stdout.splitlines()  # DVC's own view
+    header = listed[0].split(",")
+    rows = {line.split(",")[header.index("Experiment")]: line.split(",") for line in listed[1:]}
+    for name, line in ranked.items():  # the table's numbers are DVC's
+        shown = float(rows[name][header.index("test.accuracy")])
+        assert shown == pytest.approx(float(line.split(" | ")[2]), abs=1e-4)
+
+    best, best_accuracy = table[2].split(" | ")[1], float(table[2].split(" | ")[2])
+    dvc(collector, "exp", "apply", best, env=collector_env)
+    dvc(collector, "pull", env=collector_env)  # the best experiment's outputs, from the bucket
     assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
+    assert round(json.loads((collector / "metrics/test.json").read_text())["test"]["accuracy"], 4) == best_accuracy
     predictions = "data/predictions/test_probabilities.npy"
     md5 = locked_md5(collector, predictions)
-    assert md5 != locked_md5(repo_a, predictions)  # the experiment's own output, from the bucket
+    assert md5 != locked_md5(repo_a, predictions)  # the experiment's own output, pushed by its runner
     assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == md5
     assert s3_server.client().exists(object_key(bucket, md5))
 

@@ -1,17 +1,13 @@
-"""`fmnist sweep`: parsing and ranking on their own, then the whole fan-out offline, as the sweep workflow does it.
+"""`fmnist sweep`: parsing and ranking on their own.
 
-The fan-out test stands in for GitHub: a bare git repository is `origin`, a local directory the DVC remote, and
-three clones are two runners and the collecting job.
+The whole fan-out (two runners, a collecting clone, the outputs through a real S3 bucket on loopback) is
+tests/test_remote_servers.py's sweep test.
 """
-
-import json
-from pathlib import Path
 
 import pytest
 
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
-from tests.helpers import dvc, git_clone, git_commit, run
 
 
 def test_sets_are_a_json_list_of_override_lists():
@@ -76,60 +72,3 @@ def test_ranking_puts_the_best_first_and_names_what_each_changed():
     ]
     with pytest.raises(PipelineError, match="no experiments named t-N"):
         ranking(show, "t")
-
-
-def fmnist(repo: Path, *args: str) -> str:
-    """Run the `fmnist` command of `repo`'s own code there; its stdout."""
-    return run(["python", "-m", "fmnist.cli", *args], repo, env={"PYTHONPATH": str(repo / "src")}).stdout
-
-
-def clone(origin: Path, dest: Path) -> Path:
-    """A runner's checkout: `git clone` of origin, with a git identity for the experiments' commits."""
-    git_clone(origin, dest)
-    run(["git", "config", "user.email", "runner@example.com"], dest)
-    run(["git", "config", "user.name", "runner"], dest)
-    return dest
-
-
-@pytest.mark.slow
-def test_two_runners_share_experiments_and_a_third_clone_collects_and_applies_the_best(pipeline_copy, tmp_path):
-    origin, storage = tmp_path / "origin.git", tmp_path / "storage"
-    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)  # clones check out main
-    dvc(pipeline_copy, "remote", "add", "-d", "storage", str(storage))
-    git_commit(pipeline_copy, "tiny pipeline, its outputs and the DVC remote")
-    dvc(pipeline_copy, "push")
-    run(["git", "remote", "add", "origin", str(origin)], pipeline_copy)
-    run(["git", "push", "-q", "origin", "main"], pipeline_copy)
-
-    # Overrides that need no training: each runner reruns only the stages its set changes (plot_errors; evaluate,
-    # export and plot_errors), and the two sets reach different accuracies.
-    sets = json.dumps([["plot_errors.seed=1"], ["inference.tta=flip", "plot_errors.n_random=4"]])
-    for number in (1, 2):  # each runner: a fresh clone, its share of the sets, pushed
-        runner = clone(origin, tmp_path / f"runner{number}")
-        out = fmnist(runner, "sweep", "run", "--sets", sets, "--prefix", "t", "--worker", f"{number}/2")
-        assert f"sweep: ran and pushed t-{number}" in out
-        assert run(["git", "status", "--porcelain"], runner).stdout == ""  # --temp left the workspace alone
-
-    collector = clone(origin, tmp_path / "collector")
-    table = fmnist(collector, "sweep", "collect", "--prefix", "t").splitlines()  # stdout: the table alone
-    assert table[0].startswith("| rank | experiment |"), table
-    ranked = [line.split(" | ")[1] for line in table[2:]]
-    assert sorted(ranked) == ["t-1", "t-2"], table
-    assert "plot_errors.seed=1" in next(line for line in table if "t-1" in line)
-    assert "inference.tta=flip, plot_errors.n_random=4" in next(line for line in table if "t-2" in line)
-    listed = dvc(collector, "exp", "show", "--csv").stdout.splitlines()  # DVC's own view lists both, with metrics
-    header = listed[0].split(",")
-    rows = {line.split(",")[header.index("Experiment")]: line.split(",") for line in listed[1:]}
-    assert {"t-1", "t-2"} <= set(rows)
-    ranked_accuracy = {line.split(" | ")[1]: float(line.split(" | ")[2]) for line in table[2:]}
-    for name in ("t-1", "t-2"):  # the table's numbers are DVC's
-        assert float(rows[name][header.index("test.accuracy")]) == pytest.approx(ranked_accuracy[name], abs=1e-4)
-
-    best = ranked[0]
-    best_accuracy = float(table[2].split(" | ")[2])
-    dvc(collector, "exp", "apply", best)
-    dvc(collector, "pull")  # the best experiment's outputs, from the DVC remote
-    assert "Data and pipelines are up to date" in dvc(collector, "status").stdout
-    metrics = json.loads((collector / "metrics" / "test.json").read_text())
-    assert round(metrics["test"]["accuracy"], 4) == best_accuracy
-    assert (collector / "models" / "model.keras").is_file()
