@@ -39,6 +39,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections while the block runs: bound but never listening, so no other
+    server (another test's, another worker's) can take it in the meantime, as it could take a free_port()."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct free ports, all held open together while they are chosen so none repeats."""
     sockets = [socket.socket() for _ in range(count)]

@@ -27,9 +27,10 @@ def contents(repo: Path, out: str) -> dict[str, bytes]:
     return {p.relative_to(repo).as_posix(): p.read_bytes() for p in files}
 
 
-def locked_md5(repo: Path, out: str) -> str:
-    """The md5 that dvc.lock records for the output `out`."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+def locked_md5(repo: Path, out: str, rev: str | None = None) -> str:
+    """The md5 that dvc.lock records for the output `out`: in the workspace, or at the git revision `rev`."""
+    text = (repo / "dvc.lock").read_text() if rev is None else run(["git", "show", f"{rev}:dvc.lock"], repo).stdout
+    lock = yaml.safe_load(text)
     return next(o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] == out)
 
 

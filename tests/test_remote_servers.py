@@ -27,7 +27,7 @@ from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
 from tests.helpers import DVC_UP_TO_DATE, REPO_ROOT, VENV_BIN, copy_repo, git_clone, git_commit, init_git_dvc
-from tests.servers import Blackhole, SeaweedS3, SSHServer, free_port, s3_server, ssh_server, wait_for
+from tests.servers import Blackhole, SeaweedS3, SSHServer, refusing_port, s3_server, ssh_server, wait_for
 from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
 pytestmark = pytest.mark.slow
@@ -251,8 +251,9 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
         """`fmnist ARGS` of `repo`'s own code there; its stdout (for `sweep collect`, the table alone)."""
         return sh(["python", "-m", "fmnist.cli", *args], repo, {**runner_env, "PYTHONPATH": str(repo / "src")}).stdout
 
-    # Two ways of predicting with the committed model: no training, and each a new predictions file for the bucket.
-    sets = json.dumps([["inference.tta=flip"], ["inference.tta=flip_shift", "plot_errors.n_random=4"]])
+    # Sets that need no training: the first predicts with mirror averaging (evaluate and the stages after it rerun,
+    # a new predictions file for the bucket), the second redraws the plots (plot_errors alone).
+    sets = json.dumps([["inference.tta=flip"], ["plot_errors.seed=1", "plot_errors.n_random=4"]])
     for number in (1, 2):  # each runner: a fresh clone, its share of the sets, pushed
         runner, runner_env = machine(f"runner{number}")
         args = ("sweep", "run", "--sets", sets, "--prefix", "t", "--worker", f"{number}/2")
@@ -264,8 +265,8 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
     assert table[0].startswith("| rank | experiment |"), table
     ranked = {line.split(" | ")[1]: line for line in table[2:]}
     assert sorted(ranked) == ["t-1", "t-2"], table
-    assert "inference.tta=flip |" in ranked["t-1"]
-    assert "inference.tta=flip_shift, plot_errors.n_random=4" in ranked["t-2"]
+    # Each row names what its set changed, in params.yaml's order.
+    assert "inference.tta=flip |" in ranked["t-1"] and "plot_errors.n_random=4, plot_errors.seed=1" in ranked["t-2"]
     listed = dvc(collector, "exp", "show", "--csv", env=collector_env).stdout.splitlines()  # DVC's own view
     header = listed[0].split(",")
     rows = {line.split(",")[header.index("Experiment")]: line.split(",") for line in listed[1:]}
@@ -273,16 +274,19 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
         shown = float(rows[name][header.index("test.accuracy")])
         assert shown == pytest.approx(float(line.split(" | ")[2]), abs=1e-4)
 
+    # t-1's own predictions, which only its runner made: `sweep collect` pulled them from the bucket with its ref.
+    predictions = "data/predictions/test_probabilities.npy"
+    [ref] = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps/**/t-1"], collector).stdout.split()
+    md5 = locked_md5(collector, predictions, rev=ref)
+    assert md5 != locked_md5(repo_a, predictions)
+    assert s3_server.client().exists(object_key(bucket, md5))
+
     best, best_accuracy = table[2].split(" | ")[1], float(table[2].split(" | ")[2])
     dvc(collector, "exp", "apply", best, env=collector_env)
     dvc(collector, "pull", env=collector_env)  # the best experiment's outputs, from the bucket
     assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
     assert round(json.loads((collector / "metrics/test.json").read_text())["test"]["accuracy"], 4) == best_accuracy
-    predictions = "data/predictions/test_probabilities.npy"
-    md5 = locked_md5(collector, predictions)
-    assert md5 != locked_md5(repo_a, predictions)  # the experiment's own output, pushed by its runner
-    assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == md5
-    assert s3_server.client().exists(object_key(bucket, md5))
+    assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == locked_md5(collector, predictions)
 
 
 def test_ssh_push_then_a_fresh_clone_pulls_the_same_outputs_and_metrics(pipeline_copy, ssh_server, tmp_path):
@@ -388,7 +392,7 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
         elif fault == "missing-bucket":
             url = "s3://fmnist-no-such-bucket/fmnist"
         elif fault == "refused":
-            endpoint = f"http://127.0.0.1:{free_port()}"
+            endpoint = f"http://127.0.0.1:{stack.enter_context(refusing_port())}"
         else:
             endpoint = f"http://127.0.0.1:{stack.enter_context(Blackhole()).port}"
         add_remote(repo_a, url, endpointurl=endpoint, verify=True)  # committed by the maintainer, never pushed
@@ -416,19 +420,20 @@ SSH_FAULTS = {
 def test_ssh_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, ssh_server, data_repo, tmp_path):
     repo_a = data_repo
     secrets = ssh_secrets(ssh_server, tmp_path)
-    if fault == "wrong-key":
-        other = SSHServer.make_key(tmp_path / "other_key")
-        secrets["DVC_SSH_PRIVATE_KEY"] = other.read_text()
-        use_ssh(repo_a, ssh_server, tmp_path / "ssh-storage")
-    else:
-        add_remote(repo_a, f"ssh://{ssh_server.user}@127.0.0.1:{free_port()}/srv/dvc")  # nothing listens there
+    with contextlib.ExitStack() as stack:
+        if fault == "wrong-key":
+            other = SSHServer.make_key(tmp_path / "other_key")
+            secrets["DVC_SSH_PRIVATE_KEY"] = other.read_text()
+            use_ssh(repo_a, ssh_server, tmp_path / "ssh-storage")
+        else:
+            add_remote(repo_a, f"ssh://{ssh_server.user}@127.0.0.1:{stack.enter_context(refusing_port())}/srv/dvc")
 
-    repo_b = git_clone(repo_a, tmp_path / "b")
-    step = remote_step(repo_b, secrets)
-    assert_one_error_line(step, *SSH_FAULTS[fault])
-    assert "PRIVATE KEY" not in step.result.stdout + step.result.stderr
-    fails_and_changes_nothing(repo_b, "pull", secrets)
-    fails_and_changes_nothing(repo_a, "push", secrets)
+        repo_b = git_clone(repo_a, tmp_path / "b")
+        step = remote_step(repo_b, secrets)
+        assert_one_error_line(step, *SSH_FAULTS[fault])
+        assert "PRIVATE KEY" not in step.result.stdout + step.result.stderr
+        fails_and_changes_nothing(repo_b, "pull", secrets)
+        fails_and_changes_nothing(repo_a, "push", secrets)
 
 
 # Faults survived: nothing lost.
