@@ -287,6 +287,7 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
     assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
     assert round(json.loads((collector / "metrics/test.json").read_text())["test"]["accuracy"], 4) == best_accuracy
     assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == locked_md5(collector, predictions)
+    assert (collector / MODEL).is_file()
 
 
 def test_ssh_push_then_a_fresh_clone_pulls_the_same_outputs_and_metrics(pipeline_copy, ssh_server, tmp_path):
