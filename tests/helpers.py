@@ -27,7 +27,16 @@ DVC_UP_TO_DATE = "Data and pipelines are up to date."  # what `dvc status` print
 
 # The smallest network worth building: untrained, it is enough to check everything but accuracy. Tests that need
 # augmentation or dropout take a copy: dataclasses.replace(TINY_MODEL, flip=True).
-TINY_MODEL = ModelParams(arch="bn_cnn", width=4, dense_units=16, dropout=0.0, flip=False, shift_px=0, precision="auto")
+TINY_MODEL = ModelParams(
+    arch="bn_cnn",
+    width=4,
+    convs_per_block=(1, 1, 1),
+    dense_units=16,
+    dropout=0.0,
+    flip=False,
+    shift_px=0,
+    precision="auto",
+)
 
 # The real params.yaml shrunk to a run of seconds: tiny network, two epochs, 1,000 training images.
 TINY_OVERRIDES = {

@@ -14,7 +14,16 @@ from fmnist.nn.model import build_model
 from fmnist.nn.modelio import load_model, save_model
 from tests.helpers import TINY_MODEL
 
-SEED_NET = ModelParams(arch="seed", width=32, dense_units=128, dropout=0.5, flip=False, shift_px=0, precision="float32")
+SEED_NET = ModelParams(
+    arch="seed",
+    width=32,
+    convs_per_block=(1, 1, 1),  # bn_cnn only
+    dense_units=128,
+    dropout=0.5,
+    flip=False,
+    shift_px=0,
+    precision="float32",
+)
 SMALL_BN = dataclasses.replace(TINY_MODEL, dropout=0.3, flip=True, shift_px=2)  # every training-only layer
 
 
@@ -28,6 +37,23 @@ def test_seed_network_matches_the_reference_layer_for_layer():
     expected = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + (576 * 128 + 128) + (128 * 10 + 10)
     assert model.count_params() == expected == 130_890
     assert [layer.name for layer in model.layers if "conv" in layer.name] == ["conv1", "conv2", "conv3"]
+
+
+def test_further_convs_in_a_block_work_at_its_pooled_resolution():
+    model = build_model(dataclasses.replace(TINY_MODEL, convs_per_block=(1, 2, 3)), seed=0)
+    convs = {layer.name: layer.output.shape[1:] for layer in model.layers if "conv" in layer.name}
+    # width 4: blocks of 4, 8, 16 channels; the first conv of a block sees the block's input, then pooling halves it.
+    assert convs == {
+        "conv1": (28, 28, 4),
+        "conv2": (14, 14, 8),
+        "conv2_2": (7, 7, 8),
+        "conv3": (7, 7, 16),
+        "conv3_2": (3, 3, 16),
+        "conv3_3": (3, 3, 16),
+    }
+    # Each further conv adds 3x3 x C x C weights and batch norm's 4 x C (two of them trained, two moving averages).
+    baseline = build_model(TINY_MODEL, seed=0).count_params()
+    assert model.count_params() - baseline == (9 * 8 * 8 + 4 * 8) + 2 * (9 * 16 * 16 + 4 * 16)
 
 
 @pytest.mark.parametrize("params", [SEED_NET, SMALL_BN])

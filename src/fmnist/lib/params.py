@@ -55,6 +55,7 @@ class PrepareParams:
 class ModelParams:
     arch: Literal["seed", "bn_cnn"]  # seed: the reference network; bn_cnn: conv-BN-ReLU blocks
     width: int  # channels of the first conv layer (the blocks of fmnist.nn.model multiply it)
+    convs_per_block: tuple[int, ...]  # bn_cnn: 3x3 convolutions in each of the three blocks (the first pools)
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
@@ -65,6 +66,12 @@ class ModelParams:
 
     def __post_init__(self) -> None:
         _require(1 <= self.width <= 1024, "model.width", "must be in 1..1024", self.width)
+        _require(
+            len(self.convs_per_block) == 3 and all(1 <= n <= 4 for n in self.convs_per_block),
+            "model.convs_per_block",
+            "must be a list of 3 integers in 1..4",
+            list(self.convs_per_block),
+        )
         _require(1 <= self.dense_units <= 8192, "model.dense_units", "must be in 1..8192", self.dense_units)
         _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         _require(0 <= self.shift_px <= 8, "model.shift_px", "must be in 0..8", self.shift_px)

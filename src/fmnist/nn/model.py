@@ -33,7 +33,7 @@ def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, sync_batc
         if params.arch == "seed":
             x = _seed_body(x, params.width)  # (N, features)
         else:
-            x = _bn_cnn_body(x, params.width, sync_batch_norm)
+            x = _bn_cnn_body(x, params.width, params.convs_per_block, sync_batch_norm)
         x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
         x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
         # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
@@ -94,16 +94,22 @@ def _seed_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
     return layers.Flatten(name="flatten")(x)  # (N, 18w)
 
 
-def _bn_cnn_body(x: keras.KerasTensor, width: int, sync_batch_norm: bool) -> keras.KerasTensor:
-    """Three conv-pool-BN-ReLU blocks, each halving the resolution: 28 -> 14 -> 7 -> 3."""
-    for block, channels in enumerate((width, 2 * width, 4 * width), start=1):
-        # No conv bias: batch norm's shift makes it redundant.
-        x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
-        # Pooling before BN and ReLU (rather than after) runs them on a quarter of the values: epochs took 9 s
-        # instead of 12.5 s here. ReLU commutes with max-pooling; BN then normalises the pooled responses.
-        x = layers.MaxPooling2D(name=f"pool{block}")(x)
-        # momentum 0.9 (Keras' default is 0.99): the inference statistics settle within ~50 steps, so short
-        # runs (a quick -S train.epochs=1, the tests' tiny slice) evaluate sensibly too.
-        x = layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{block}")(x)
-        x = layers.ReLU(name=f"relu{block}")(x)
+def _bn_cnn_body(
+    x: keras.KerasTensor, width: int, convs_per_block: tuple[int, ...], sync_batch_norm: bool
+) -> keras.KerasTensor:
+    """Three blocks, each halving the resolution (28 -> 14 -> 7 -> 3): conv-pool-BN-ReLU, then conv-BN-ReLU."""
+    for block, (channels, convs) in enumerate(zip((width, 2 * width, 4 * width), convs_per_block, strict=True), 1):
+        for conv in range(convs):
+            suffix = f"{block}" if conv == 0 else f"{block}_{conv + 1}"
+            # No conv bias: batch norm's shift makes it redundant.
+            x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{suffix}")(x)
+            if conv == 0:
+                # Pooling before BN and ReLU (rather than after) runs them on a quarter of the values: epochs
+                # took 9 s instead of 12.5 s here. ReLU commutes with max-pooling; BN then normalises the pooled
+                # responses. The block's further convs work at the pooled resolution, where they cost a quarter.
+                x = layers.MaxPooling2D(name=f"pool{block}")(x)
+            # momentum 0.9 (Keras' default is 0.99): the inference statistics settle within ~50 steps, so short
+            # runs (a quick -S train.epochs=1, the tests' tiny slice) evaluate sensibly too.
+            x = layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{suffix}")(x)
+            x = layers.ReLU(name=f"relu{suffix}")(x)
     return layers.Flatten(name="flatten")(x)  # (N, 3 * 3 * 4w)
