@@ -67,11 +67,31 @@ def names(entries: list) -> set[str]:
     return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
 
 
+def uses_tensorflow(modules: set[str]) -> bool:
+    """Whether any of `modules` imports TensorFlow or Keras."""
+    return any(
+        isinstance(node, ast.Import | ast.ImportFrom)
+        and any(name.split(".")[0] in ("tensorflow", "keras") for name in import_names(node))
+        for module in modules
+        for node in ast.walk(ast.parse(module_file(module).read_text()))
+    )
+
+
+def import_names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    return [node.module or ""] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_code_deps_are_exactly_the_imported_modules(stage):
     code_deps = {d for d in STAGES[stage]["deps"] if d.startswith("src/")}
     module = f"fmnist.stages.{stage}"
-    assert code_deps == {module_file(m).relative_to(REPO_ROOT).as_posix() for m in fmnist_imports(module)}
+    imported = fmnist_imports(module)
+    expected = {module_file(m).relative_to(REPO_ROOT).as_posix() for m in imported}
+    # The package's own __init__.py chooses TensorFlow's kernels (oneDNN or Eigen), which changes the numbers of
+    # every stage that computes with TensorFlow; its stderr filter changes no output, so is not listed.
+    if uses_tensorflow(imported):
+        expected.add("src/fmnist/__init__.py")
+    assert code_deps == expected
     assert STAGES[stage]["cmd"] == f"python -m {module}"
 
 

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ONEDNN_NOTICE = "oneDNN custom operations are on"
 CPU_KINDS = {  # how TensorFlow's oneDNN is set up on each kind of CPU
     "onednn_on": {"TF_ENABLE_ONEDNN_OPTS": "1"},  # the default on AVX512-VNNI/BF16 and AMX CPUs
-    "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"},  # the default on AVX2-only CPUs
+    "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"},  # TensorFlow's default on AVX2-only CPUs (fmnist sets 1)
     "onednn_avx2": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 USE_TENSORFLOW = "import fmnist, keras, tensorflow as tf; print(int(tf.reduce_sum(tf.ones(3))))"
@@ -32,14 +32,14 @@ def python(code: str, env: dict[str, str], cwd: Path | None = None) -> subproces
 IMPORT_FMNIST = (
     "import os, sys, fmnist\n"
     "print(sorted(m for m in ('tensorflow', 'keras', 'numpy', 'dvc') if m in sys.modules))\n"
-    "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['TF_ENABLE_ONEDNN_OPTS'])"
 )
 
 
-def test_importing_the_package_loads_no_tensorflow_and_only_sets_the_default_log_level():
-    # Cheap to import (every `fmnist` command and stage does), and a user's own TF_CPP_MIN_LOG_LEVEL wins.
-    assert python(IMPORT_FMNIST, {}).stdout == "[]\n2\n"
-    assert python(IMPORT_FMNIST, {"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout == "[]\n0\n"
+def test_importing_the_package_loads_no_tensorflow_and_only_sets_the_default_log_level_and_kernels():
+    # Cheap to import (every `fmnist` command and stage does), and a user's own settings win.
+    assert python(IMPORT_FMNIST, {}).stdout == "[]\n2 1\n"
+    assert python(IMPORT_FMNIST, {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_ENABLE_ONEDNN_OPTS": "0"}).stdout == "[]\n0 0\n"
 
 
 @pytest.mark.parametrize("env", CPU_KINDS.values(), ids=CPU_KINDS)

@@ -1,7 +1,8 @@
 """TensorFlow's start-up notices kept off stderr, without hiding what goes wrong while it loads.
 
-Where TensorFlow turns oneDNN on by default (CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX: `IsMklEnabled`
-in tensorflow/core/util/port.cc), `import tensorflow` prints, once from each of two of its shared libraries:
+Where oneDNN is on (TensorFlow's default on CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX: `IsMklEnabled` in
+tensorflow/core/util/port.cc; fmnist turns it on for every x86 CPU), `import tensorflow` prints, once from each of
+two of its shared libraries:
 
     WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
     I0000 00:00:1795788500.905407   23088 port.cc:153] oneDNN custom operations are on. You may see ...
@@ -9,7 +10,7 @@ in tensorflow/core/util/port.cc), `import tensorflow` prints, once from each of 
 Those lines come from Abseil's C++ logging while the libraries load. Until a program calls absl::InitializeLog()
 (Python programs never do), Abseil writes every message straight to file descriptor 2, and nothing a program can
 set from outside reaches it: TF_CPP_MIN_LOG_LEVEL is read by TensorFlow's own logger only (it does hide
-cpu_feature_guard's notice), and TF_ENABLE_ONEDNN_OPTS=1 only confirms the default (both checked with
+cpu_feature_guard's notice), and TF_ENABLE_ONEDNN_OPTS only decides whether oneDNN runs (both checked with
 TensorFlow 2.21). So while `tensorflow` is imported, file descriptor 2 is a pipe into a small filter process that
 drops Abseil's lines below TF_CPP_MIN_LOG_LEVEL (2 unless set: INFO and WARNING) and passes everything else on. A
 separate process, so that an error printed just before a crash (an illegal instruction, an abort) still reaches
