@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -37,6 +38,9 @@ CREDENTIALS = {
     "gs": "GCP_SERVICE_ACCOUNT_JSON (GOOGLE_APPLICATION_CREDENTIALS) or credentialpath in .dvc/config.local",
 }
 REFUSED_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403")
+# botocore writes the code in parentheses ("An error occurred (403) when calling the HeadObject operation"): a
+# bare substring would also find "403" in a port such as http://127.0.0.1:34037.
+REFUSED = re.compile(r"\((" + "|".join(REFUSED_CODES) + r")\)")
 
 
 class Problem(Exception):
@@ -65,8 +69,9 @@ def diagnose(exc: BaseException, protocol: str, where: str) -> str:
     credentials = CREDENTIALS.get(protocol, "the remote's credentials in .dvc/config.local")
     if "NoCredentialsError" in names or "Unable to locate credentials" in text:
         return f"no credentials were found; set {credentials}"
-    if names & {"PermissionDenied", "PermissionError"} or any(code in text for code in REFUSED_CODES):
-        code = next((c for c in REFUSED_CODES if c in text), "permission denied")
+    refused = REFUSED.search(text)
+    if names & {"PermissionDenied", "PermissionError"} or refused:
+        code = refused.group(1) if refused else "permission denied"
         return f"the credentials were refused ({code}); check {credentials}"
     if "NoSuchBucket" in text or (protocol == "s3" and "FileNotFoundError" in names):
         return f"the bucket does not exist ({one_line(exc)}); create it, or fix the bucket in the url in .dvc/config"
