@@ -22,13 +22,18 @@ def dvc(
 ) -> subprocess.CompletedProcess[str]:
     """Run `dvc ARGS` and return it, stdout and stderr captured as text.
 
-    `env` is added to this process's environment. With `echo`, DVC's progress messages go straight to our stderr
-    (a long command shows what it is doing) and only stdout is captured. With `check`, a failure raises DvcError.
+    `env` is added to this process's environment, and this Python's directory goes first on PATH: the stages'
+    commands (`python -m fmnist.stages...` in dvc.yaml) then run in this environment, as they would in an
+    activated venv, even when `fmnist` was started by its full path. With `echo`, DVC's progress messages go
+    straight to our stderr (a long command shows what it is doing) and only stdout is captured. With `check`, a
+    failure raises DvcError.
     """
+    environment = {**os.environ, **(env or {})}
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", os.defpath)])
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=None if echo else subprocess.PIPE,
         text=True,
