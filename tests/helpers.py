@@ -150,8 +150,9 @@ def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None)
 
 
 def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `dvc ARGS` in `repo` (fmnist.lib.dvc_cli), with the repo's own src/ importable and `env` added."""
-    result = dvc_cli.dvc(*args, cwd=repo, env=tools_env({"PYTHONPATH": str(repo / "src"), **(env or {})}), check=False)
+    """Run `dvc ARGS` in `repo` (fmnist.lib.dvc_cli, which runs stages with this environment's tools), with the
+    repo's own src/ importable and `env` added."""
+    result = dvc_cli.dvc(*args, cwd=repo, env={"PYTHONPATH": str(repo / "src"), **(env or {})}, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
