@@ -1,9 +1,11 @@
-"""The benchmark's table: mean ± sd over seeds and time ratios to the first row (pure functions, no training)."""
+"""The benchmark: its table (mean ± sd over seeds, time ratios to the first row) and how it runs commands."""
+
+import sys
 
 import pytest
 
 from fmnist.lib.errors import PipelineError
-from fmnist.tools.bench import Result, accuracy_cell, parse_seeds, table
+from fmnist.tools.bench import Result, accuracy_cell, parse_seeds, table, timed
 
 
 def run(name: str, seed: int, accuracy: float | None, train: float, evaluate: float = 2.0) -> Result:
@@ -31,3 +33,17 @@ def test_seeds_must_be_distinct_non_negative_integers(text):
     with pytest.raises(PipelineError, match="--seeds must be distinct integers"):
         parse_seeds(text)
     assert parse_seeds("2,0,1") == [2, 0, 1]
+
+
+def test_timed_copies_the_output_to_stderr_only_when_asked(tmp_path, capsys):
+    say = [sys.executable, "-c", "print('evaluate: test accuracy 0.9343')"]
+    seconds, stdout = timed(say, tmp_path, {}, echo=False)
+    assert stdout == "evaluate: test accuracy 0.9343\n" and seconds > 0
+    assert "test accuracy" not in capsys.readouterr().err  # --split val: no test figure in front of the tuner
+    timed(say, tmp_path, {})
+    assert "test accuracy 0.9343" in capsys.readouterr().err
+
+
+def test_a_failing_command_names_itself_and_its_exit_code(tmp_path):
+    with pytest.raises(PipelineError, match=r"failed in .* \(exit 3\)"):
+        timed([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {})
