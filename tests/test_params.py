@@ -54,6 +54,7 @@ def with_value(raw: dict, dotted: str, value) -> dict:
         ("train.devices", "/gpu:0", "train.devices must be a list"),
         ("train.devices", ["/gpu:0", 1], "train.devices[1] must be a str"),
         ("train.peer_timeout_s", 0, "train.peer_timeout_s must be > 0"),
+        ("train.weight_decay", -0.01, "train.weight_decay must be in [0, 1)"),
     ],
 )
 def test_bad_values_name_the_key(raw, key, value, message):

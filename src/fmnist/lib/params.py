@@ -98,6 +98,7 @@ class TrainParams:
     warmup_fraction: float  # share of the budget (epochs) spent in the linear warmup (cosine only)
     lr_floor: float  # the cosine ends at this fraction of learning_rate instead of 0 (cosine only)
     ema_momentum: float  # 0 = off; else the final weights are this moving average of the steps' weights
+    weight_decay: float  # 0 = off; else each step shrinks weights by learning rate x this (decoupled, as AdamW)
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
@@ -116,6 +117,7 @@ class TrainParams:
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
         _require(0 <= self.lr_floor < 1, "train.lr_floor", "must be in [0, 1)", self.lr_floor)
         _require(0 <= self.ema_momentum < 1, "train.ema_momentum", "must be in [0, 1)", self.ema_momentum)
+        _require(0 <= self.weight_decay < 1, "train.weight_decay", "must be in [0, 1)", self.weight_decay)
         _require(
             not (self.ema_momentum and self.early_stopping.enabled),
             "train.ema_momentum",

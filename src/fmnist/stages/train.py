@@ -220,6 +220,7 @@ def train_model(
             learning_rate_schedule(params, steps_per_epoch),
             use_ema=params.ema_momentum > 0,  # a moving average of the weights, swapped in after the last epoch
             ema_momentum=params.ema_momentum or 0.99,  # (Keras' default; unused when the average is off)
+            weight_decay=params.weight_decay or None,  # None: no decay ops in the step at all
         )
         optimizer.build(model.trainable_variables)  # its moment variables, here rather than inside the step
     loss_fn = loss_function(params)
