@@ -53,3 +53,10 @@ def test_flags_round_trip_through_yaml_scalars():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(PipelineError, match=r"no preset 'nope' .*known: .*seed"):
         load_preset("nope", REPO_ROOT / "presets")
+
+
+def test_list_values_stay_one_word_for_the_shell():
+    flags = overrides_as_flags({"model": {"convs_per_block": [1, 1, 1]}, "train": {"devices": ["/cpu:0", "/cpu:1"]}})
+    # `dvc exp run $(fmnist preset NAME)` splits the output on spaces: a list must not contain any.
+    assert " ".join(flags).split() == flags
+    assert [yaml.safe_load(flag.split("=", 1)[1]) for flag in flags[1::2]] == [[1, 1, 1], ["/cpu:0", "/cpu:1"]]

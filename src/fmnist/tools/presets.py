@@ -34,11 +34,14 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 def overrides_as_flags(overrides: dict[str, Any]) -> list[str]:
     """`{"train": {"epochs": 5}}` -> ["-S", "train.epochs=5"] (values as YAML scalars, which DVC parses)."""
-    flags = []
-    for key, value in flatten(overrides).items():
-        scalar = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        flags += ["-S", f"{key}={scalar}"]
-    return flags
+    return [flag for key, value in flatten(overrides).items() for flag in ("-S", f"{key}={flow_yaml(value)}")]
+
+
+def flow_yaml(value: Any) -> str:
+    """`value` as one word of YAML: lists without spaces ([1,1,1]), so that `$(fmnist preset NAME)` splits right."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(flow_yaml(item) for item in value) + "]"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
