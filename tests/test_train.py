@@ -197,7 +197,7 @@ def test_weight_decay_shrinks_the_weights_it_is_given():
         )
         for wd in (0.0, 0.5)
     )
-    # Same seed, same batches: only the decay differs. The classifier's kernel ends up smaller in every run.
+    # Same seed, same batches: only the decay differs, so the classifier's kernel ends up smaller with it.
     norms = [np.linalg.norm(model.get_layer("logits").kernel.numpy()) for model in (plain, decayed)]
     assert norms[1] < norms[0]
 
