@@ -52,6 +52,11 @@ def numbered_split(n: int) -> Split:
     return Split(images, (np.arange(n) % 10).astype(np.uint8))
 
 
+def random_split(n: int) -> Split:
+    """n images of uniform random pixels (seeded), labels i % 10: something for a few training steps to fit."""
+    return Split(np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), np.uint8), np.arange(n) % 10)
+
+
 def epoch_ids(batches) -> list[list[int]]:
     """The image numbers of each batch of one pass."""
     return [list(images[:, 0, 0, 0].numpy()) for images, _ in batches]
@@ -190,7 +195,7 @@ def test_the_weights_fingerprint_changes_with_any_weight():
 
 
 def test_weight_decay_shrinks_the_weights_it_is_given():
-    split = Split(np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), np.uint8), np.arange(256) % 10)
+    split = random_split(256)
     plain, decayed = (
         train_model(
             split, split, TINY_MODEL, dataclasses.replace(PARAMS, batch_size=32, epochs=2, weight_decay=wd), None
@@ -203,7 +208,7 @@ def test_weight_decay_shrinks_the_weights_it_is_given():
 
 
 def test_weight_averaging_swaps_in_the_average_and_re_estimates_batch_norm():
-    split = Split(np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), np.uint8), np.arange(256) % 10)
+    split = random_split(256)
     plain = train_model(split, split, TINY_MODEL, dataclasses.replace(PARAMS, batch_size=32, epochs=2), None)
     averaged_params = dataclasses.replace(PARAMS, batch_size=32, epochs=2, ema_momentum=0.9)
     averaged = train_model(split, split, TINY_MODEL, averaged_params, None)
