@@ -115,7 +115,7 @@ def assert_saved_in_float32_and_evaluates_anywhere(repo) -> None:
 
 
 def test_a_change_of_precision_shows_in_metrics_diff_and_the_bfloat16_model_evaluates_anywhere(pipeline_copy):
-    # `auto` resolves by CPU (float32 on AVX2, bf16 with AVX512-BF16/AMX): train in whichever it did not pick, so
+    # `auto` resolves by CPU (float32 on most, bf16 with AMX): train in whichever it did not pick, so
     # one of the two models was trained in bfloat16, and check that one before it is replaced or after it is made.
     git_commit(pipeline_copy, "auto precision")
     before = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]

@@ -1,10 +1,12 @@
 """Which compute precision this machine runs fast: `model.precision: auto` resolved, the same way every time.
 
-bfloat16 halves the memory traffic of the convolutions, but only hardware with native bf16 arithmetic gains from
-it. Elsewhere TensorFlow either emulates it (about 4x slower on an AVX2 CPU, 14x with oneDNN off) or, where the
-CPU flags promise bf16 but oneDNN is capped below it, aborts in the first convolution (tensorflow issues 56153,
-61878). So the answer comes from what the machine reports *and* how TensorFlow's oneDNN is configured, read from
-the environment: no timing, so the same machine and environment always resolve alike.
+bfloat16 halves the memory traffic of the convolutions, but only bf16 matrix hardware gains from it: on x86 that
+is AMX. AVX512-BF16 alone has bf16 dot products only, and the default network trained slower in bf16 than in
+float32 there (213 s against 155 s on 2 cores of an Intel Xeon with avx512_bf16 and no AMX exposed, docs/results.md).
+Without either, TensorFlow emulates bf16 (about 4x slower on an AVX2 CPU, 14x with oneDNN off) or, where the CPU
+flags promise bf16 but oneDNN is capped below it, aborts in the first convolution (tensorflow issues 56153, 61878).
+So the answer comes from what the machine reports *and* how TensorFlow's oneDNN is configured, read from the
+environment: no timing, so the same machine and environment always resolve alike.
 """
 
 import os
@@ -16,24 +18,23 @@ import tensorflow as tf
 
 from fmnist.nn.model import FLOAT32, MIXED_BF16
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at which oneDNN has native bf16 kernels on x86: AVX512_CORE_BF16 and up.
-# Anything else (SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, AVX512_CORE_VNNI, a typo) counts as "no bf16".
-BF16_ISA_CAPS = frozenset(
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that leave oneDNN its AMX kernels on x86 (oneDNN's partial order:
+# AVX10_1_512 < AVX10_1_512_AMX < AVX10_1_512_AMX_FP16 < AVX10_2_AMX_2, each AMX name with an alias). Any other cap
+# (AVX2, AVX512_CORE, AVX512_CORE_BF16, AVX10_2, a typo) counts as "no fast bf16"; below AVX512_CORE_BF16, bf16
+# convolutions abort.
+AMX_ISA_CAPS = frozenset(
     {
         "ALL",
         "DEFAULT",
-        "AVX512_CORE_BF16",
-        "AVX512_CORE_FP16",
         "AVX512_CORE_AMX",
         "AVX512_CORE_AMX_FP16",
-        "AVX10_1_512",
         "AVX10_1_512_AMX",
         "AVX10_1_512_AMX_FP16",
-        "AVX10_2_512",
         "AVX10_2_512_AMX_2",
+        "AVX10_2_AMX_2",
     }
 )
-X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo names
+X86_BF16_FLAGS = frozenset({"amx_bf16"})  # /proc/cpuinfo names: AMX tiles with bf16 (not avx512_bf16, above)
 ARM_BF16_FLAGS = frozenset({"bf16"})  # /proc/cpuinfo "Features" on aarch64 (Armv8.6 BF16, e.g. Graviton3)
 MIN_GPU_CAPABILITY = (8, 0)  # Ampere and newer have bf16 tensor cores
 
@@ -60,20 +61,20 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def onednn_bf16_blocker(env: dict[str, str], machine: str) -> str | None:
-    """Why TensorFlow's oneDNN cannot run bf16 natively under `env`, or None if nothing in it stops it."""
+    """Why TensorFlow's oneDNN cannot run bf16 fast under `env`, or None if nothing in it stops it."""
     if env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("0", "false", "off"):
         return "TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and TensorFlow's own kernels emulate bf16 (~14x slower)"
     cap = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
-    if cap and machine in ("x86_64", "AMD64") and cap not in BF16_ISA_CAPS:
-        return f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below AVX512_CORE_BF16, where bf16 convolutions abort"
+    if cap and machine in ("x86_64", "AMD64") and cap not in AMX_ISA_CAPS:
+        return f"ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from AMX, without which bf16 runs slower or aborts"
     return None
 
 
 def resolve_cpu(flags: frozenset[str], env: dict[str, str], machine: str) -> Resolution:
-    """`auto` on a CPU: bf16 only with native bf16 instructions and a oneDNN allowed to use them."""
+    """`auto` on a CPU: bf16 only with bf16 matrix instructions (AMX; Arm BF16) and a oneDNN allowed to use them."""
     native = flags & (X86_BF16_FLAGS if machine in ("x86_64", "AMD64") else ARM_BF16_FLAGS)
     if not native:
-        return Resolution(FLOAT32, f"the CPU ({machine}) has no native bfloat16 instructions")
+        return Resolution(FLOAT32, f"the CPU ({machine}) has no bfloat16 matrix instructions")
     blocker = onednn_bf16_blocker(env, machine)
     if blocker:
         return Resolution(FLOAT32, f"the CPU has {', '.join(sorted(native))}, but {blocker}")
@@ -119,8 +120,8 @@ def choose(requested: str, native: Resolution) -> Choice:
         return Choice(native.policy, f"precision: {native.policy} (auto: {native.reason})")
     if requested == MIXED_BF16 and native.policy != MIXED_BF16:
         warning = (
-            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run several times "
-            "slower, or to abort; set model.precision to auto or float32"
+            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run slower, or "
+            "to abort; set model.precision to auto or float32"
         )
         return Choice(requested, warning, is_warning=True)
     return Choice(requested, f"precision: {requested} (set in params.yaml)")
