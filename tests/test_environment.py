@@ -20,6 +20,7 @@ def test_kernels_are_onednn_at_the_cpu_class_capped_by_onednn_max_cpu_isa_or_eig
     assert environment.kernels(True, "amx", {}) == "onednn/amx"
     assert environment.kernels(True, "amx", {"ONEDNN_MAX_CPU_ISA": "AVX2"}) == "onednn/avx2"
     assert environment.kernels(True, "amx", {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}) == "onednn/avx512_bf16"
+    assert environment.kernels(True, "amx", {"ONEDNN_MAX_CPU_ISA": "AVX10_1_512"}) == "onednn/avx512_bf16"
     assert environment.kernels(True, "avx2", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "onednn/avx2"  # no lift
     assert environment.kernels(True, "avx2", {"ONEDNN_MAX_CPU_ISA": "ALL"}) == "onednn/avx2"
 

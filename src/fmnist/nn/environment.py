@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist.nn import precision
+from fmnist.nn import onednn, precision
 
 # x86 instruction-set classes from the oldest to the newest, by the /proc/cpuinfo flag that marks each one.
 X86_ISA_CLASSES = (
@@ -27,20 +27,6 @@ X86_ISA_CLASSES = (
     ("avx512_bf16", "avx512_bf16"),
     ("amx", "amx_bf16"),
 )
-# ONEDNN_MAX_CPU_ISA values -> the class they cap oneDNN at (ALL / DEFAULT: no cap).
-ONEDNN_CAP_CLASSES = {
-    "SSE41": "sse41",
-    "AVX": "avx",
-    "AVX2": "avx2",
-    "AVX2_VNNI": "avx2",
-    "AVX2_VNNI_2": "avx2",
-    "AVX512_CORE": "avx512",
-    "AVX512_CORE_VNNI": "avx512_vnni",
-    "AVX512_CORE_BF16": "avx512_bf16",
-    "AVX512_CORE_FP16": "avx512_bf16",
-    "AVX512_CORE_AMX": "amx",
-    "AVX512_CORE_AMX_FP16": "amx",
-}
 ISA_ORDER = ("sse41", *(name for name, _ in X86_ISA_CLASSES))
 ENV_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
 
@@ -71,7 +57,7 @@ def kernels(onednn_on: bool, isa: str, env: dict[str, str]) -> str:
     """The CPU kernels TensorFlow runs: "onednn/<isa>" (capped by ONEDNN_MAX_CPU_ISA) or "eigen"."""
     if not onednn_on:
         return "eigen"
-    cap = ONEDNN_CAP_CLASSES.get((env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").upper())
+    cap = onednn.CAP_CLASSES.get(onednn.max_cpu_isa(env))
     if cap and isa in ISA_ORDER and ISA_ORDER.index(cap) < ISA_ORDER.index(isa):
         return f"onednn/{cap}"
     return f"onednn/{isa}"

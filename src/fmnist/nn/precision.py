@@ -16,25 +16,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from fmnist.nn import onednn
 from fmnist.nn.model import FLOAT32, MIXED_BF16
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that leave oneDNN its AMX kernels on x86 (oneDNN's partial order:
-# AVX10_1_512 < AVX10_1_512_AMX < AVX10_1_512_AMX_FP16 < AVX10_2_AMX_2, each AMX name with an alias). Any other cap
-# (AVX2, AVX512_CORE, AVX512_CORE_BF16, AVX10_2, a typo) counts as "no fast bf16"; below AVX512_CORE_BF16, bf16
-# convolutions abort.
-AMX_ISA_CAPS = frozenset(
-    {
-        "ALL",
-        "DEFAULT",
-        "AVX512_CORE_AMX",
-        "AVX512_CORE_AMX_FP16",
-        "AVX10_1_512_AMX",
-        "AVX10_1_512_AMX_FP16",
-        "AVX10_2_512_AMX_2",
-        "AVX10_2_AMX_2",
-    }
-)
-X86_BF16_FLAGS = frozenset({"amx_bf16"})  # /proc/cpuinfo names: AMX tiles with bf16 (not avx512_bf16, above)
+X86_BF16_FLAGS = frozenset({"amx_bf16"})  # /proc/cpuinfo names: AMX tiles with bf16 (not avx512_bf16: see above)
 ARM_BF16_FLAGS = frozenset({"bf16"})  # /proc/cpuinfo "Features" on aarch64 (Armv8.6 BF16, e.g. Graviton3)
 MIN_GPU_CAPABILITY = (8, 0)  # Ampere and newer have bf16 tensor cores
 
@@ -64,8 +49,8 @@ def onednn_bf16_blocker(env: dict[str, str], machine: str) -> str | None:
     """Why TensorFlow's oneDNN cannot run bf16 fast under `env`, or None if nothing in it stops it."""
     if env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("0", "false", "off"):
         return "TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and TensorFlow's own kernels emulate bf16 (~14x slower)"
-    cap = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
-    if cap and machine in ("x86_64", "AMD64") and cap not in AMX_ISA_CAPS:
+    cap = onednn.max_cpu_isa(env)
+    if cap and machine in ("x86_64", "AMD64") and not onednn.keeps_amx(cap):
         return f"ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from AMX, without which bf16 runs slower or aborts"
     return None
 
