@@ -60,8 +60,8 @@ class ModelParams:
     dropout: float  # dropout rate before the classifier
     flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
-    # auto: bf16 compute where the hardware has it natively, else float32 (fmnist.nn.precision); the saved model
-    # is float32 whatever trained it, so it runs everywhere.
+    # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.nn.precision); the saved
+    # model is float32 whatever trained it, so it runs everywhere.
     precision: Literal["auto", "float32", "mixed_bfloat16"]
 
     def __post_init__(self) -> None:
