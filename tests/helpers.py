@@ -26,14 +26,13 @@ VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment runn
 DVC_UP_TO_DATE = "Data and pipelines are up to date."  # what `dvc status` prints when nothing changed
 
 # The smallest network worth building: untrained, it is enough to check everything but accuracy. Tests that need
-# augmentation or dropout take a copy: dataclasses.replace(TINY_MODEL, flip=True).
+# augmentation or dropout take a copy: dataclasses.replace(TINY_MODEL, shift_px=1).
 TINY_MODEL = ModelParams(
     arch="bn_cnn",
     width=4,
     convs_per_block=(1, 1, 1),
     dense_units=16,
     dropout=0.0,
-    flip=False,
     shift_px=0,
     precision="auto",
 )

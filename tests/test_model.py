@@ -20,11 +20,10 @@ SEED_NET = ModelParams(
     convs_per_block=(1, 1, 1),  # bn_cnn only
     dense_units=128,
     dropout=0.5,
-    flip=False,
     shift_px=0,
     precision="float32",
 )
-SMALL_BN = dataclasses.replace(TINY_MODEL, dropout=0.3, flip=True, shift_px=2)  # every training-only layer
+SMALL_BN = dataclasses.replace(TINY_MODEL, dropout=0.3, shift_px=2)  # every training-only layer
 
 
 def images(n: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from tests.helpers import TINY_MODEL
 PARAMS = TrainParams(
     seed=0,
     batch_size=4,
+    flip="alternating",
     epochs=5,
     learning_rate=0.01,
     schedule="cosine",
@@ -57,17 +58,47 @@ def random_split(n: int) -> Split:
     return Split(np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), np.uint8), np.arange(n) % 10)
 
 
+def marked_split(n: int) -> Split:
+    """Image i is black but for the value i + 1 in its top-left pixel: mirrored, the top-right one."""
+    images = np.zeros((n, 28, 28, 1), np.uint8)
+    images[:, 0, 0, 0] = np.arange(1, n + 1)
+    return Split(images, (np.arange(n) % 10).astype(np.uint8))
+
+
 def epoch_ids(batches) -> list[list[int]]:
-    """The image numbers of each batch of one pass."""
+    """The image numbers of each batch."""
     return [list(images[:, 0, 0, 0].numpy()) for images, _ in batches]
 
 
-def test_one_pass_is_full_batches_of_distinct_images_reshuffled_every_pass():
-    batches = training_batches(numbered_split(10), batch_size=4, seed=0)
-    first, second = epoch_ids(batches), epoch_ids(batches)
-    assert [len(b) for b in first] == [4, 4]  # the partial batch of 2 is dropped, so every step has one shape
-    assert len({i for batch in first for i in batch}) == 8
+def mirrored_by_epoch(split: Split, flip: str, epochs: int, batch_size: int) -> list[dict[int, bool]]:
+    """For each epoch of training_batches on a marked_split: image number -> whether it came mirrored."""
+    steps = len(split.labels) // batch_size
+    found: list[dict[int, bool]] = [{} for _ in range(epochs)]
+    for step, (images, _) in enumerate(training_batches(split, batch_size, seed=1, flip=flip, epochs=epochs)):
+        left, right = images[:, 0, 0, 0].numpy(), images[:, 0, 27, 0].numpy()
+        found[step // steps].update({int(max(a, b)) - 1: bool(b) for a, b in zip(left, right, strict=True)})
+    return found
+
+
+def test_each_epoch_is_full_batches_of_distinct_images_in_a_new_order():
+    batches = epoch_ids(training_batches(numbered_split(10), batch_size=4, seed=0, epochs=2))
+    assert [len(b) for b in batches] == [4, 4, 4, 4]  # the partial batch of 2 is dropped: every step has one shape
+    first, second = batches[:2], batches[2:]
+    assert len({i for batch in first for i in batch}) == 8 and len({i for batch in second for i in batch}) == 8
     assert first != second
+
+
+def test_alternating_mirrors_a_random_half_then_the_other_half():
+    epochs = mirrored_by_epoch(marked_split(100), "alternating", epochs=3, batch_size=10)
+    assert 30 <= sum(epochs[0].values()) <= 70
+    assert all(epochs[1][i] != epochs[0][i] and epochs[2][i] == epochs[0][i] for i in range(100))
+
+
+def test_random_draws_a_coin_per_image_and_epoch_and_none_mirrors_nothing():
+    epochs = mirrored_by_epoch(marked_split(100), "random", epochs=2, batch_size=10)
+    assert 30 <= sum(epochs[0].values()) <= 70
+    assert 20 <= sum(epochs[0][i] == epochs[1][i] for i in range(100)) <= 80  # alternating: 0
+    assert not any(mirrored_by_epoch(marked_split(20), "none", epochs=2, batch_size=10)[1].values())
 
 
 def test_batches_pair_each_image_with_its_one_hot_label_and_repeat_for_a_seed():
@@ -75,7 +106,7 @@ def test_batches_pair_each_image_with_its_one_hot_label_and_repeat_for_a_seed():
     for images, targets in training_batches(split, batch_size=4, seed=3):
         assert images.dtype.name == "uint8" and images.shape == (4, 28, 28, 1)
         np.testing.assert_array_equal(targets.numpy(), one_hot(split.labels[images[:, 0, 0, 0].numpy()]))
-    assert epoch_ids(training_batches(split, 4, seed=3)) == epoch_ids(training_batches(split, 4, seed=3))
+    assert epoch_ids(training_batches(split, 4, seed=3, epochs=2)) == epoch_ids(training_batches(split, 4, 3, epochs=2))
 
 
 def test_validation_keeps_every_image_in_order():
@@ -105,7 +136,7 @@ def test_constant_schedule_is_the_learning_rate():
 
 
 def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32():
-    params = dataclasses.replace(TINY_MODEL, flip=True, shift_px=1)
+    params = dataclasses.replace(TINY_MODEL, shift_px=1)
     trained = build_model(params, seed=0, policy="mixed_bfloat16")
     portable = as_float32(trained, params, seed=0)
     assert {layer.compute_dtype for layer in portable.layers if layer.name != "image"} == {"float32"}
@@ -117,13 +148,19 @@ def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32(
 
 @pytest.mark.parametrize(("pipelines", "replicas"), [(2, 2), (1, 2)])
 def test_replicas_share_each_global_batch_as_one_device_would_take_it(pipelines, replicas):
-    """Two workers (a pipeline each), or one worker with two replicas: step k covers the same 8 images."""
-    split, global_batch = numbered_split(40), 8
-    one_device = epoch_ids(training_batches(split, global_batch, seed=5))
+    """Two workers (a pipeline each), or one worker with two replicas: step k covers the same 8 images, mirrored
+    alike (a mirrored image of marked_split shows its number in the top-right pixel, so it counts as another)."""
+    split, global_batch = marked_split(40), 8
+
+    def batches(context=None):
+        return training_batches(split, global_batch, seed=5, flip="alternating", epochs=2, context=context)
+
+    def seen(images) -> list[int]:  # image numbers + 100 x mirrored
+        return list(images[:, 0, 0, 0].numpy() + 100 * images[:, 0, 27, 0].numpy().astype(int))
+
+    one_device = [seen(images) for images, _ in batches()]
     per_pipeline = [
-        epoch_ids(
-            training_batches(split, global_batch, seed=5, context=tf.distribute.InputContext(pipelines, i, replicas))
-        )
+        [seen(images) for images, _ in batches(tf.distribute.InputContext(pipelines, i, replicas))]
         for i in range(pipelines)
     ]
     per_step = replicas // pipelines  # consecutive per-replica batches of one pipeline form one step

@@ -58,7 +58,6 @@ class ModelParams:
     convs_per_block: tuple[int, ...]  # bn_cnn: 3x3 convolutions in each of the three blocks (the first pools)
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
-    flip: bool  # random horizontal flips while training (clothing is left-right symmetric)
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
     # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.nn.precision); the saved
     # model is float32 whatever trained it, so it runs everywhere.
@@ -88,10 +87,15 @@ class EarlyStoppingParams:
         _require(self.patience >= 0, "train.early_stopping.patience", "must be >= 0", self.patience)
 
 
+# none | random: a coin per image and epoch | alternating: a random half in even epochs, the other half in odd ones
+Flip = Literal["none", "random", "alternating"]
+
+
 @dataclass(frozen=True)
 class TrainParams:
     seed: int  # seeds weights, shuffling and augmentation
     batch_size: int
+    flip: Flip  # which training images are mirrored left-right in each epoch (fmnist.stages.train.mirror_flags)
     epochs: int  # the budget; early stopping may end sooner
     learning_rate: float  # Adam's (peak) learning rate
     schedule: Literal["constant", "cosine"]  # cosine: linear warmup, then cosine decay to 0 at the last epoch

@@ -2,7 +2,8 @@
 
 Every model takes raw uint8 images (N, 28, 28, 1) and returns logits (N, 10). Scaling to [0, 1] is the
 model's first layer, so training, evaluation and anyone loading models/model.keras share one preprocessing.
-Augmentation layers are part of the model too; Keras runs them only while training.
+The random shift (`model.shift_px`) is part of the model too; Keras runs it only while training. Mirroring is
+the train stage's input pipeline's (`train.flip`): which images it mirrors depends on the epoch.
 """
 
 from typing import Any
@@ -44,9 +45,7 @@ def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, sync_batc
 
 
 def _augment(x: keras.KerasTensor, params: ModelParams, seed: int) -> keras.KerasTensor:
-    """Random mirror and shift; identity at inference."""
-    if params.flip:
-        x = layers.RandomFlip("horizontal", seed=seed, name="flip")(x)
+    """Random shift; identity at inference. (Mirroring is the train stage's: which images, by epoch.)"""
     if params.shift_px:
         x = RandomShift(params.shift_px, seed=seed + 1, name="shift")(x)
     return x

@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -24,7 +24,7 @@ from dvclive.live import Live
 from fmnist.lib import atomic, paths, runs
 from fmnist.lib.dataset import NUM_CLASSES, Split, load_split
 from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.lib.params import ModelParams, Params, TrainParams, load_params
+from fmnist.lib.params import Flip, ModelParams, Params, TrainParams, load_params
 from fmnist.nn import distribute, environment, precision
 from fmnist.nn.model import FLOAT32, build_model
 from fmnist.nn.modelio import save_model
@@ -78,16 +78,21 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
-def _gathered(split: Split, order: tf.data.Dataset) -> tf.data.Dataset:
-    """Map batches of indices to (uint8 images (B, 28, 28, 1), one-hot targets (B, 10)) kept in memory.
+def _gathered(split: Split, batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Map batches of (indices, mirror flags) to (uint8 images (B, 28, 28, 1), one-hot targets (B, 10)).
 
     The arrays live in non-trainable variables rather than captured constants, which tf.data would embed in its
     graph.
     """
     images = tf.Variable(split.images, trainable=False)
     targets = tf.Variable(one_hot(split.labels), trainable=False)
-    batches = order.map(lambda idx: (tf.gather(images, idx), tf.gather(targets, idx))).prefetch(1)
-    return batches.with_options(_without_autotune())
+
+    def gather(indices: tf.Tensor, mirror: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        batch = tf.gather(images, indices)  # (B, 28, 28, 1) uint8
+        batch = tf.where(mirror[:, None, None, None], tf.reverse(batch, axis=[2]), batch)  # left-right
+        return batch, tf.gather(targets, indices)
+
+    return batches.map(gather).prefetch(1).with_options(_without_autotune())
 
 
 def _without_autotune() -> tf.data.Options:
@@ -103,29 +108,64 @@ def _without_autotune() -> tf.data.Options:
     return options
 
 
+SHUFFLE, MIRROR = 0, 1  # the two streams of random numbers drawn from train.seed
+
+
+def _key(seed: int, stream: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The stateless random key (shape (2,) int64) of one stream in one epoch."""
+    return tf.random.experimental.stateless_fold_in(tf.constant([seed, stream], tf.int64), epoch)
+
+
+def mirror_flags(count: int, seed: int, epoch: tf.Tensor, flip: Flip) -> tf.Tensor:
+    """(count,) bool: which of the `count` training images epoch `epoch` (int64 scalar) mirrors.
+
+    alternating: a random half in even epochs and the other half in odd ones, so that every image is seen
+    both ways every two epochs (random coins leave a quarter of the images unmirrored two epochs running);
+    random: a fresh coin per image and epoch; none: no image.
+    """
+    if flip == "none":
+        return tf.zeros([count], tf.bool)
+    coins = tf.random.stateless_uniform(
+        [count], _key(seed, MIRROR, epoch if flip == "random" else tf.constant(0, tf.int64)), 0, 2, tf.int64
+    )
+    return tf.equal((coins + epoch) % 2 if flip == "alternating" else coins, 1)
+
+
 def training_batches(
-    split: Split, batch_size: int, seed: int, context: tf.distribute.InputContext | None = None
+    split: Split,
+    batch_size: int,
+    seed: int,
+    flip: Flip = "none",
+    epochs: int = 1,
+    context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """One epoch of full batches, reshuffled on every pass; only the indices are shuffled.
+    """`epochs` epochs of full batches, each epoch its own shuffle and mirror flags, drawn from `seed`.
 
     `batch_size` is the global batch. Under a distribution strategy, `context` says which input pipeline this is
-    (one per worker) and how many replicas share the batch: every pipeline shuffles the same order (same seed),
-    keeps every n-th index of it, and batches those per replica, so global step k still trains on the images
-    at positions [k * batch_size, (k + 1) * batch_size) of that order, whatever the number of replicas.
-    Every batch has the same shape, so the train step is traced once.
+    (one per worker) and how many replicas share the batch: every pipeline draws the same order and flags (same
+    seed), keeps every n-th image of it, and batches those per replica, so global step k still trains on the
+    images at positions [k * batch_size, (k + 1) * batch_size) of that order, mirrored alike, whatever the number
+    of replicas. Every batch has the same shape, so the train step is traced once.
     """
     context = context or tf.distribute.InputContext()  # one pipeline, one replica
     count = len(split.labels)
-    order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    order = order.shard(context.num_input_pipelines, context.input_pipeline_id)
-    replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
-    per_replica = order.batch(context.get_per_replica_batch_size(batch_size), drop_remainder=True)
-    return _gathered(split, per_replica.take(count // batch_size * replicas_here))
+    per_replica = context.get_per_replica_batch_size(batch_size)
+    batches_here = count // batch_size * context.num_replicas_in_sync // context.num_input_pipelines
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), _key(seed, SHUFFLE, epoch))
+        mirror = tf.gather(mirror_flags(count, seed, epoch, flip), order)  # (count,) in the order's positions
+        pairs = tf.data.Dataset.from_tensor_slices((order, mirror))
+        pairs = pairs.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return pairs.batch(per_replica, drop_remainder=True).take(batches_here)
+
+    return _gathered(split, tf.data.Dataset.range(epochs).flat_map(epoch_batches))
 
 
 def validation_batches(split: Split, batch_size: int) -> tf.data.Dataset:
-    """Every validation image once, in order."""
-    return _gathered(split, tf.data.Dataset.range(len(split.labels)).batch(batch_size))
+    """Every validation image once, in order, none mirrored."""
+    indices = tf.data.Dataset.range(len(split.labels)).batch(batch_size)
+    return _gathered(split, indices.map(lambda batch: (batch, tf.zeros_like(batch, tf.bool))))
 
 
 def loss_function(params: TrainParams) -> keras.losses.Loss:
@@ -226,11 +266,16 @@ def train_model(
     loss_fn = loss_function(params)
     step = make_train_step(strategy, model, optimizer, loss_fn, params.batch_size)
     batches = strategy.distribute_datasets_from_function(
-        lambda context: training_batches(train, params.batch_size, params.seed, context)
+        lambda context: training_batches(train, params.batch_size, params.seed, params.flip, params.epochs, context)
     )
     evaluate = make_evaluate(model, loss_fn, validation_batches(val, params.batch_size))
+    stream = iter(batches)  # every epoch's batches, one after the other
     run_epochs(
-        model, lambda: run_epoch(step, batches, params.batch_size), evaluate, params.epochs, callbacks(params, live)
+        model,
+        lambda: run_epoch(step, stream, steps_per_epoch, params.batch_size),
+        evaluate,
+        params.epochs,
+        callbacks(params, live),
     )
     if params.ema_momentum > 0:
         optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights replace the last ones
@@ -269,15 +314,11 @@ def check_batch_size(batch_size: int, images: int, replicas: int) -> None:
         )
 
 
-def run_epoch(step: Step, batches: Any, global_batch: int) -> dict[str, float]:
-    """One pass over the (distributed) training batches; the epoch's mean accuracy and loss."""
-    total, steps = tf.zeros(2), 0
-    for images, targets in batches:
-        total, steps = total + step(images, targets), steps + 1
-    # Each new iterator draws the next shuffle order. Keras' fit made two per epoch (one never read), so epoch e
-    # trained on draw 2e; drawing the same keeps the weights byte-identical to those of the fit-based stage
-    # this loop replaced (checked: the same models/model.keras on the tiny slice and on the full data).
-    iter(batches)
+def run_epoch(step: Step, stream: Iterator[Any], steps: int, global_batch: int) -> dict[str, float]:
+    """The next `steps` (distributed) training batches of `stream`; the epoch's mean accuracy and loss."""
+    total = tf.zeros(2)
+    for images, targets in itertools.islice(stream, steps):
+        total += step(images, targets)
     loss, correct = (total / (steps * global_batch)).numpy().tolist()
     return {"accuracy": correct, "loss": loss}
 
