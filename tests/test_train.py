@@ -70,13 +70,18 @@ def epoch_ids(batches) -> list[list[int]]:
     return [list(images[:, 0, 0, 0].numpy()) for images, _ in batches]
 
 
+def marks(images) -> list[tuple[int, bool]]:
+    """(image number, whether it came mirrored) for each image of a batch of a marked_split."""
+    left, right = images[:, 0, 0, 0].numpy(), images[:, 0, 27, 0].numpy()
+    return [(int(max(a, b)) - 1, bool(b)) for a, b in zip(left, right, strict=True)]
+
+
 def mirrored_by_epoch(split: Split, flip: str, epochs: int, batch_size: int) -> list[dict[int, bool]]:
     """For each epoch of training_batches on a marked_split: image number -> whether it came mirrored."""
     steps = len(split.labels) // batch_size
     found: list[dict[int, bool]] = [{} for _ in range(epochs)]
     for step, (images, _) in enumerate(training_batches(split, batch_size, seed=1, flip=flip, epochs=epochs)):
-        left, right = images[:, 0, 0, 0].numpy(), images[:, 0, 27, 0].numpy()
-        found[step // steps].update({int(max(a, b)) - 1: bool(b) for a, b in zip(left, right, strict=True)})
+        found[step // steps].update(marks(images))
     return found
 
 
@@ -149,18 +154,15 @@ def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32(
 @pytest.mark.parametrize(("pipelines", "replicas"), [(2, 2), (1, 2)])
 def test_replicas_share_each_global_batch_as_one_device_would_take_it(pipelines, replicas):
     """Two workers (a pipeline each), or one worker with two replicas: step k covers the same 8 images, mirrored
-    alike (a mirrored image of marked_split shows its number in the top-right pixel, so it counts as another)."""
+    alike."""
     split, global_batch = marked_split(40), 8
 
-    def batches(context=None):
+    def pipeline(context=None):
         return training_batches(split, global_batch, seed=5, flip="alternating", epochs=2, context=context)
 
-    def seen(images) -> list[int]:  # image numbers + 100 x mirrored
-        return list(images[:, 0, 0, 0].numpy() + 100 * images[:, 0, 27, 0].numpy().astype(int))
-
-    one_device = [seen(images) for images, _ in batches()]
+    one_device = [marks(images) for images, _ in pipeline()]
     per_pipeline = [
-        [seen(images) for images, _ in batches(tf.distribute.InputContext(pipelines, i, replicas))]
+        [marks(images) for images, _ in pipeline(tf.distribute.InputContext(pipelines, i, replicas))]
         for i in range(pipelines)
     ]
     per_step = replicas // pipelines  # consecutive per-replica batches of one pipeline form one step
