@@ -41,14 +41,15 @@ def test_seed_network_matches_the_reference_layer_for_layer():
 def test_further_convs_in_a_block_work_at_its_pooled_resolution():
     model = build_model(dataclasses.replace(TINY_MODEL, convs_per_block=(1, 2, 3)), seed=0)
     convs = {layer.name: layer.output.shape[1:] for layer in model.layers if "conv" in layer.name}
-    # width 4: blocks of 4, 8, 16 channels; the first conv of a block sees the block's input, then pooling halves it.
+    # width 4: blocks of 4, 8, 16 channels; the first conv of a block sees the block's input, then pooling halves it
+    # (7 px to 4: "same" pooling keeps the last row and column).
     assert convs == {
         "conv1": (28, 28, 4),
         "conv2": (14, 14, 8),
         "conv2_2": (7, 7, 8),
         "conv3": (7, 7, 16),
-        "conv3_2": (3, 3, 16),
-        "conv3_3": (3, 3, 16),
+        "conv3_2": (4, 4, 16),
+        "conv3_3": (4, 4, 16),
     }
     # Each further conv adds 3x3 x C x C weights and batch norm's 4 x C (two of them trained, two moving averages).
     baseline = build_model(TINY_MODEL, seed=0).count_params()

@@ -96,7 +96,7 @@ def _seed_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
 def _bn_cnn_body(
     x: keras.KerasTensor, width: int, convs_per_block: tuple[int, ...], sync_batch_norm: bool
 ) -> keras.KerasTensor:
-    """Three blocks, each halving the resolution (28 -> 14 -> 7 -> 3): conv-pool-BN-ReLU, then conv-BN-ReLU."""
+    """Three blocks, each halving the resolution (28 -> 14 -> 7 -> 4): conv-pool-BN-ReLU, then conv-BN-ReLU."""
     for block, (channels, convs) in enumerate(zip((width, 2 * width, 4 * width), convs_per_block, strict=True), 1):
         for conv in range(convs):
             suffix = f"{block}" if conv == 0 else f"{block}_{conv + 1}"
@@ -106,9 +106,12 @@ def _bn_cnn_body(
                 # Pooling before BN and ReLU (rather than after) runs them on a quarter of the values: epochs
                 # took 9 s instead of 12.5 s here. ReLU commutes with max-pooling; BN then normalises the pooled
                 # responses. The block's further convs work at the pooled resolution, where they cost a quarter.
-                x = layers.MaxPooling2D(name=f"pool{block}")(x)
+                # "same" padding: 7 px pool to 4, where "valid" pooling gave 3 and dropped the last row and column
+                # (the right edge of an image, the left of its mirror). Xeon, validation, seeds 0-2: 0.9413 against
+                # 0.9386, for 1,024 features instead of 576 into the dense layer.
+                x = layers.MaxPooling2D(padding="same", name=f"pool{block}")(x)
             # momentum 0.9 (Keras' default is 0.99): the inference statistics settle within ~50 steps, so short
             # runs (a quick -S train.epochs=1, the tests' tiny slice) evaluate sensibly too.
             x = layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{suffix}")(x)
             x = layers.ReLU(name=f"relu{suffix}")(x)
-    return layers.Flatten(name="flatten")(x)  # (N, 3 * 3 * 4w)
+    return layers.Flatten(name="flatten")(x)  # (N, 4 * 4 * 4w)
