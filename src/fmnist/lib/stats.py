@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05  # significance level of every test, after Holm's correction where there are several
 BOOTSTRAP_RESAMPLES = 10_000  # enough for a 95% interval stable to about 0.0002 at n = 10,000
@@ -56,6 +55,9 @@ def mcnemar_p(only_base: int, only_head: int) -> float:
     discordant = only_base + only_head
     if discordant == 0:
         return 1.0
+    from scipy import stats  # here, not at the top: scipy.stats takes ~1 s to import, and the train stage only
+    # needs this module's dataclasses
+
     return float(stats.binomtest(min(only_base, only_head), discordant, 0.5).pvalue)
 
 
@@ -64,6 +66,8 @@ def mcnemar_mid_p(only_base: int, only_head: int) -> float:
     discordant = only_base + only_head
     if discordant == 0:
         return 1.0
+    from scipy import stats  # (import cost: see mcnemar_p)
+
     low = min(only_base, only_head)
     if 2 * low == discordant:  # the observed split is the middle one: nothing more extreme but itself
         return 1.0 - float(stats.binom.pmf(low, discordant, 0.5))
@@ -159,6 +163,8 @@ def compare_spreads(base: Spread, head: Spread, alpha: float = ALPHA) -> Verdict
     if base.sd == 0 and head.sd == 0:
         p_value = 1.0 if delta == 0 else 0.0
     else:
+        from scipy import stats  # (import cost: see mcnemar_p)
+
         p_value = float(stats.ttest_ind(head.accuracies, base.accuracies, equal_var=False).pvalue)
     if p_value < alpha:
         return Verdict("better" if delta > 0 else "worse", f"Welch's t-test over seeds: p = {p_value:.2g}")
