@@ -23,7 +23,7 @@ import tensorflow as tf
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import TrainParams
 
-README_SECTION = "README, Training on several devices and machines"
+GUIDE = "docs/scale-out.md, section Training on several devices and machines"
 
 
 def make_strategy(params: TrainParams) -> tf.distribute.Strategy:
@@ -47,7 +47,7 @@ def add_logical_cpus(count: int) -> None:
 def cluster_from_env() -> dict[str, Any]:
     """$TF_CONFIG, checked: {"cluster": {"worker": [host:port, ...], ...}, "task": {"type": ..., "index": ...}}."""
     raw = os.environ.get("TF_CONFIG", "")
-    fix = f"set it on every machine, as in the {README_SECTION}"
+    fix = f"set it on every machine as {GUIDE} shows"
     if not raw:
         raise PipelineError(f"train.distribute is multi_worker but TF_CONFIG is not set; {fix}")
     try:
@@ -77,7 +77,7 @@ def multi_worker_strategy(peer_timeout_s: float) -> tf.distribute.Strategy:
     )
     message = (
         f"{task} could not reach every worker in TF_CONFIG ({everyone}) within train.peer_timeout_s = "
-        f"{peer_timeout_s:g} s; start the train stage on all of them ({README_SECTION})"
+        f"{peer_timeout_s:g} s; start the train stage on all of them ({GUIDE})"
     )
     with killed_unless_done_within(peer_timeout_s, message):
         return tf.distribute.MultiWorkerMirroredStrategy()
