@@ -217,7 +217,7 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
-    model = build_model(dataclasses.replace(TINY_MODEL, width=8, dense_units=64), seed=0)
+    model = build_model(dataclasses.replace(TINY_MODEL, width=16, dense_units=64), seed=0)
     model.compile(keras.optimizers.Adam(0.004), keras.losses.CategoricalCrossentropy(from_logits=True))
     train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
     model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=256, epochs=3, verbose=0)
@@ -231,5 +231,5 @@ def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_
     predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
     photo_accuracy = np.mean(np.array(predicted) == labels)
     print(f"accuracy on 1,000 test images: {array_accuracy:.3f} as arrays, {photo_accuracy:.3f} as photos")
-    assert array_accuracy > 0.8  # a model worth checking against (0.85 on an AVX2 CPU)
+    assert array_accuracy > 0.8  # a model worth checking against (0.854 on an Intel Xeon; width 8 gave 0.787)
     assert abs(photo_accuracy - array_accuracy) <= 0.02
