@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from fmnist.lib import paths
 from fmnist.lib.errors import PipelineError
 from fmnist.nn.distribute import (
     cluster_from_env,
@@ -143,12 +144,12 @@ def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python
 
 def validation_accuracy(repo: Path) -> float:
     """The validation accuracy of the last epoch that the train stage recorded (dvclive's metrics.json)."""
-    return json.loads((repo / "metrics/train/metrics.json").read_text())["eval"]["accuracy"]
+    return json.loads((repo / paths.TRAIN_METRICS_FILE).read_text())["eval"]["accuracy"]
 
 
 def epoch_losses(repo: Path) -> np.ndarray:
     """The training loss of each epoch that the train stage recorded (dvclive's train/loss.tsv)."""
-    return np.loadtxt(repo / "metrics/train/plots/metrics/train/loss.tsv", skiprows=1, usecols=1, ndmin=1)
+    return np.loadtxt(repo / paths.TRAIN_PLOTS_DIR / "metrics/train/loss.tsv", skiprows=1, usecols=1, ndmin=1)
 
 
 def fingerprint(stdout: str) -> str:
