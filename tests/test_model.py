@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import json
 import zipfile
 
 import keras
@@ -12,7 +13,7 @@ from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import ModelParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import load_model, save_model
-from tests.helpers import TINY_MODEL
+from tests.helpers import REPO_ROOT, TINY_MODEL, run
 
 SEED_NET = ModelParams(
     arch="seed",
@@ -105,6 +106,60 @@ def test_random_shift_moves_whole_images_by_at_most_max_px():
             offsets.add((rows.min() - 10, cols.min() - 12))
     assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every offset, none beyond
     np.testing.assert_array_equal(shift(image, training=False), image)
+
+
+def test_on_one_replica_replica_dropout_draws_the_masks_of_keras_dropout():
+    from fmnist.nn.model import ReplicaDropout
+
+    ours, keras_own = ReplicaDropout(0.5, seed=3), keras.layers.Dropout(0.5, seed=3)
+    ones = np.ones((8, 32), np.float32)
+    first, second = (keras.ops.convert_to_numpy(ours(ones, training=True)) for _ in range(2))
+    for mask in (first, second):
+        np.testing.assert_array_equal(mask, keras.ops.convert_to_numpy(keras_own(ones, training=True)))
+    assert not np.array_equal(first, second)  # the generator advances between calls
+    np.testing.assert_array_equal(ours(ones, training=False), ones)
+
+
+def test_a_model_built_for_several_replicas_shares_its_weights_layout_with_the_plain_one():
+    distributed, plain = build_model(SMALL_BN, seed=0, replicas=2), build_model(SMALL_BN, seed=1)
+    assert type(distributed.get_layer("dropout")).__name__ == "ReplicaDropout"
+    assert distributed.get_layer("bn1").synchronized and not plain.get_layer("bn1").synchronized
+    assert type(plain.get_layer("dropout")) is keras.layers.Dropout  # saved models hold Keras' own layer
+    plain.set_weights(distributed.get_weights())  # how the train stage saves what it trained on replicas
+    np.testing.assert_array_equal(plain.predict(images(4), verbose=0), distributed.predict(images(4), verbose=0))
+
+
+# Two replicas need two logical CPUs, which only a fresh TensorFlow can set up: this runs in its own process.
+# Every replica gets the same input; the script prints, per layer, whether the replicas' outputs were equal.
+REPLICA_DRAWS = """
+import json
+import numpy as np, keras, tensorflow as tf
+from fmnist.nn.model import RandomShift, ReplicaDropout
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    layers = {
+        "keras_dropout": keras.layers.Dropout(0.5, seed=0),
+        "replica_dropout": ReplicaDropout(0.5, seed=0),
+        "random_shift": RandomShift(2, seed=0),
+    }
+images = tf.constant(np.random.default_rng(0).random((4, 28, 28, 1)), tf.float32)
+equal = {}
+for name, layer in layers.items():
+    outputs = strategy.experimental_local_results(
+        tf.function(lambda: strategy.run(lambda: layer(images, training=True)))()
+    )
+    equal[name] = bool(np.array_equal(outputs[0], outputs[1]))
+print(json.dumps(equal))
+"""
+
+
+def test_each_replica_draws_its_own_dropout_mask_and_shifts():
+    result = run(["python", "-c", REPLICA_DRAWS], cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT / "src")})
+    equal = json.loads(result.stdout.strip().splitlines()[-1])
+    # Keras' own Dropout gives both replicas one mask: half as many distinct masks as images on two replicas.
+    assert equal == {"keras_dropout": True, "replica_dropout": False, "random_shift": False}
 
 
 def test_mixed_precision_computes_in_bfloat16_and_leaves_the_global_policy_alone():

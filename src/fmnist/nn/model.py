@@ -9,6 +9,7 @@ the train stage's input pipeline's (`train.flip`): which images it mirrors depen
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
@@ -17,13 +18,14 @@ from fmnist.lib.params import ModelParams
 FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"  # the Keras dtype policies a model is built under
 
 
-def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, sync_batch_norm: bool = False) -> keras.Model:
+def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, replicas: int = 1) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
     `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
-    the train stage resolves that (fmnist.nn.precision) and saves a float32 copy. `sync_batch_norm` is for
-    training on several replicas (fmnist.nn.distribute): batch norm then uses the statistics of the global batch,
-    as on one device, and every replica keeps the same moving averages.
+    the train stage resolves that (fmnist.nn.precision) and saves a float32 copy. `replicas` is how many replicas
+    train the model together (fmnist.nn.distribute). With more than one, batch norm uses the statistics of the
+    global batch, as on one device, so every replica keeps the same moving averages; and dropout draws its mask
+    per replica (ReplicaDropout). Built with the default, the model holds only Keras' own layers.
     """
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # each layer keeps the policy it was built with
@@ -34,9 +36,10 @@ def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, sync_batc
         if params.arch == "seed":
             x = _seed_body(x, params.width)  # (N, features)
         else:
-            x = _bn_cnn_body(x, params.width, params.convs_per_block, sync_batch_norm)
+            x = _bn_cnn_body(x, params.width, params.convs_per_block, sync_batch_norm=replicas > 1)
         x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
-        x = layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
+        dropout = ReplicaDropout if replicas > 1 else layers.Dropout
+        x = dropout(params.dropout, seed=seed, name="dropout")(x)
         # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
         outputs = layers.Dense(NUM_CLASSES, dtype=FLOAT32, name="logits")(x)
     finally:
@@ -51,6 +54,49 @@ def _augment(x: keras.KerasTensor, params: ModelParams, seed: int) -> keras.Kera
     return x
 
 
+class ReplicaSeedGenerator(keras.random.SeedGenerator):
+    """Keras' SeedGenerator, except that each replica of a distributed step draws seeds of its own.
+
+    Under a tf.distribute strategy every replica holds a copy of the generator's state and advances it alike, so
+    a plain SeedGenerator hands every replica the same seed: the same dropout mask (and shifts) on each replica's
+    share of the global batch, where one device draws a mask per image. Here the replica's id is folded into the
+    seed. On one replica the seeds are the plain generator's, so training there is unchanged, bit for bit.
+    """
+
+    def next(self, ordered: bool = True) -> Any:
+        seed = super().next(ordered)  # (2,) int64; advances the state as the plain generator does
+        replica = tf.distribute.get_replica_context()  # None in a cross-replica context, where nothing is drawn
+        if replica is None or replica.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
+
+
+@keras.saving.register_keras_serializable(package="fmnist")
+class ReplicaDropout(layers.Layer):
+    """keras.layers.Dropout drawing its mask from a ReplicaSeedGenerator: other masks on other replicas.
+
+    Same state as Keras' Dropout (one seed generator, none at rate 0), so weights copy between the two: the
+    train stage trains with this layer on several replicas and saves a model with Keras' own.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+        if rate > 0:
+            self.seed_generator = ReplicaSeedGenerator(seed)
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if training and self.rate > 0:
+            return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
+        return inputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="fmnist")
 class RandomShift(layers.Layer):
     """Move each image by its own random whole-pixel offset in [-max_px, max_px] on both axes, filling with 0.
@@ -62,7 +108,7 @@ class RandomShift(layers.Layer):
     def __init__(self, max_px: int, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_px, self.seed = max_px, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)  # each replica its own shifts
 
     def call(self, images: Any, training: bool = False) -> Any:
         if not training:

@@ -253,9 +253,7 @@ def train_model(
     check_batch_size(params.batch_size, len(train.labels), strategy.num_replicas_in_sync)
     seed_everything(params)
     with strategy.scope():  # variables mirrored on every replica
-        model = build_model(
-            model_params, seed=params.seed, policy=policy, sync_batch_norm=strategy.num_replicas_in_sync > 1
-        )
+        model = build_model(model_params, seed=params.seed, policy=policy, replicas=strategy.num_replicas_in_sync)
         optimizer = keras.optimizers.Adam(
             learning_rate_schedule(params, steps_per_epoch),
             use_ema=params.ema_momentum > 0,  # a moving average of the weights, swapped in after the last epoch
