@@ -25,7 +25,7 @@ def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, replicas:
     the train stage resolves that (fmnist.nn.precision) and saves a float32 copy. `replicas` is how many replicas
     train the model together (fmnist.nn.distribute). With more than one, batch norm uses the statistics of the
     global batch, as on one device, so every replica keeps the same moving averages; and dropout draws its mask
-    per replica (ReplicaDropout). Built with the default, the model holds only Keras' own layers.
+    per replica (ReplicaDropout). Built for one replica, the model's dropout is Keras' own.
     """
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # each layer keeps the policy it was built with
