@@ -187,6 +187,24 @@ def test_two_local_workers_end_with_the_same_weights_and_only_the_chief_writes(p
 
 
 @pytest.mark.slow
+def test_without_dropout_mirrored_and_two_workers_take_the_same_steps(pipeline_copy, tmp_path):
+    # Both split every global batch over two replicas (mirrored: in halves; two workers: every other image), sum
+    # the gradients and normalise over the global batch, so only the order of float additions differs. Dropout
+    # is off: each replica draws its own mask, and which images a mask meets depends on that split.
+    set_param(pipeline_copy, "model", "dropout", 0.0)
+    mirrored = copy_repo(pipeline_copy, tmp_path / "mirrored")
+    set_param(mirrored, "train", "distribute", "mirrored")
+    set_param(mirrored, "train", "devices", ["/cpu:0", "/cpu:1"])
+    dvc(mirrored, "repro", "train")
+    set_param(pipeline_copy, "train", "distribute", "multi_worker")
+    other = copy_repo(pipeline_copy, tmp_path / "other")
+    workers = [start_train(repo, config) for repo, config in zip((pipeline_copy, other), local_cluster(2), strict=True)]
+    errors = [w.communicate(timeout=600)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    np.testing.assert_allclose(epoch_losses(pipeline_copy), epoch_losses(mirrored), atol=1e-3)
+
+
+@pytest.mark.slow
 def test_a_worker_that_stops_answering_makes_the_chief_fail_in_one_line_and_keep_its_old_outputs(
     pipeline_copy, tmp_path
 ):
