@@ -142,6 +142,13 @@ def start_train(repo: Path, tf_config: dict, command: tuple[str, ...] = ("python
     return subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def finished(workers: list[subprocess.Popen]) -> list[str]:
+    """Each worker's stdout once all have ended; fails with the ends of their stderr unless every one exited 0."""
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [w.returncode for w in workers] == [0] * len(workers), "".join(err[-2000:] for _, err in outputs)
+    return [out for out, _ in outputs]
+
+
 def validation_accuracy(repo: Path) -> float:
     """The validation accuracy of the last epoch that the train stage recorded (dvclive's metrics.json)."""
     return json.loads((repo / paths.TRAIN_METRICS_FILE).read_text())["eval"]["accuracy"]
@@ -175,8 +182,7 @@ def test_two_local_workers_end_with_the_same_weights_and_only_the_chief_writes(p
     # As on real machines: the chief runs the stage under DVC, which records its outputs; the other worker runs
     # the stage's command alone.
     workers = [start_train(pipeline_copy, chief_config, ("dvc", "repro", "train")), start_train(other, other_config)]
-    (chief_out, chief_err), (other_out, other_err) = (w.communicate(timeout=600) for w in workers)
-    assert [w.returncode for w in workers] == [0, 0], chief_err[-2000:] + other_err[-2000:]
+    chief_out, other_out = finished(workers)
     assert "on 2 replica(s)" in chief_out and "saved in float32" in chief_out
     assert fingerprint(chief_out) == fingerprint(other_out)
     assert workspace_files(other) == before  # no model, no logs, no temporary files
@@ -199,8 +205,7 @@ def test_without_dropout_mirrored_and_two_workers_take_the_same_steps(pipeline_c
     set_param(pipeline_copy, "train", "distribute", "multi_worker")
     other = copy_repo(pipeline_copy, tmp_path / "other")
     workers = [start_train(repo, config) for repo, config in zip((pipeline_copy, other), local_cluster(2), strict=True)]
-    errors = [w.communicate(timeout=600)[1] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    finished(workers)
     np.testing.assert_allclose(epoch_losses(pipeline_copy), epoch_losses(mirrored), atol=1e-3)
 
 

@@ -134,9 +134,9 @@ def test_a_model_built_for_several_replicas_shares_its_weights_layout_with_the_p
 REPLICA_DRAWS = """
 import json
 import numpy as np, keras, tensorflow as tf
+from fmnist.nn.distribute import add_logical_cpus
 from fmnist.nn.model import RandomShift, ReplicaDropout
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+add_logical_cpus(2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     layers = {
