@@ -5,7 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u 2>/dev/null || echo 0)" -eq 0 ] || echo sudo)
 DATA_PACKAGE_DIR := /usr/share/datasets/fashion-mnist
-TF_VERSION := 2.21.0  # = the tensorflow-cpu pin in pyproject.toml (tests/test_makefile.py checks)
+# $(call locked,NAME): the version of package NAME that uv.lock pins (the line after its `name = "NAME"`)
+locked = $(shell sed -n '/^name = "$(1)"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+TF_VERSION = $(call locked,tensorflow-cpu)
+UV_VERSION = $(call locked,uv)
+# The optional dependencies (pyproject.toml) that setup installs besides the project's: e.g. EXTRAS="test s3"
+EXTRAS ?= test
 
 .PHONY: setup setup-gpu data test-tools repro test test-fast lint bench report
 setup: $(VENV)/.installed $(if $(SKIP_DATA),,data)
@@ -13,16 +18,19 @@ setup: $(VENV)/.installed $(if $(SKIP_DATA),,data)
 # NVIDIA GPUs (Linux x86-64): TensorFlow's CUDA build with CUDA and cuDNN as pip packages, in place of the CPU
 # build (the two cannot be installed side by side). Every command after it uses the GPU; `make setup` undoes it
 # only if pyproject.toml changes, `rm -r .venv && make setup` always.
-setup-gpu: setup
+setup-gpu: setup  # (not in uv.lock: the CUDA build's packages are installed by pip)
 	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
 	$(BIN)/pip install --quiet "tensorflow[and-cuda]==$(TF_VERSION)"
 	$(BIN)/python -c 'import tensorflow as tf; print("GPUs:", tf.config.list_physical_devices("GPU") or "none found")'
 
-# Python dependencies (pinned in pyproject.toml), reinstalled when it changes.
-$(VENV)/.installed: pyproject.toml
+# Every Python package at the version uv.lock pins (direct and transitive, with hashes), reinstalled when
+# pyproject.toml or uv.lock changes. uv comes first, at its locked version, from pip; `uv sync --locked` then
+# refuses a uv.lock that no longer matches pyproject.toml (`uv lock` updates it) and removes what it does not list.
+$(VENV)/.installed: pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv sync --locked --quiet \
+	  --python $(BIN)/python $(addprefix --extra ,$(EXTRAS))
 	touch $@
 
 # The offline copy of Fashion-MNIST that `fetch.source: auto` finds first (Kaggle needs network access). Without
