@@ -71,7 +71,16 @@ def test_holm_multiplies_by_the_remaining_count_and_keeps_the_order():
     ],
 )
 def test_the_verdict_needs_the_test_and_the_seed_spread_to_agree(delta, p, sd, word):
-    assert stats.verdict(delta, p, sd).word == word
+    assert stats.verdict(delta, p, sd, base=0.935).word == word
+
+
+def test_a_seed_spread_that_reaches_chance_level_judges_nothing():
+    # Two seeds of an unstable tiny run, 0.4019 and 0.6679: ±0.53 of seed noise. A model at chance level
+    # (0.0940, McNemar p = 0) lies within that band, but the band says nothing: it reaches a guessing model.
+    unstable = stats.verdict(-0.3079, 0.0, 0.1881, base=0.4019)
+    assert unstable.word == "inconclusive" and "chance level" in unstable.reason and unstable.settle
+    assert stats.verdict(-0.3079, 0.0, 0.01, base=0.4019).word == "worse"  # seeds that agree: it is worse
+    assert stats.verdict(-0.01, 0.3, 0.01, base=0.90).word == "within noise"  # far above chance: the band holds
 
 
 def test_seed_noise_is_two_sd_of_the_difference_of_two_runs():

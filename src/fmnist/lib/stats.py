@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmnist.lib.dataset import NUM_CLASSES
+
 ALPHA = 0.05  # significance level of every test, after Holm's correction where there are several
 BOOTSTRAP_RESAMPLES = 10_000  # enough for a 95% interval stable to about 0.0002 at n = 10,000
 SEED_NOISE_SIGMAS = 2.0  # a difference counts as larger than seed noise beyond 2 sd of two single runs' difference
+CHANCE = 1 / NUM_CLASSES  # the accuracy (and each class's recall) of a model that guesses
 
 
 @dataclass(frozen=True)
@@ -115,12 +118,14 @@ class Verdict:
     settle: bool = False  # whether more seeds (a seed record for the head) could change the answer
 
 
-def verdict(delta: float, p_value: float, seed_sd: float | None, alpha: float = ALPHA) -> Verdict:
+def verdict(delta: float, p_value: float, seed_sd: float | None, base: float, alpha: float = ALPHA) -> Verdict:
     """The report's rule: better/worse only if the paired test is significant AND the change beats seed noise.
 
-    A change no larger than seeds alone make is within noise, even where the two models differ significantly on
-    the test set (two seeds of the same params do too); a significant change without a seed record, or one
-    beyond seed noise that the test set cannot confirm, is inconclusive.
+    `base` is the base's accuracy (or a class's recall). A change no larger than seeds alone make is within noise,
+    even where the two models differ significantly on the test set (two seeds of the same params do too), unless
+    seed noise reaches down to chance level: seeds that far apart cannot tell a broken model from a working one,
+    so that is inconclusive. A significant change without a seed record, or one beyond seed noise that the test set
+    cannot confirm, is inconclusive too.
     """
     significant = p_value < alpha
     shown_p = f"p = {p_value:.2g}"
@@ -130,6 +135,9 @@ def verdict(delta: float, p_value: float, seed_sd: float | None, alpha: float = 
         return Verdict("within noise", f"{shown_p} ≥ {alpha}")
     noise = seed_noise(seed_sd)
     if abs(delta) <= noise:
+        if base - noise <= CHANCE:
+            reason = f"seeds alone move it by up to ±{noise:.4f}, down to chance level ({CHANCE:g}): runs this unstable"
+            return Verdict("inconclusive", f"{reason} cannot tell a broken model from a working one", settle=True)
         if significant:
             reason = f"|Δ| ≤ {noise:.4f}, what seeds alone move it ({shown_p}: the models differ, as two seeds do)"
             return Verdict("within noise", reason, settle=True)

@@ -83,7 +83,7 @@ def headline(base: Side, head: Side) -> str:
     p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
     mid_p = stats.mcnemar_mid_p(counts.only_base, counts.only_head)
     sd = seed_sd(base)
-    verdict = stats.verdict(counts.delta, p_value, sd)
+    verdict = stats.verdict(counts.delta, p_value, sd, counts.base_correct / counts.n)
     title = (
         f"**Test accuracy: {base.name} {counts.base_correct / counts.n:.4f} → {head.name} "
         f"{counts.head_correct / counts.n:.4f} ({signed(counts.delta)}; 95% CI {signed(low)} to {signed(high)}): "
@@ -133,7 +133,7 @@ def per_class_table(base: Side, head: Side) -> str:
     ]
     lines, moved = [], []
     for (name, counts), p_holm, delta in zip(rows, adjusted, deltas, strict=True):
-        verdict = stats.verdict(delta, p_holm, class_sd.get(name))
+        verdict = stats.verdict(delta, p_holm, class_sd.get(name), counts.base_correct / counts.n)
         lines.append(
             f"| {name} | {counts.base_correct / counts.n:.3f} | {counts.head_correct / counts.n:.3f} | "
             f"{signed(delta)} | {counts.only_base} | {counts.only_head} | {p_holm:.2g} | {verdict.word} |"
