@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Used by the workflows: install the project, then the default DVC remote's plugin and its credentials from
+# Used by the workflows: install the project from uv.lock (`make setup`, into .venv, which later steps find first
+# on their PATH), then the default DVC remote's plugin and its credentials from
 # repository secrets (Settings > Secrets and variables > Actions) passed in as environment variables; an unset
 # secret is an empty string, which the remote types that do not use it ignore.
 #   s3://  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)
@@ -7,17 +8,18 @@
 #          GOOGLE_APPLICATION_CREDENTIALS
 #   ssh:// DVC_SSH_PRIVATE_KEY: a private key, given to the remote with `dvc remote modify --local ... keyfile`
 # Then bounds the time a dead or unreachable remote can take (below) and checks the remote with
-# .github/dvc-remote-check.py, which stops the step with one line naming the remote and what to fix.
+# `fmnist remote check`, which stops the step with one line naming the remote and what to fix.
 # Writes the remote's name and URL (empty without a default remote) to the step's outputs.
 #   .github/dvc-remote.sh [--no-install]   --no-install: the project and the plugin are installed already (tests)
 set -euo pipefail
 # Outside GitHub Actions (by hand, docs/remotes.md): no step outputs or exports to write, the key file in $TMPDIR
-: "${GITHUB_OUTPUT:=/dev/null}" "${GITHUB_ENV:=/dev/null}" "${RUNNER_TEMP:=${TMPDIR:-/tmp}}"
+: "${GITHUB_OUTPUT:=/dev/null}" "${GITHUB_ENV:=/dev/null}" "${GITHUB_PATH:=/dev/null}" "${RUNNER_TEMP:=${TMPDIR:-/tmp}}"
 do_install=1
 if [ "${1:-}" = "--no-install" ]; then do_install=0; fi
 if [ "$do_install" = 1 ]; then
-  python -m pip install --upgrade pip
-  pip install -e .
+  make setup SKIP_DATA=1 EXTRAS=
+  export PATH="$PWD/.venv/bin:$PATH"
+  echo "$PWD/.venv/bin" >> "$GITHUB_PATH"
 fi
 config="$(dvc config --list)"  # every level (.dvc/config, then config.local): one DVC start-up, not one a value
 setting() { printf '%s\n' "$config" | sed -n "s/^$1=//p" | tail -n 1; }  # the last level that sets it wins
@@ -27,12 +29,14 @@ if [ -n "$name" ]; then url="$(setting "remote.$name.url")"; fi
 echo "DVC remote: ${name:-none} ${url}"
 echo "name=$name" >> "$GITHUB_OUTPUT"
 echo "url=$url" >> "$GITHUB_OUTPUT"
-if [ "$do_install" = 1 ]; then
-  case "$url" in
-    s3://*) pip install -e ".[s3]" ;;
-    gs://*) pip install -e ".[gs]" ;;
-    ssh://*) pip install -e ".[ssh]" ;;
-  esac
+plugin=""
+case "$url" in
+  s3://*) plugin=s3 ;;
+  gs://*) plugin=gs ;;
+  ssh://*) plugin=ssh ;;
+esac
+if [ "$do_install" = 1 ] && [ -n "$plugin" ]; then  # the plugin at its locked version, beside the project
+  UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync --locked --quiet --extra "$plugin"
 fi
 if [ -n "${GCP_SERVICE_ACCOUNT_JSON:-}" ]; then
   printf '%s' "$GCP_SERVICE_ACCOUNT_JSON" > "$RUNNER_TEMP/gcp.json"
@@ -63,4 +67,4 @@ case "$url" in
 esac
 # Writes those limits to .dvc/config.local where no config sets them, then checks the remote: on failure, one
 # line naming the remote, the problem and what to fix, and this step fails.
-python "$(dirname "$0")/dvc-remote-check.py" "${limits[@]}" "$name"
+fmnist remote check "${limits[@]}" "$name"

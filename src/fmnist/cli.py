@@ -9,7 +9,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from fmnist.lib.errors import run_stage
+from fmnist.lib.errors import hide_dependency_warnings, run_stage
 
 VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "predict": ("fmnist.apps.predict", "classify image files, directories or stdin with the trained model"),
@@ -20,6 +20,7 @@ VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "bench-photos": ("fmnist.tools.predict_bench", "accuracy and speed of `fmnist predict` on photo-like JPEGs"),
     "loadtest": ("fmnist.tools.loadtest", "start `fmnist serve` and load it with concurrent clients on loopback"),
     "sweep": ("fmnist.tools.sweep", "run a sweep of DVC experiments across machines, then rank them"),
+    "remote": ("fmnist.tools.remote", "check that a DVC remote answers and takes its credentials, in one line"),
     "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
     "release": ("fmnist.tools.release", "the release workflow's steps: parse-tag, smoke, card"),
 }
@@ -46,6 +47,7 @@ def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmnist` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    hide_dependency_warnings()  # before the verb's module imports them
     args = parser(argv).parse_args(argv)
     args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
     run_stage(lambda: sys.exit(args.run(args)))

@@ -1,6 +1,7 @@
 """The error type for every problem a user can fix, and the wrapper that turns it into a one-line message."""
 
 import sys
+import warnings
 from collections.abc import Callable
 
 
@@ -13,8 +14,20 @@ class PipelineError(Exception):
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
+def hide_dependency_warnings() -> None:
+    """Keep other packages' Python warnings off stderr, where a one-line error must stand alone.
+
+    A dependency's deprecation (cryptography's "DSA is deprecated" at every import of asyncssh, say) is for the
+    developers of that package, not for a user reading why a command failed. PYTHONWARNINGS or `python -W`, when
+    set, decide instead.
+    """
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", module=r"(?!fmnist\b)")  # every module outside this package
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's (or a command's) main; a PipelineError becomes `error: <message>` on stderr and its exit code."""
+    hide_dependency_warnings()
     try:
         main()
     except PipelineError as exc:

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
-"""Check that a DVC remote answers and takes its credentials, and say in one line what is wrong if not.
+"""`fmnist remote check`: does a DVC remote answer and take its credentials? One line says what is wrong if not.
 
-    python .github/dvc-remote-check.py [--set-default OPTION=VALUE ...] [REMOTE]   # default: the default remote
+    fmnist remote check [--set-default OPTION=VALUE ...] [REMOTE]   # default: the default remote
 
 Run in a DVC repository (.github/dvc-remote.sh runs it last). It only reads: for s3:// it lists the bucket, for
 ssh:// and other remotes it looks up the remote's directory. Exit status 0 with one line on stdout if the
@@ -14,17 +13,16 @@ would, unless a config file sets it already (dvc-remote.sh bounds the remote's t
 instead of one DVC start-up per option).
 """
 
-from __future__ import annotations
-
 import argparse
 import logging
 import os
 import re
 import signal
-import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
+
+from fmnist.lib.errors import PipelineError
 
 DEADLINE = 60  # seconds for the whole check, whatever the remote's timeouts say
 # Per-request limits where the remote sets none: a probe wants the first failure, not DVC's patient retries.
@@ -43,7 +41,7 @@ REFUSED_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", 
 REFUSED = re.compile(r"\((" + "|".join(REFUSED_CODES) + r")\)")
 
 
-class Problem(Exception):
+class Problem(PipelineError):
     """What is wrong with the remote, and what to check."""
 
 
@@ -152,28 +150,30 @@ def check(name: str | None, defaults: dict[str, str]) -> str:
         raise Problem(f"{label}: {diagnose(exc, protocol, where)}") from None
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: `[--set-default OPTION=VALUE ...] [REMOTE]`."""
-    parser = argparse.ArgumentParser(description="Check a DVC remote; one line says what is wrong.")
-    parser.add_argument("remote", nargs="?", help="the remote's name (default: the default remote)")
-    parser.add_argument("--set-default", action="append", default=[], metavar="OPTION=VALUE")
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`fmnist remote check [--set-default OPTION=VALUE ...] [REMOTE]`."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check_parser = actions.add_parser("check", help="check that a DVC remote answers and takes its credentials")
+    check_parser.add_argument("remote", nargs="?", help="the remote's name (default: the default remote)")
+    check_parser.add_argument(
+        "--set-default",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="write the remote's OPTION to .dvc/config.local unless a config file sets it",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the remote within DEADLINE seconds; print what was found (exit 0), or raise the Problem."""
     defaults = dict(pair.split("=", 1) for pair in args.set_default)
     logging.getLogger("dvc").setLevel(logging.CRITICAL)  # the one line below is the whole story
     signal.signal(signal.SIGALRM, timeout)
     signal.alarm(DEADLINE)
     try:
         print(check(args.remote, defaults))
-    except Problem as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
     except TimeoutError as exc:
-        print(f"error: DVC remote {args.remote or '(default)'}: {exc}; check the network", file=sys.stderr)
-        return 1
+        raise Problem(f"DVC remote {args.remote or '(default)'}: {exc}; check the network") from None
     finally:
         signal.alarm(0)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
