@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from fmnist.lib.idx import parse_idx, read_maybe_gzip
-from fmnist.lib.release import RELEASE_FILES, ReleaseFile
+from fmnist.lib.idx import parse_idx
+from fmnist.lib.release import ReleaseFile
+from fmnist.stages.fetch import read_verified
 from tests.helpers import copy_repo, dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `pipeline` every test that runs the tiny pipeline (`make test-bf16` runs those in bfloat16)."""
+    for item in items:
+        if "reproduced_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pipeline)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +40,7 @@ def tiny_release(garments) -> tuple[dict[str, bytes], tuple[ReleaseFile, ...]]:
 @pytest.fixture(scope="session")
 def real_release() -> dict[str, np.ndarray]:
     """The four real release files, decoded: {file name: array}. Slow tests only: needs Debian's data package."""
-    return {f.name: parse_idx(read_maybe_gzip(real_data_dir() / f"{f.name}.gz")) for f in RELEASE_FILES}
+    return {name: parse_idx(data) for name, data in read_verified(real_data_dir()).items()}
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.stages.fetch import DEBIAN_DIR
-from tests.helpers import dvc, git_commit, run, set_param
+from tests.helpers import dvc, git_commit, real_data_dir, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +55,7 @@ def test_retraining_gives_a_byte_identical_model_so_nothing_downstream_reruns(pi
 
 
 def test_switching_to_an_equivalent_source_reruns_only_fetch(pipeline_copy):
-    set_param(pipeline_copy, "fetch", "source", str(DEBIAN_DIR))
+    set_param(pipeline_copy, "fetch", "source", str(real_data_dir()))
     assert stages_run(dvc(pipeline_copy, "repro").stdout) == ["fetch"]  # same bytes: prepare is up to date
 
 
@@ -98,6 +97,7 @@ WITHOUT_NATIVE_BF16 = {"onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn_of
 
 @pytest.mark.parametrize("env", WITHOUT_NATIVE_BF16.values(), ids=WITHOUT_NATIVE_BF16)
 def test_default_precision_trains_in_float32_where_bf16_is_not_native(pipeline_copy, env):
+    set_param(pipeline_copy, "model", "precision", "auto")
     result = dvc(pipeline_copy, "repro", "--force", "--single-item", "train", env=env)
     assert "precision: float32 (auto: " in result.stdout
     metrics = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())
@@ -115,9 +115,9 @@ def assert_saved_in_float32_and_evaluates_anywhere(repo) -> None:
 
 
 def test_a_change_of_precision_shows_in_metrics_diff_and_the_bfloat16_model_evaluates_anywhere(pipeline_copy):
-    # `auto` resolves by CPU (float32 on most, bf16 with AMX): train in whichever it did not pick, so
-    # one of the two models was trained in bfloat16, and check that one before it is replaced or after it is made.
-    git_commit(pipeline_copy, "auto precision")
+    # The tiny pipeline trains in the suite's precision (tests.helpers.TEST_PRECISION): train in the other, so one
+    # of the two models was trained in bfloat16, and check that one before it is replaced or after it is made.
+    git_commit(pipeline_copy, "the suite's precision")
     before = json.loads((pipeline_copy / "metrics/train/metrics.json").read_text())["environment"]["precision"]
     after = {"float32": "mixed_bfloat16", "mixed_bfloat16": "float32"}[before]
     if before == "mixed_bfloat16":

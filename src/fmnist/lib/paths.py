@@ -9,6 +9,10 @@ PARAMS_FILE = Path("params.yaml")
 PRESETS_DIR = Path("presets")  # partial params laid over params.yaml (fmnist.tools.presets)
 DVC_LOCK_FILE = Path("dvc.lock")  # what DVC recorded of the last run of each stage
 
+# Local copies of the original release that fetch (`fetch.source: auto`) looks for before Kaggle, in this order.
+DATA_DIR_ENV = "FMNIST_DATA_DIR"  # a directory holding the four IDX files (.gz or not)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+
 RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed and verified
 PREPARED_DIR = Path("data/prepared")  # prepare: <split>_images.npy / <split>_labels.npy
 MODEL_FILE = Path("models/model.keras")  # train

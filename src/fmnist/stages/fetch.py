@@ -25,10 +25,9 @@ from fmnist.lib import atomic, paths
 from fmnist.lib.errors import PipelineError, run_stage
 from fmnist.lib.idx import read_maybe_gzip, sha256_hex
 from fmnist.lib.params import FetchParams, load_params
+from fmnist.lib.paths import DATA_DIR_ENV, DEBIAN_DIR
 from fmnist.lib.release import RELEASE_FILES, ReleaseFile
 
-DATA_DIR_ENV = "FMNIST_DATA_DIR"
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE_HINT = (
     "to work offline set fetch.source to a directory holding the four IDX files (.gz or not), "
     f"set ${DATA_DIR_ENV}, or `apt-get install dataset-fashion-mnist`"

@@ -45,7 +45,7 @@ from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.params import TTA
-from fmnist.stages.fetch import DEBIAN_DIR
+from fmnist.lib.paths import DEBIAN_DIR
 from fmnist.tools.predict_bench import varied_photo
 
 PHOTOS = 500  # distinct good JPEGs, cycled through
