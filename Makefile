@@ -12,26 +12,29 @@ UV_VERSION = $(call locked,uv)
 # The optional dependencies (pyproject.toml) that setup installs besides the project's: e.g. EXTRAS="test s3"
 EXTRAS ?= test
 
-.PHONY: setup setup-gpu data test-tools repro test test-fast lint bench report
-setup: $(VENV)/.installed $(if $(SKIP_DATA),,data)
+.PHONY: setup deps setup-gpu data test-tools repro test test-fast test-bf16 lint bench report
+setup: deps $(if $(SKIP_DATA),,data)
 
 # NVIDIA GPUs (Linux x86-64): TensorFlow's CUDA build with CUDA and cuDNN as pip packages, in place of the CPU
-# build (the two cannot be installed side by side). Every command after it uses the GPU; `make setup` undoes it
-# only if pyproject.toml changes, `rm -r .venv && make setup` always.
-setup-gpu: setup  # (not in uv.lock: the CUDA build's packages are installed by pip)
+# build (the two cannot be installed side by side), outside uv.lock. Every command after it uses the GPU; `make
+# setup` undoes it when uv.lock or EXTRAS change, `rm -r .venv && make setup` always.
+setup-gpu: setup
 	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
 	$(BIN)/pip install --quiet "tensorflow[and-cuda]==$(TF_VERSION)"
 	$(BIN)/python -c 'import tensorflow as tf; print("GPUs:", tf.config.list_physical_devices("GPU") or "none found")'
 
-# Every Python package at the version uv.lock pins (direct and transitive, with hashes), reinstalled when
-# pyproject.toml or uv.lock changes. uv comes first, at its locked version, from pip; `uv sync --locked` then
-# refuses a uv.lock that no longer matches pyproject.toml (`uv lock` updates it) and removes what it does not list.
-$(VENV)/.installed: pyproject.toml uv.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+# Every Python package at the version uv.lock pins (direct and transitive, with hashes), synced again when the
+# lock or EXTRAS change: `uv sync --locked` installs what is missing or different, removes what the lock does not
+# list, and refuses a uv.lock that no longer matches pyproject.toml (`uv lock` updates it). uv itself comes
+# first, at its locked version, from pip.
+SYNCED := $(VENV)/.synced-$(subst $(eval) ,-,$(strip $(EXTRAS)))
+deps: $(SYNCED)
+$(SYNCED): pyproject.toml uv.lock
+	[ -x $(BIN)/uv ] && [ "$$($(BIN)/uv --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] || { \
+	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
 	UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv sync --locked --quiet \
 	  --python $(BIN)/python $(addprefix --extra ,$(EXTRAS))
-	touch $@
+	rm -f $(VENV)/.synced-* && touch $@
 
 # The offline copy of Fashion-MNIST that `fetch.source: auto` finds first (Kaggle needs network access). Without
 # apt-get (macOS, Fedora, Arch) or the right to use it, skip it: fetch then uses $FMNIST_DATA_DIR or Kaggle.
@@ -68,8 +71,16 @@ test: setup test-tools
 test-fast: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m "not slow"
 
+# The tests that run the tiny pipeline, trained in bfloat16 (tests/helpers.py, TEST_PRECISION): what
+# `model.precision: auto` picks on CPUs with AMX, forced on any CPU. oneDNN runs bf16 convolutions only with
+# AVX512-BF16 (and no ONEDNN_MAX_CPU_ISA cap); elsewhere TensorFlow's own kernels emulate them, more slowly.
+ONEDNN_BF16 = $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && [ -z "$$ONEDNN_MAX_CPU_ISA" ] && echo yes)
+test-bf16: setup test-tools
+	FMNIST_TEST_PRECISION=mixed_bfloat16 $(if $(ONEDNN_BF16),,TF_ENABLE_ONEDNN_OPTS=0) \
+	  PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m pipeline
+
 # ruff (lint and format, configured in pyproject.toml) and mypy on src/: what CI runs before the tests.
-lint: $(VENV)/.installed
+lint: deps
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy

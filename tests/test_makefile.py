@@ -2,7 +2,10 @@
 
 import shutil
 import subprocess
+import sys
 from importlib.metadata import distributions
+
+import pytest
 
 from tests.helpers import REPO_ROOT
 
@@ -47,3 +50,23 @@ def test_the_gpu_setup_installs_the_cuda_build_of_the_installed_tensorflow():
     installed = {dist.metadata["Name"].lower().replace("_", "-"): dist.version for dist in distributions()}
     tensorflow = installed.get("tensorflow-cpu") or installed["tensorflow"]  # the CPU build on x86-64, else this
     assert install.endswith(f'pip install --quiet "tensorflow[and-cuda]=={tensorflow}"')
+
+
+@pytest.mark.slow
+def test_setup_refuses_a_lock_that_no_longer_matches_pyproject(tmp_path):
+    # What .ci/run and every workflow run first: a pin changed without `uv lock` stops it before anything installs.
+    for name in ("Makefile", "pyproject.toml", "uv.lock", "README.md"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"pyyaml==6.0.3"', '"pyyaml==6.0.2"'))
+    setup = subprocess.run(
+        [shutil.which("make"), "-C", str(tmp_path), "setup", "SKIP_DATA=1", f"PYTHON={sys.executable}"],
+        capture_output=True,
+        text=True,
+    )
+    assert setup.returncode != 0
+    message = " ".join(setup.stderr.split())  # uv wraps its lines
+    assert "The lockfile at `uv.lock` needs to be updated, but `--locked` was provided" in message
+    assert not list(tmp_path.glob(".venv/.synced-*"))  # the next `make setup` tries again
+    assert not list(tmp_path.glob(".venv/lib/*/site-packages/yaml"))  # nothing but uv was installed
