@@ -1,38 +1,72 @@
 """The seed's plain Keras script, kept verbatim in spirit as the baseline the benchmark measures against.
 
 Conv32-Pool-Conv64-Pool-Conv64-Flatten-Dense128-Dropout0.5-Dense10, Adam, batch 32, 10 epochs,
-validation_split 0.1, early stopping on val_loss with patience 5, every other setting a Keras default (XLA
-included: Keras 3 compiles with XLA by default when the backend allows it). It reads the verified IDX files in
-data/raw (run `dvc repro fetch` first) instead of downloading, and prints one JSON line with its results.
+validation_split 0.1, early stopping on val_loss with patience 5, every other setting a Keras default (no XLA on a
+CPU-only machine: Keras 3's jit_compile="auto" turns it on only where a GPU is present). It reads the verified IDX
+files in data/raw (run `dvc repro fetch` first) instead of downloading, and prints one JSON line with its results.
 `fmnist bench` runs it as `python -m fmnist.tools.reference --seed K`.
+
+RECIPE says the same in params.yaml's terms: presets/seed.yaml, laid over params.yaml, must give exactly these
+values (tests/test_presets.py checks every key), so that the `seed` preset is this script's training inside the
+pipeline.
 """
 
 import argparse
 import json
 import time
+from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.errors import run_stage
-from fmnist.lib.release import read_raw_split
+from fmnist.lib.idx import read_raw_split
+
+# The script's recipe in params.yaml's terms: the values below are the ones the script trains with.
+RECIPE: dict[str, dict[str, Any]] = {
+    "model": {"arch": "seed", "width": 32, "dense_units": 128, "dropout": 0.5, "shift_px": 0, "precision": "float32"},
+    "train": {
+        "batch_size": 32,
+        "epochs": 10,
+        "learning_rate": 0.001,  # Keras' Adam default
+        "schedule": "constant",
+        "weight_decay": 0.0,  # plain Adam
+        "label_smoothing": 0.0,
+        "flip": "none",
+        "early_stopping": {"enabled": True, "monitor": "val_loss", "patience": 5, "restore_best_weights": True},
+        "distribute": "none",
+    },
+    "inference": {"tta": "none"},
+}
+# The other keys of those sections, and why the script has no value for them.
+NOT_THE_SCRIPTS = {
+    "model.convs_per_block": "arch seed has no blocks",
+    "train.seed": "each run's own, as the script's --seed",
+    "train.warmup_fraction": "no schedule to warm up",
+    "train.lr_floor": "no schedule to decay",
+    "train.deterministic": "the pipeline's own promise (op determinism), not a training choice",
+    "train.devices": "distribute none",
+    "train.peer_timeout_s": "distribute none",
+    "inference.batch_size": "speed only: results do not depend on it",
+}
 
 
 def build_reference_model() -> keras.Model:
-    """The seed network exactly as the plain script wrote it (softmax output, float inputs in [0, 1])."""
+    """The seed network as the plain script wrote it (softmax output, float inputs in [0, 1]), widths from RECIPE."""
+    width, dense, dropout = (RECIPE["model"][key] for key in ("width", "dense_units", "dropout"))
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.Conv2D(width, (3, 3), activation="relu"),
             layers.MaxPooling2D((2, 2)),
-            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Conv2D(2 * width, (3, 3), activation="relu"),
             layers.MaxPooling2D((2, 2)),
-            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Conv2D(2 * width, (3, 3), activation="relu"),
             layers.Flatten(),
-            layers.Dense(128, activation="relu"),
-            layers.Dropout(0.5),
+            layers.Dense(dense, activation="relu"),
+            layers.Dropout(dropout),
             layers.Dense(10, activation="softmax"),
         ]
     )
@@ -42,16 +76,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and TensorFlow (default: 0)")
     keras.utils.set_random_seed(parser.parse_args().seed)
-    train, test = read_raw_split(paths.RAW_DIR, "train"), read_raw_split(paths.RAW_DIR, "test")
+    train, test = read_raw_split(files.RAW_DIR, "train"), read_raw_split(files.RAW_DIR, "test")
     x_train, x_test = train.images.astype("float32") / 255, test.images.astype("float32") / 255
-    model = build_reference_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model, recipe = build_reference_model(), RECIPE["train"]
+    optimizer = keras.optimizers.Adam(recipe["learning_rate"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     # As the seed script: the weights of the best validation epoch at the end (Keras 3 restores them even when
     # training runs its full 10 epochs).
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
+    stopping = {key: value for key, value in recipe["early_stopping"].items() if key != "enabled"}
     start = time.perf_counter()
     history = model.fit(
-        x_train, train.labels, batch_size=32, epochs=10, validation_split=0.1, callbacks=[stop], verbose=2
+        x_train,
+        train.labels,
+        batch_size=recipe["batch_size"],
+        epochs=recipe["epochs"],
+        validation_split=0.1,
+        callbacks=[keras.callbacks.EarlyStopping(**stopping)],
+        verbose=2,
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
