@@ -9,32 +9,48 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fmnist.lib import process
 from fmnist.lib.errors import hide_dependency_warnings, run_stage
 
-VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
+USER_VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "predict": ("fmnist.apps.predict", "classify image files, directories or stdin with the trained model"),
     "serve": ("fmnist.apps.serve", "a web page and a JSON API that classify uploaded images"),
     "report": ("fmnist.tools.report", "compare the workspace with a base revision, and say if the change is real"),
     "seeds": ("fmnist.tools.seeds", "train the current params with several seeds and record how far results move"),
+    "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
+    "remote": ("fmnist.tools.remote", "check that a DVC remote answers and takes its credentials, in one line"),
+}
+MAINTAINER_VERBS = {  # the tools that measure, sweep and release this project
     "bench": ("fmnist.tools.bench", "train and time the seed script and presets side by side, in one table"),
     "bench-photos": ("fmnist.tools.predict_bench", "accuracy and speed of `fmnist predict` on photo-like JPEGs"),
     "loadtest": ("fmnist.tools.loadtest", "start `fmnist serve` and load it with concurrent clients on loopback"),
     "sweep": ("fmnist.tools.sweep", "run a sweep of DVC experiments across machines, then rank them"),
-    "remote": ("fmnist.tools.remote", "check that a DVC remote answers and takes its credentials, in one line"),
-    "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
     "release": ("fmnist.tools.release", "the release workflow's steps: parse-tag, smoke, card"),
 }
+VERBS = {**USER_VERBS, **MAINTAINER_VERBS}
+
+
+def overview() -> str:
+    """The verbs for `fmnist --help`, users' first, each with its one line."""
+    groups = (("use the model, compare runs", USER_VERBS), ("measure, sweep and release", MAINTAINER_VERBS))
+    return "\n\n".join(
+        f"{title}:\n" + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in verbs.items())
+        for title, verbs in groups
+    )
 
 
 def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """`fmnist` and its verbs; the verb named in `argv` gets its module's full arguments."""
     top = argparse.ArgumentParser(
-        prog="fmnist", description="Fashion-MNIST, reproducibly: the tools around the DVC pipeline."
+        prog="fmnist",
+        description="Fashion-MNIST, reproducibly: the tools around the DVC pipeline.",
+        epilog=overview(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB", help="one of the verbs below")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module_name, summary) in VERBS.items():
-        verb = verbs.add_parser(name, help=summary, description=summary)
+        verb = verbs.add_parser(name, description=summary)
         if name == chosen:
             module = importlib.import_module(module_name)
             verb.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -47,10 +63,12 @@ def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmnist` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    process.configure()  # before any verb loads TensorFlow
     hide_dependency_warnings()  # before the verb's module imports them
-    args = parser(argv).parse_args(argv)
-    args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
-    run_stage(lambda: sys.exit(args.run(args)))
+    with process.quiet_tensorflow():  # verbs load TensorFlow when they need it, after checking their arguments
+        args = parser(argv).parse_args(argv)
+        args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
+        run_stage(lambda: sys.exit(args.run(args)))
 
 
 if __name__ == "__main__":

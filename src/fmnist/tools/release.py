@@ -16,7 +16,7 @@ import numpy as np
 from fmnist.apps.registry import ARTIFACT
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.release import RELEASE_FILES
+from fmnist.lib.idx import RELEASE_FILES
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -42,7 +42,7 @@ def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> 
     """Accuracy of the model file on a few images (N, 28, 28, 1), as `fmnist predict` here would predict them."""
     from fmnist.apps.predict import workspace_inference
     from fmnist.nn.inference import Predictor
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     predict = Predictor(load_model(model_path), workspace_inference(tta=None))
     return float(np.mean(predict(images).argmax(axis=1) == labels))
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`fmnist release parse-tag | smoke | card`."""
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     steps.add_parser("parse-tag", help="what a GTO tag says, as name=value lines").add_argument("tag")
-    smoke = steps.add_parser("smoke", help=f"classify test images with MODEL; fail below {SMOKE_MIN_ACCURACY:.0%}")
+    smoke = steps.add_parser("smoke", help=f"classify test images with MODEL; fail below {SMOKE_MIN_ACCURACY:.0%}%")
     smoke.add_argument("model", type=Path)
     smoke.add_argument("--count", type=int, default=100, help="test images (default: %(default)s)")
     card = steps.add_parser("card", help="the model card of this commit's metrics, as Markdown")
