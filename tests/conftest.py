@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from fmnist.lib.idx import parse_idx
-from fmnist.lib.release import ReleaseFile
+from fmnist.lib.idx import ReleaseFile, parse_idx
 from fmnist.stages.fetch import read_verified
 from tests.helpers import copy_repo, dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
 

@@ -15,10 +15,9 @@ import yaml
 from PIL import Image, ImageDraw
 
 from fmnist.lib import dvc_cli
-from fmnist.lib.idx import encode_idx, sha256_hex
+from fmnist.lib.files import DATA_DIR_ENV
+from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, encode_idx, sha256_hex
 from fmnist.lib.params import ModelParams
-from fmnist.lib.paths import DATA_DIR_ENV
-from fmnist.lib.release import RELEASE_FILES, ReleaseFile
 from fmnist.stages.fetch import find_file, local_candidates
 from fmnist.tools.presets import deep_merge
 

@@ -10,8 +10,7 @@ import pytest
 
 from fmnist.lib.params import InferenceParams
 from fmnist.nn.inference import VIEWS, Predictor
-from fmnist.nn.model import build_model
-from fmnist.nn.modelio import load_model, save_model
+from fmnist.nn.model import build_model, load_model, save_model
 from fmnist.stages.export import saved_model_probabilities, tflite_bytes, tflite_probabilities, write_saved_model
 from tests.helpers import TINY_MODEL
 
@@ -52,7 +51,7 @@ def test_tflite_float_matches_and_int8_weights_are_smaller_and_close(exported):
 EXPORT_IN_A_NEW_PROCESS = """
 import hashlib, sys
 from pathlib import Path
-from fmnist.nn.modelio import load_model
+from fmnist.nn.model import load_model
 from fmnist.stages.export import tflite_bytes, write_saved_model
 write_saved_model(load_model(Path(sys.argv[1])), Path(sys.argv[2]), tta="flip")
 print(hashlib.sha256(tflite_bytes(Path(sys.argv[2]), int8_weights=False)).hexdigest())

@@ -105,7 +105,9 @@ def test_stage_with_a_bad_source_exits_1_with_one_line_and_keeps_data_raw(tmp_pa
     sentinel = tmp_path / "data" / "raw" / "keep-me"
     sentinel.parent.mkdir(parents=True)
     sentinel.write_text("earlier output")
-    result = subprocess.run([sys.executable, "-m", "fmnist.stages.fetch"], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist.stages", "fetch"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "is not a directory" in result.stderr

@@ -373,7 +373,7 @@ def test_stage_with_kaggle_not_found_exits_1_with_one_line_and_keeps_data_raw(tm
     fake_kaggle.serve_not_found()
 
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist.stages.fetch"],
+        [sys.executable, "-m", "fmnist.stages", "fetch"],
         cwd=project,
         env=dict(os.environ),
         capture_output=True,

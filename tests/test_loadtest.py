@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.nn.model import build_model
-from fmnist.nn.modelio import save_model
+from fmnist.nn.model import build_model, save_model
 from fmnist.tools.loadtest import Outcome, descendants, payloads, percentile, process_tree, summarize, table
 from tests.helpers import TINY_MODEL
 

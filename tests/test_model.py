@@ -11,8 +11,7 @@ import pytest
 
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import ModelParams
-from fmnist.nn.model import build_model
-from fmnist.nn.modelio import load_model, save_model
+from fmnist.nn.model import build_model, load_model, save_model
 from tests.helpers import REPO_ROOT, TINY_MODEL, run
 
 SEED_NET = ModelParams(

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from fmnist.lib.dataset import CLASS_NAMES
-from tests.helpers import dvc, git_commit, real_data_dir, run, set_param
+from tests.helpers import DVC_UP_TO_DATE, dvc, git_commit, real_data_dir, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +128,12 @@ def test_a_change_of_precision_shows_in_metrics_diff_and_the_bfloat16_model_eval
     assert re.search(rf"\|\s*environment\.precision\s*\|\s*{before}\s*\|\s*{after}\s*\|", table), table
     if after == "mixed_bfloat16":
         assert_saved_in_float32_and_evaluates_anywhere(pipeline_copy)
+
+
+def test_editing_the_reports_statistics_leaves_train_up_to_date_and_editing_the_model_does_not(pipeline_copy):
+    stats = pipeline_copy / "src/fmnist/lib/stats.py"
+    stats.write_text(stats.read_text() + "\n# the report's code, which the trained model does not depend on\n")
+    assert dvc(pipeline_copy, "status", "train").stdout.strip() == DVC_UP_TO_DATE
+    model = pipeline_copy / "src/fmnist/nn/model.py"
+    model.write_text(model.read_text() + "\n# the network's code\n")
+    assert "src/fmnist/nn/model.py" in dvc(pipeline_copy, "status", "train").stdout

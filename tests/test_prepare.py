@@ -5,9 +5,8 @@ import pytest
 
 from fmnist.lib.dataset import Split, load_split, save_split
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.idx import encode_idx
+from fmnist.lib.idx import encode_idx, read_raw_split
 from fmnist.lib.params import PrepareParams
-from fmnist.lib.release import read_raw_split
 from fmnist.stages.prepare import split_train_val, stratified_sample
 
 

@@ -10,9 +10,8 @@ import yaml
 
 from fmnist import cli
 from fmnist.lib.dataset import CLASS_NAMES, Split, save_split
-from fmnist.lib.release import RELEASE_FILES
-from fmnist.nn.model import build_model
-from fmnist.nn.modelio import save_model
+from fmnist.lib.idx import RELEASE_FILES
+from fmnist.nn.model import build_model, save_model
 from fmnist.tools.release import model_card
 from tests.helpers import REPO_ROOT, TINY_MODEL
 

@@ -49,21 +49,6 @@ def test_differences_name_each_changed_key_with_both_values():
     assert runs.differences(committed, dict(committed)) == []
 
 
-def test_the_notice_of_another_machine_says_what_differs_and_how_far_results_may_move():
-    committed = {"kernels": "eigen", "precision": "float32"}
-    current = {"kernels": "onednn/amx", "precision": "mixed_bfloat16"}
-    spread = Spread((0.9359, 0.9323, 0.9339))
-    line = runs.environment_notice(committed, current, 0.9369, spread)
-    assert line is not None and "\n" not in line
-    assert line.startswith("train: this machine differs from the committed run's (kernels eigen → onednn/amx; ")
-    assert "committed test accuracy 0.9369: expect this run within about ±0.0051 of it" in line
-    assert "from 3 seeds in metrics/seeds.json" in line
-    without_record = runs.environment_notice(committed, current, 0.9369, None)
-    assert without_record is not None and "as much as a change of seed (`fmnist seeds`" in without_record
-    assert runs.environment_notice(committed, dict(committed), 0.9369, spread) is None
-    assert runs.environment_notice(None, current, None, None) is None  # nothing committed yet
-
-
 def test_seed_records_are_read_leniently():
     record = {
         "seeds": {"runs": [{"accuracy": 0.93, "recall": {"Bag": 0.98}}, {"accuracy": 0.94, "recall": {"Bag": 0.99}}]}

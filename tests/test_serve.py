@@ -30,8 +30,7 @@ from fmnist.apps import serve
 from fmnist.apps.predict import ChosenModel
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.nn.inference import InferenceParams
-from fmnist.nn.model import build_model
-from fmnist.nn.modelio import save_model
+from fmnist.nn.model import build_model, save_model
 from fmnist.tools.loadtest import stat_fields
 from fmnist.tools.predict_bench import photo_like_jpeg
 from tests.helpers import TINY_MODEL, VENV_BIN

@@ -1,8 +1,11 @@
 """The train stage's pieces: the tf.data input pipeline (on one device and shared by replicas), one-hot targets,
-the learning-rate schedule, the epoch loop with its Keras callbacks."""
+the learning-rate schedule, Keras' fit with dvclive, and the multi-worker step loop against fit."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,18 +17,15 @@ from fmnist.lib.params import EarlyStoppingParams, TrainParams
 from fmnist.nn.model import build_model
 from fmnist.stages.train import (
     as_float32,
-    callbacks,
     check_batch_size,
     learning_rate_schedule,
-    loss_and_correct,
     one_hot,
-    run_epochs,
     train_model,
     training_batches,
     validation_batches,
     weights_fingerprint,
 )
-from tests.helpers import TINY_MODEL
+from tests.helpers import REPO_ROOT, TINY_MODEL
 
 PARAMS = TrainParams(
     seed=0,
@@ -36,7 +36,6 @@ PARAMS = TrainParams(
     schedule="cosine",
     warmup_fraction=0.2,
     lr_floor=0.0,
-    ema_momentum=0.0,
     weight_decay=0.0,
     label_smoothing=0.1,
     deterministic=True,
@@ -121,7 +120,7 @@ def test_validation_keeps_every_image_in_order():
 
 @pytest.mark.parametrize("make", [lambda s: training_batches(s, 4, seed=0), lambda s: validation_batches(s, 4)])
 def test_no_autotuning_thread(make):
-    # Its backed-off sleep (up to 60 s) delayed the end of fit and the start of epochs; see train._without_autotune
+    # Its backed-off sleep (up to 60 s) delayed the end of fit and the start of epochs; see train._gathered
     assert make(numbered_split(8)).options().autotune.enabled is False
 
 
@@ -180,50 +179,6 @@ def test_a_batch_that_cannot_be_filled_or_split_names_the_fix():
         check_batch_size(256, 54_000, 3)
 
 
-def test_loss_and_correct_sums_the_batch():
-    targets = tf.constant(one_hot(np.array([0, 1, 2], dtype=np.uint8)))
-    logits = tf.constant([[5.0, 0, 0] + [0] * 7, [5.0, 0, 0] + [0] * 7, [0, 0, 5.0] + [0] * 7])
-    assert loss_and_correct(targets, logits, tf.constant([0.5, 1.0, 1.5])).numpy().tolist() == [3.0, 2.0]
-
-
-def test_early_stopping_ends_the_loop_and_restores_the_best_weights():
-    model = build_model(TINY_MODEL, seed=0)
-    val_losses = iter([0.5, 0.4, 0.6, 0.7, 0.3])  # best after epoch 2; patience 2 stops after epoch 4
-    weights_at = {}
-
-    def train_epoch():  # stands in for training: move every weight, remember what each epoch left
-        model.set_weights([w + 1 for w in model.get_weights()])
-        weights_at[len(weights_at) + 1] = weights_fingerprint(model)
-        return {"accuracy": 0.5, "loss": 1.0}
-
-    stop = dataclasses.replace(PARAMS.early_stopping, enabled=True, patience=2)
-    run_epochs(
-        model,
-        train_epoch,
-        lambda: {"val_loss": next(val_losses), "val_accuracy": 0.5},
-        epochs=5,
-        callback_list=callbacks(dataclasses.replace(PARAMS, early_stopping=stop), live=None),
-    )
-    assert list(weights_at) == [1, 2, 3, 4]
-    assert weights_fingerprint(model) == weights_at[2]
-
-
-def test_dvclive_gets_one_step_per_epoch_with_train_and_eval_metrics(tmp_path):
-    from dvclive import Live
-
-    model = build_model(TINY_MODEL, seed=0)
-    live = Live(dir=str(tmp_path), save_dvc_exp=False, dvcyaml=False)
-    run_epochs(
-        model,
-        lambda: {"accuracy": 0.5, "loss": 1.0},
-        lambda: {"val_loss": 0.9, "val_accuracy": 0.6},
-        3,
-        callbacks(PARAMS, live),
-    )
-    assert (tmp_path / "plots/metrics/eval/accuracy.tsv").read_text().splitlines()[1:] == ["0\t0.6", "1\t0.6", "2\t0.6"]
-    assert json.loads((tmp_path / "metrics.json").read_text())["train"] == {"accuracy": 0.5, "loss": 1.0}
-
-
 def test_the_weights_fingerprint_changes_with_any_weight():
     model = build_model(TINY_MODEL, seed=0)
     before = weights_fingerprint(model)
@@ -246,16 +201,74 @@ def test_weight_decay_shrinks_the_weights_it_is_given():
     assert norms[1] < norms[0]
 
 
-def test_weight_averaging_swaps_in_the_average_and_re_estimates_batch_norm():
-    split = random_split(256)
-    plain = train_model(split, split, TINY_MODEL, dataclasses.replace(PARAMS, batch_size=32, epochs=2), None)
-    averaged_params = dataclasses.replace(PARAMS, batch_size=32, epochs=2, ema_momentum=0.9)
-    averaged = train_model(split, split, TINY_MODEL, averaged_params, None)
-    # Every trainable weight is the average, not the last step's; batch norm's statistics were re-estimated.
-    for layer in plain.layers:
-        for weight, other in zip(
-            layer.trainable_weights, averaged.get_layer(layer.name).trainable_weights, strict=True
-        ):
-            assert not np.array_equal(weight.numpy(), other.numpy()), weight.path
-    moving = [model.get_layer("bn1").moving_mean.numpy() for model in (plain, averaged)]
-    assert not np.array_equal(*moving)
+def dvclive_curves(directory) -> dict[str, list[float]]:
+    """{"train/loss": [per epoch], "eval/accuracy": [...], ...} from a dvclive directory's plots."""
+    curves = {}
+    for tsv in sorted((directory / "plots/metrics").glob("*/*.tsv")):
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+        assert [int(step) for step, _ in rows] == list(range(len(rows)))  # one step per epoch
+        curves[f"{tsv.parent.name}/{tsv.stem}"] = [float(value) for _, value in rows]
+    return curves
+
+
+def test_fit_logs_train_and_validation_curves_through_dvclive_one_step_per_epoch(tmp_path):
+    from dvclive import Live
+
+    split = random_split(96)
+    live = Live(dir=str(tmp_path), save_dvc_exp=False, dvcyaml=False)
+    train_model(split, split, TINY_MODEL, dataclasses.replace(PARAMS, batch_size=32, epochs=3), live)
+    curves = dvclive_curves(tmp_path)
+    assert set(curves) == {"train/loss", "train/accuracy", "eval/loss", "eval/accuracy"}
+    assert all(len(values) == 3 for values in curves.values())
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval"]["loss"] == curves["eval/loss"][-1]
+
+
+# The multi-worker loop, in a process of its own: the strategy must exist before TensorFlow starts its runtime.
+# One worker (no TF_CONFIG): one replica, so the loop and fit compute the same steps, up to the order of float
+# operations. The loop is also stopped after its first epoch by a callback, as EarlyStopping stops it.
+LOOP_AND_FIT = """
+import dataclasses, sys
+from pathlib import Path
+import keras, tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+from dvclive import Live
+from fmnist.nn import distribute
+from fmnist.stages.train import train_model
+from tests.helpers import TINY_MODEL, garment_release
+from tests.test_train import PARAMS
+from fmnist.lib.dataset import Split
+arrays = garment_release(train=256, test=64)
+train = Split(arrays["train-images-idx3-ubyte"][..., None], arrays["train-labels-idx1-ubyte"])
+val = Split(arrays["t10k-images-idx3-ubyte"][..., None], arrays["t10k-labels-idx1-ubyte"])
+params = dataclasses.replace(PARAMS, batch_size=32, epochs=2, flip="random")
+for name, where in (("loop", strategy), ("fit", None)):
+    live = Live(dir=str(Path(sys.argv[1]) / name), save_dvc_exp=False, dvcyaml=False)
+    train_model(train, val, TINY_MODEL, params, live, strategy=where)
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+        print("epochs run:", epoch + 1)
+
+model = train_model(train, val, TINY_MODEL, dataclasses.replace(params, epochs=1), None, strategy=strategy)
+batches = lambda context: tf.data.Dataset.from_tensors((train.images[:32], tf.one_hot(train.labels[:32], 10))).repeat()
+distribute.fit_multi_worker(model, strategy, batches, tf.data.Dataset.from_tensors(
+    (val.images, tf.one_hot(val.labels, 10))), 5, 2, [StopAfterFirstEpoch()])
+"""
+
+
+@pytest.mark.slow
+def test_the_multi_worker_loop_takes_the_steps_that_fit_takes_and_honours_stop_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", LOOP_AND_FIT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'src'}"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loop, fit = dvclive_curves(tmp_path / "loop"), dvclive_curves(tmp_path / "fit")
+    assert set(loop) == set(fit) == {"train/loss", "train/accuracy", "eval/loss", "eval/accuracy"}
+    for name in fit:
+        np.testing.assert_allclose(loop[name], fit[name], atol=1e-4, err_msg=name)
+    assert result.stdout.count("epochs run:") == 1

@@ -27,7 +27,7 @@ from PIL import Image
 
 from fmnist.apps import registry
 from fmnist.apps.photo import UnusableImage, decode
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import TTA, InferenceParams, load_params
@@ -141,7 +141,7 @@ def save_inputs(predictions: list[Prediction], directory: Path) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model and how it predicts: a file, or a registered version or stage; shared with `fmnist serve`."""
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
+    which.add_argument("--model", type=Path, default=files.MODEL_FILE, help="a .keras file (default: %(default)s)")
     which.add_argument(
         "--model-version", metavar="VERSION", help=f"the registered {registry.ARTIFACT} version, e.g. v1.0.0"
     )
@@ -184,12 +184,12 @@ def chosen_model(args: argparse.Namespace) -> ChosenModel:
 
 def workspace_inference(tta: TTA | None) -> InferenceParams:
     """The `inference` section of this directory's params.yaml, with `tta` (from --tta) over it if given."""
-    if paths.PARAMS_FILE.is_file():
+    if files.PARAMS_FILE.is_file():
         params = load_params().inference
         return params if tta is None else dataclasses.replace(params, tta=tta)
     if tta is None:
         raise PipelineError(
-            f"no {paths.PARAMS_FILE} here to say how the model predicts (its inference section); run from the "
+            f"no {files.PARAMS_FILE} here to say how the model predicts (its inference section); run from the "
             "repository root, or pass --tta flip (as the pipeline does) or --tta none"
         )
     return InferenceParams(tta=tta, batch_size=BATCH_SIZE_WITHOUT_PARAMS)
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(f"--top must be between 0 and {len(CLASS_NAMES) - 1}, got {args.top}")
     choice = chosen_model(args)
     from fmnist.nn.inference import Predictor  # TensorFlow loads only once the arguments are known to be sound
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     predictions, errors = predict_sources(Predictor(load_model(choice.path), choice.inference), args.paths)
     for line in errors:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from fmnist.lib import atomic, paths
+from fmnist.lib import files
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams, ParamsError, parse_section
 
@@ -49,7 +49,7 @@ def registered_model(repo: str, version: str | None = None, stage: str | None = 
     target = cache_dir() / commit / Path(found["path"]).name
     try:
         if not target.is_file():
-            atomic.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=commit, mode="rb"))
+            files.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=commit, mode="rb"))
     except (DvcException, FileNotFoundError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise PipelineError(
@@ -57,7 +57,7 @@ def registered_model(repo: str, version: str | None = None, stage: str | None = 
             "check that commit's DVC remote (`dvc remote list`) and your access to it"
         ) from exc
     try:
-        params_text: str | None = dvc.api.read(paths.PARAMS_FILE.as_posix(), repo=repo, rev=commit)
+        params_text: str | None = dvc.api.read(files.PARAMS_FILE.as_posix(), repo=repo, rev=commit)
     except FileNotFoundError:
         params_text = None
     return RegisteredModel(target, commit, params_text)

@@ -51,7 +51,7 @@ from PIL import Image
 from fmnist.apps.batcher import MicroBatcher, Overloaded
 from fmnist.apps.photo import UnusableImage, decode
 from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
-from fmnist.lib import paths, runs
+from fmnist.lib import files, runs
 from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams
@@ -103,7 +103,7 @@ BATCHER = web.AppKey("batcher", MicroBatcher)
 DECODER = web.AppKey("decoder", ThreadPoolExecutor)
 
 
-def provenance(choice: ChosenModel, lock_file: Path = paths.DVC_LOCK_FILE) -> dict[str, Any]:
+def provenance(choice: ChosenModel, lock_file: Path = files.DVC_LOCK_FILE) -> dict[str, Any]:
     """Which model answers: its file and MD5, the git commit it came from and, for the workspace's own model file,
     the MD5 that dvc.lock records for it."""
     md5 = hashlib.md5(choice.path.read_bytes()).hexdigest()
@@ -332,7 +332,7 @@ def serve_forever(listener: socket.socket, spec: dict[str, Any], announce: str |
     """Load the model, print `announce` if given, then answer requests on `listener` until interrupted (`spec`:
     what `run` decided, as JSON)."""
     from fmnist.nn.inference import Predictor
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     limits = Limits(**spec["limits"])
     predict = Predictor(load_model(Path(spec["model"])), InferenceParams(**spec["inference"]))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.lib import atomic, paths
+from fmnist.lib import files
 
 # Index = label. Names from the dataset's README (zalandoresearch/fashion-mnist).
 CLASS_NAMES = (
@@ -32,14 +32,14 @@ class Split:
     labels: np.ndarray
 
 
-def save_split(split: Split, name: str, root: Path = paths.PREPARED_DIR) -> None:
+def save_split(split: Split, name: str, root: Path = files.PREPARED_DIR) -> None:
     """Write one split as two .npy files (atomically, each)."""
-    images_path, labels_path = paths.split_files(name, root)
-    atomic.save_npy(images_path, split.images)
-    atomic.save_npy(labels_path, split.labels)
+    images_path, labels_path = files.split_files(name, root)
+    files.save_npy(images_path, split.images)
+    files.save_npy(labels_path, split.labels)
 
 
-def load_split(name: str, root: Path = paths.PREPARED_DIR) -> Split:
+def load_split(name: str, root: Path = files.PREPARED_DIR) -> Split:
     """Read one prepared split ('train', 'val' or 'test')."""
-    images_path, labels_path = paths.split_files(name, root)
-    return Split(atomic.load_npy(images_path), atomic.load_npy(labels_path))
+    images_path, labels_path = files.split_files(name, root)
+    return Split(files.load_npy(images_path), files.load_npy(labels_path))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.paths import PARAMS_FILE
+from fmnist.lib.files import PARAMS_FILE
 
 
 class ParamsError(PipelineError):
@@ -59,7 +59,7 @@ class ModelParams:
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
-    # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.nn.precision); the saved
+    # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.nn.machine); the saved
     # model is float32 whatever trained it, so it runs everywhere.
     precision: Literal["auto", "float32", "mixed_bfloat16"]
 
@@ -101,7 +101,6 @@ class TrainParams:
     schedule: Literal["constant", "cosine"]  # cosine: linear warmup, then cosine decay to 0 at the last epoch
     warmup_fraction: float  # share of the budget (epochs) spent in the linear warmup (cosine only)
     lr_floor: float  # the cosine ends at this fraction of learning_rate instead of 0 (cosine only)
-    ema_momentum: float  # 0 = off; else the final weights are this moving average of the steps' weights
     weight_decay: float  # 0 = off; else each step shrinks weights by learning rate x this (decoupled, as AdamW)
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
@@ -120,14 +119,7 @@ class TrainParams:
         _require(0 <= self.warmup_fraction < 1, "train.warmup_fraction", "must be in [0, 1)", self.warmup_fraction)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", self.label_smoothing)
         _require(0 <= self.lr_floor < 1, "train.lr_floor", "must be in [0, 1)", self.lr_floor)
-        _require(0 <= self.ema_momentum < 1, "train.ema_momentum", "must be in [0, 1)", self.ema_momentum)
         _require(0 <= self.weight_decay < 1, "train.weight_decay", "must be in [0, 1)", self.weight_decay)
-        _require(
-            not (self.ema_momentum and self.early_stopping.enabled),
-            "train.ema_momentum",
-            "must be 0 when train.early_stopping is enabled (the best epoch's weights are not an average)",
-            self.ema_momentum,
-        )
         _require(
             self.devices is None or (self.distribute == "mirrored" and len(self.devices) > 0),
             "train.devices",

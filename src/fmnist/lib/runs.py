@@ -1,6 +1,6 @@
 """What the repository records about training runs, and reading those records at any git revision.
 
-- metrics/train/metrics.json, key `environment`: where the committed run ran (fmnist.nn.environment).
+- metrics/train/metrics.json, key `environment`: where the committed run ran (fmnist.nn.machine).
 - metrics/seeds.json: the same params trained with several seeds (`fmnist seeds`): how far results move by chance.
 
 Both are committed with the code, so the report can read them at the base of a pull request without any remote.
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fmnist.lib import paths, stats
+from fmnist.lib import files
 from fmnist.lib.stats import Spread
 
 SEED_RECORD_STAGES = ("train", "evaluate")  # the stages whose code and params decide test accuracy
@@ -88,7 +88,7 @@ def fingerprint(lock_text: str | None) -> str | None:
         for name in SEED_RECORD_STAGES:
             stage = stages[name]
             code = {d["path"]: d.get("md5") for d in stage.get("deps", []) if d["path"].startswith("src/")}
-            params = json.loads(json.dumps(stage.get("params", {}).get(paths.PARAMS_FILE.as_posix(), {})))
+            params = json.loads(json.dumps(stage.get("params", {}).get(files.PARAMS_FILE.as_posix(), {})))
             params.get("train", {}).pop("seed", None)
             parts.append({"stage": name, "code": code, "params": params})
     except (yaml.YAMLError, KeyError, TypeError):
@@ -113,20 +113,3 @@ def class_spreads(record: Any) -> dict[str, Spread]:
         return {name: Spread(tuple(float(run["recall"][name]) for run in runs)) for name in names}
     except (KeyError, TypeError, ValueError, IndexError):
         return {}
-
-
-def environment_notice(
-    committed: dict[str, Any] | None, current: dict[str, Any], accuracy: float | None, spread: Spread | None
-) -> str | None:
-    """One line for a retraining whose environment differs from the committed run's, None if it does not."""
-    if committed is None or not (changed := differences(committed, current)):
-        return None
-    shown = f"committed test accuracy {accuracy:.4f}" if accuracy is not None else "the committed results"
-    if spread is not None and len(spread.accuracies) > 1:
-        expect = (
-            f"expect this run within about ±{stats.seed_noise(spread.sd):.4f} of it "
-            f"(2 sd of two runs' difference, from {len(spread.accuracies)} seeds in {paths.SEEDS_FILE})"
-        )
-    else:
-        expect = f"expect it to move about as much as a change of seed (`fmnist seeds` measures it: {paths.SEEDS_FILE})"
-    return f"train: this machine differs from the committed run's ({'; '.join(changed)}); {shown}: {expect}"

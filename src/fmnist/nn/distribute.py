@@ -1,27 +1,28 @@
 """Where training runs (`train.distribute`): one device, several local devices, or several machines.
 
-Every choice is a tf.distribute strategy, so the train stage has one training loop for all of them:
-- none: TensorFlow's default strategy (one device, no cluster).
+- none: TensorFlow's default strategy (one device, no cluster); the train stage calls Keras' `fit`.
 - mirrored: tf.distribute.MirroredStrategy over `train.devices` (null: every local GPU, else the CPU). CPU
-  devices beyond the first are logical devices carved out of the CPU, which is how it runs without GPUs.
+  devices beyond the first are logical devices carved out of the CPU, which is how it runs without GPUs. `fit`.
 - multi_worker: tf.distribute.MultiWorkerMirroredStrategy over the cluster in $TF_CONFIG, each machine with its
-  local GPUs (or its CPU). The same command runs on every machine; only the chief writes files.
+  local GPUs (or its CPU). The same command runs on every machine; only the chief writes files. Keras 3's `fit`
+  fails under this strategy ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585, open; also
+  tensorflow/tensorflow#72388), so `fit_multi_worker` below does what fit does, with a step of its own.
 """
 
 import contextlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import TrainParams
+from fmnist.lib.process import free_ports, killed_unless_done_within
 
 GUIDE = "docs/scale-out.md, section Training on several devices and machines"
 
@@ -44,6 +45,9 @@ def add_logical_cpus(count: int) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
+# --- Several machines ------------------------------------------------------------------------------------------
+
+
 def cluster_from_env() -> dict[str, Any]:
     """$TF_CONFIG, checked: {"cluster": {"worker": [host:port, ...], ...}, "task": {"type": ..., "index": ...}}."""
     raw = os.environ.get("TF_CONFIG", "")
@@ -63,12 +67,11 @@ def cluster_from_env() -> dict[str, Any]:
 def multi_worker_strategy(peer_timeout_s: float) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy for $TF_CONFIG, failing within `peer_timeout_s` if a worker never joins.
 
-    TensorFlow itself would wait forever at start-up for a worker that never comes (checked here with
-    TensorFlow 2.21: still waiting after 13 minutes), so a watchdog ends the process. Once all have joined, a
-    worker that dies or stops answering makes the others fail at their next step: TensorFlow's coordination
-    service watches every worker's heartbeat (tf.errors.UnavailableError, see `peers_lost_as_error`).
-    Collectives get no timeout of their own: with one, TensorFlow 2.21 leaked a thread per all-reduce (about
-    40 a step here) until thread creation failed after two epochs.
+    TensorFlow itself would wait forever at start-up for a worker that never comes (checked with TensorFlow 2.21:
+    still waiting after 13 minutes), so a watchdog process ends this one. Once all have joined, a worker that
+    dies or stops answering makes the others fail at their next step: TensorFlow's coordination service watches
+    every worker's heartbeat (see `peers_lost_as_error`). Collectives get no timeout of their own: with one,
+    TensorFlow 2.21 leaked a thread per all-reduce (about 40 a step) until thread creation failed.
     """
     config = cluster_from_env()
     task = f"{config['task']['type']} {config['task']['index']}"
@@ -81,36 +84,6 @@ def multi_worker_strategy(peer_timeout_s: float) -> tf.distribute.Strategy:
     )
     with killed_unless_done_within(peer_timeout_s, message):
         return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-# The watchdog process: it waits for its stdin to close (the block finished, or the process ended anyway); if
-# that takes longer than the given seconds, it prints the message and kills the waiting process.
-WATCHDOG = """
-import os, select, signal, sys
-parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-if not select.select([sys.stdin], [], [], seconds)[0]:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    os.kill(parent, signal.SIGKILL)
-"""
-
-
-@contextlib.contextmanager
-def killed_unless_done_within(seconds: float, message: str) -> Iterator[None]:
-    """Print `message` and kill this process if the block has not finished after `seconds`.
-
-    For waits inside TensorFlow that nothing else can end: joining the cluster blocks in C++ holding Python's
-    GIL, so a watchdog thread never gets to run and SIGTERM is not acted on; a separate process with SIGKILL is
-    what works. Use it only before anything is written: the process ends without unwinding.
-    """
-    watchdog = subprocess.Popen(
-        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message], stdin=subprocess.PIPE
-    )
-    try:
-        yield
-    finally:
-        assert watchdog.stdin is not None  # stdin=PIPE
-        watchdog.stdin.close()  # the watchdog sees end-of-file and exits
-        watchdog.wait()
 
 
 @contextlib.contextmanager
@@ -127,13 +100,8 @@ def peers_lost_as_error() -> Iterator[None]:
 
 
 def local_cluster(count: int) -> list[dict[str, Any]]:
-    """TF_CONFIG values for `count` workers on this machine, on ports that were free a moment ago (tests, bench)."""
-    ports = []
-    for _ in range(count):
-        with socket.socket() as probe:  # the OS picks a free port; closed again, it stays free for a while
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    """TF_CONFIG values for `count` workers on this machine, on ports that are free now (tests, the benchmark)."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
     return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(count)]
 
 
@@ -145,3 +113,96 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if "chief" in resolver.cluster_spec().jobs:
         return resolver.task_type == "chief"
     return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+# --- What fit does, for MultiWorkerMirroredStrategy -------------------------------------------------------------
+
+Batches = Callable[[tf.distribute.InputContext], tf.data.Dataset]  # one input pipeline's batches of each replica
+
+
+def fit_multi_worker(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    batches: Batches,
+    validation: tf.data.Dataset,
+    epochs: int,
+    steps_per_epoch: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """`model.fit(...)` for a model compiled under `strategy`: the same steps, logs and callbacks per epoch.
+
+    Each step runs the compiled loss and optimizer on every replica's share of the global batch, as fit's step
+    does. Validation runs on every worker's first device over the whole split: it needs no collective, so
+    workers cannot wait on each other there, and all of them get the same numbers.
+    """
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)  # its variables here, not inside the step
+    step = _train_step(model, strategy)
+    evaluate = _evaluation(model, validation)
+    stream = iter(strategy.distribute_datasets_from_function(batches))  # every epoch's batches, one after the other
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        hooks.on_epoch_begin(epoch)
+        sums = tf.zeros(3)
+        for _ in range(steps_per_epoch):
+            sums += step(*next(stream))
+        loss, correct, count = sums.numpy().tolist()
+        logs = {"accuracy": correct / count, "loss": loss / count, **evaluate()}
+        figures = " - ".join(f"{name}: {value:.4f}" for name, value in logs.items())
+        print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - {figures}", flush=True)
+        hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:  # set by EarlyStopping
+            break
+    hooks.on_train_end()
+
+
+def _sums(model: keras.Model, images: tf.Tensor, targets: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the loss to differentiate, (3,) float32 sums: loss, correct answers, images) of `model` on one batch.
+
+    Keras divides a loss computed inside a strategy's step by the number of replicas (keras/src/losses/loss.py,
+    scale_loss_for_distribution), as fit needs: the summed (all-reduced) gradient is then that of one device on
+    the whole global batch. The sums undo that division.
+    """
+    logits = model(images, training=training)  # (B, 10) float32
+    loss = model.loss(targets, logits)  # the batch's mean / replicas
+    mean = loss * tf.distribute.get_strategy().num_replicas_in_sync
+    count = tf.cast(tf.shape(targets)[0], tf.float32)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(targets, -1)), tf.float32))
+    return loss, tf.stack([mean * count, correct, count])
+
+
+def _train_step(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable[..., tf.Tensor]:
+    """A compiled step over one global batch; returns the global batch's (3,) sums. No XLA: it made CPUs slower."""
+
+    def replica_step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss, sums = _sums(model, images, targets, training=True)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return sums
+
+    @tf.function(jit_compile=False)
+    def step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, (images, targets)), axis=None)
+
+    return step
+
+
+def _evaluation(model: keras.Model, validation: tf.data.Dataset) -> Callable[[], dict[str, float]]:
+    """A function returning {"val_loss", "val_accuracy"} of `model` over `validation`, named as fit names them."""
+
+    @tf.function(jit_compile=False)
+    def batch_sums(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        return _sums(model, images, targets, training=False)[1]
+
+    def evaluate() -> dict[str, float]:
+        sums = tf.zeros(3)
+        for images, targets in validation:
+            sums += batch_sums(images, targets)
+        loss, correct, count = sums.numpy().tolist()
+        return {"val_loss": loss / count, "val_accuracy": correct / count}
+
+    return evaluate

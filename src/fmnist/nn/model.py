@@ -1,4 +1,4 @@
-"""The CNNs, built from `model` params. Pure: builds a Keras model, trains nothing, touches no files.
+"""The CNNs, built from `model` params, and their file (models/model.keras), saved and loaded.
 
 Every model takes raw uint8 images (N, 28, 28, 1) and returns logits (N, 10). Scaling to [0, 1] is the
 model's first layer, so training, evaluation and anyone loading models/model.keras share one preprocessing.
@@ -6,23 +6,28 @@ The random shift (`model.shift_px`) is part of the model too; Keras runs it only
 the train stage's input pipeline's (`train.flip`): which images it mirrors depends on the epoch.
 """
 
+import json
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from fmnist.lib import files
 from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import ModelParams
 
-FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"  # the Keras dtype policies a model is built under
 
-
-def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, replicas: int = 1) -> keras.Model:
+def build_model(params: ModelParams, seed: int, policy: str = "float32", replicas: int = 1) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
     `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
-    the train stage resolves that (fmnist.nn.precision) and saves a float32 copy. `replicas` is how many replicas
+    the train stage resolves that (fmnist.nn.machine) and saves a float32 copy. `replicas` is how many replicas
     train the model together (fmnist.nn.distribute). With more than one, batch norm uses the statistics of the
     global batch, as on one device, so every replica keeps the same moving averages; and dropout draws its mask
     per replica (ReplicaDropout). Built for one replica, the model's dropout is Keras' own.
@@ -41,7 +46,7 @@ def build_model(params: ModelParams, seed: int, policy: str = FLOAT32, replicas:
         dropout = ReplicaDropout if replicas > 1 else layers.Dropout
         x = dropout(params.dropout, seed=seed, name="dropout")(x)
         # Logits in float32 whatever the policy: the softmax in the loss needs the range. (N, 10)
-        outputs = layers.Dense(NUM_CLASSES, dtype=FLOAT32, name="logits")(x)
+        outputs = layers.Dense(NUM_CLASSES, dtype="float32", name="logits")(x)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return keras.Model(inputs, outputs, name=params.arch)
@@ -161,3 +166,85 @@ def _bn_cnn_body(
             x = layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{suffix}")(x)
             x = layers.ReLU(name=f"relu{suffix}")(x)
     return layers.Flatten(name="flatten")(x)  # (N, 4 * 4 * 4w)
+
+
+# --- The file: byte-identical for identical weights, loaded in Keras safe mode ----------------------------------
+#
+# A `.keras` file is a zip of config.json, metadata.json and model.weights.h5. Keras stamps the save time into
+# metadata.json ("date_saved") and into every zip entry, and writes Python object ids (`shared_object_id`, which
+# only link shared objects within the file) into config.json. So the same weights would get a new hash each run
+# and DVC would rerun evaluate and plot_errors for nothing (keras-team/keras#15143). `save_model` rewrites the zip
+# without the times and with the ids renumbered 1, 2, ... in order of appearance.
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
+
+
+def _renumber_shared_ids(node: Any, ids: dict[int, int]) -> None:
+    """Replace every `shared_object_id` in a Keras config with its order of first appearance (in place)."""
+    children: list[Any] = []
+    if isinstance(node, dict):
+        if "shared_object_id" in node:
+            node["shared_object_id"] = ids.setdefault(node["shared_object_id"], len(ids) + 1)
+        children = list(node.values())
+    elif isinstance(node, list):
+        children = node
+    for child in children:
+        _renumber_shared_ids(child, ids)
+
+
+def _normalized_entry(name: str, data: bytes) -> bytes:
+    """The zip entry `name` without run-specific values."""
+    if name == "metadata.json":
+        metadata = json.loads(data)
+        metadata.pop("date_saved", None)
+        return json.dumps(metadata, sort_keys=True).encode()
+    if name == "config.json":
+        config = json.loads(data)
+        _renumber_shared_ids(config, {})
+        return json.dumps(config).encode()
+    return data
+
+
+def normalize_keras_zip(source: Path, target: Path) -> None:
+    """Copy the .keras zip `source` to `target` with fixed entry times, sorted entries and no save date."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in sorted(zin.namelist()):
+            entry = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            zout.writestr(entry, _normalized_entry(name, zin.read(name)))
+
+
+def save_model(model: keras.Model, target: Path) -> None:
+    """Save `model` to `target` (.keras) atomically and reproducibly."""
+    with tempfile.TemporaryDirectory() as scratch, files.atomic_path(target) as tmp:
+        raw = Path(scratch) / "model.keras"
+        model.save(raw)
+        normalize_keras_zip(raw, tmp)
+
+
+KERAS_ENTRIES = ("config.json", "metadata.json", "model.weights.h5")  # what every .keras zip holds
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the .keras file at `path` (not a zip, a bad CRC, an entry missing), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_entry = archive.testzip()  # reads every entry, checking its CRC
+            missing = [name for name in KERAS_ENTRIES if name not in archive.namelist()]
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        return f"it is not a readable .keras zip ({exc})"
+    if bad_entry:
+        return f"its entry {bad_entry} is corrupted"
+    return f"it lacks {', '.join(missing)}" if missing else None
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a model saved by `save_model`, refusing arbitrary code (safe_mode=True: no lambda layers)."""
+    how_to_restore = f"`dvc pull {path}` restores the pipeline's, `dvc repro train` retrains it"
+    if not Path(path).is_file():
+        raise PipelineError(f"{path} is missing; {how_to_restore}")
+    problem = damage(Path(path))
+    if problem:
+        raise PipelineError(f"{path} is damaged: {problem}; {how_to_restore}")
+    return keras.models.load_model(path, compile=False, safe_mode=True)  # our layers are registered (above)

@@ -1,1 +1,1 @@
-"""The pipeline's stages: each a thin `main` that dvc.yaml runs as `python -m fmnist.stages.<name>`."""
+"""The pipeline's stages: each a module with a thin `main`, run by dvc.yaml as `python -m fmnist.stages NAME`."""

@@ -10,12 +10,11 @@ import io
 
 import numpy as np
 
-from fmnist.lib import atomic, metrics, paths
+from fmnist.lib import files, metrics
 from fmnist.lib.dataset import CLASS_NAMES, load_split
-from fmnist.lib.errors import run_stage
 from fmnist.lib.params import load_params
 from fmnist.nn.inference import Predictor
-from fmnist.nn.modelio import load_model
+from fmnist.nn.model import load_model
 
 
 def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
@@ -38,18 +37,14 @@ def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
 
 def main() -> None:
     params = load_params().inference
-    predict = Predictor(load_model(paths.MODEL_FILE), params)
+    predict = Predictor(load_model(files.MODEL_FILE), params)
     test = load_split("test")
     probabilities = predict(test.images)  # (10000, 10) float32
     predicted = probabilities.argmax(axis=1)
     matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
     summary = metrics.summary(probabilities, test.labels)
-    atomic.save_npy(paths.PREDICTIONS_FILE, probabilities)
-    atomic.write_json(paths.TEST_METRICS_FILE, {"test": summary})
-    atomic.write_json(paths.PER_CLASS_METRICS_FILE, per_class_report(matrix))
-    atomic.write_bytes(paths.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
+    files.save_npy(files.PREDICTIONS_FILE, probabilities)
+    files.write_json(files.TEST_METRICS_FILE, {"test": summary})
+    files.write_json(files.PER_CLASS_METRICS_FILE, per_class_report(matrix))
+    files.write_bytes(files.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
     print(f"evaluate: test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}")
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -17,12 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist.lib import atomic, paths
+from fmnist.lib import files
 from fmnist.lib.dataset import IMAGE_SHAPE, load_split
-from fmnist.lib.errors import run_stage
 from fmnist.lib.params import load_params
 from fmnist.nn import inference
-from fmnist.nn.modelio import load_model
+from fmnist.nn.model import load_model
 
 
 def write_saved_model(model: keras.Model, target: Path, tta: str) -> None:
@@ -83,11 +82,11 @@ def report(size: int, probabilities: np.ndarray, reference: np.ndarray, labels: 
 
 def main() -> None:
     params = load_params()
-    model = load_model(paths.MODEL_FILE)
+    model = load_model(files.MODEL_FILE)
     test = load_split("test")
     reference = inference.Predictor(model, params.inference)(test.images)
-    metrics = {"keras": report(paths.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
-    with atomic.atomic_dir(paths.EXPORT_DIR) as out:
+    metrics = {"keras": report(files.MODEL_FILE.stat().st_size, reference, reference, test.labels)}
+    with files.atomic_dir(files.EXPORT_DIR) as out:
         write_saved_model(model, out / "saved_model", params.inference.tta)
         saved = saved_model_probabilities(out / "saved_model", test.images, params.inference.batch_size)
         size = sum(f.stat().st_size for f in (out / "saved_model").rglob("*") if f.is_file())
@@ -100,11 +99,7 @@ def main() -> None:
             if row["written"]:
                 (out / name).write_bytes(flatbuffer)
             metrics[name] = row
-    atomic.write_json(paths.EXPORT_METRICS_FILE, {"export": metrics})
+    files.write_json(files.EXPORT_METRICS_FILE, {"export": metrics})
     print(
-        "export: " + ", ".join(f"{k} {v['test_accuracy']:.4f}" for k, v in metrics.items()) + f" -> {paths.EXPORT_DIR}"
+        "export: " + ", ".join(f"{k} {v['test_accuracy']:.4f}" for k, v in metrics.items()) + f" -> {files.EXPORT_DIR}"
     )
-
-
-if __name__ == "__main__":
-    run_stage(main)

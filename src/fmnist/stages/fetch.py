@@ -21,12 +21,11 @@ import kagglehub
 import requests
 from kagglehub import exceptions as kaggle_errors
 
-from fmnist.lib import atomic, paths
-from fmnist.lib.errors import PipelineError, run_stage
-from fmnist.lib.idx import read_maybe_gzip, sha256_hex
+from fmnist.lib import files
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import DATA_DIR_ENV, DEBIAN_DIR
+from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, read_maybe_gzip, sha256_hex
 from fmnist.lib.params import FetchParams, load_params
-from fmnist.lib.paths import DATA_DIR_ENV, DEBIAN_DIR
-from fmnist.lib.release import RELEASE_FILES, ReleaseFile
 
 OFFLINE_HINT = (
     "to work offline set fetch.source to a directory holding the four IDX files (.gz or not), "
@@ -139,9 +138,9 @@ def resolve_release(
     return read_from_kaggle(params.kaggle_handle, expected)
 
 
-def write_release(contents: Mapping[str, bytes], target: Path = paths.RAW_DIR) -> None:
+def write_release(contents: Mapping[str, bytes], target: Path = files.RAW_DIR) -> None:
     """Replace `target` with a directory of exactly these files, atomically."""
-    with atomic.atomic_dir(target) as tmp:
+    with files.atomic_dir(target) as tmp:
         for name, data in contents.items():
             (tmp / name).write_bytes(data)
 
@@ -150,8 +149,4 @@ def main() -> None:
     params = load_params().fetch
     source, contents = resolve_release(params, os.environ)
     write_release(contents)
-    print(f"fetch: {len(contents)} verified files from {source} -> {paths.RAW_DIR}")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    print(f"fetch: {len(contents)} verified files from {source} -> {files.RAW_DIR}")

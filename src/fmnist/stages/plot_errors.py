@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fmnist.lib import atomic, metrics, paths, plots
+from fmnist.lib import files, metrics, plots
 from fmnist.lib.dataset import NUM_CLASSES, load_split
-from fmnist.lib.errors import PipelineError, run_stage
+from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import load_params
 
 CONFUSED_PAIRS_SHOWN = 10
@@ -30,7 +30,7 @@ def sample_indices(candidates: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 def save_figure(fig: Figure, target: Path) -> None:
     """Save `fig` as PNG atomically, then free it."""
-    with atomic.atomic_path(target) as tmp:
+    with files.atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     fig.clear()
 
@@ -38,9 +38,9 @@ def save_figure(fig: Figure, target: Path) -> None:
 def main() -> None:
     params = load_params().plot_errors
     test = load_split("test")
-    if not paths.PREDICTIONS_FILE.is_file():
-        raise PipelineError(f"{paths.PREDICTIONS_FILE} is missing; run `dvc repro evaluate` first")
-    probabilities = atomic.load_npy(paths.PREDICTIONS_FILE)  # (N, 10) float32
+    if not files.PREDICTIONS_FILE.is_file():
+        raise PipelineError(f"{files.PREDICTIONS_FILE} is missing; run `dvc repro evaluate` first")
+    probabilities = files.load_npy(files.PREDICTIONS_FILE)  # (N, 10) float32
     predicted = probabilities.argmax(axis=1)
 
     shown = sample_indices(np.arange(len(test.labels)), params.n_random, params.seed)
@@ -48,23 +48,19 @@ def main() -> None:
     matrix = metrics.confusion_matrix(test.labels, predicted, NUM_CLASSES)
     pairs = metrics.most_confused_pairs(matrix, CONFUSED_PAIRS_SHOWN)
     figures = {
-        paths.RANDOM_PREDICTIONS_PLOT: plots.prediction_grid(
+        files.RANDOM_PREDICTIONS_PLOT: plots.prediction_grid(
             test.images[shown], test.labels[shown], probabilities[shown], f"{len(shown)} random test images"
         ),
-        paths.MISCLASSIFIED_PLOT: plots.prediction_grid(
+        files.MISCLASSIFIED_PLOT: plots.prediction_grid(
             test.images[wrong],
             test.labels[wrong],
             probabilities[wrong],
             f"{len(wrong)} of {int(np.sum(test.labels != predicted))} misclassified test images",
         ),
-        paths.CONFUSED_PAIRS_PLOT: plots.confused_pairs_chart(
+        files.CONFUSED_PAIRS_PLOT: plots.confused_pairs_chart(
             pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"
         ),
     }
     for target, fig in figures.items():
         save_figure(fig, target)
-    print(f"plot_errors: {len(figures)} figures -> {paths.RANDOM_PREDICTIONS_PLOT.parent}")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    print(f"plot_errors: {len(figures)} figures -> {files.RANDOM_PREDICTIONS_PLOT.parent}")

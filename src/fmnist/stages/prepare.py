@@ -6,11 +6,10 @@ Images stay uint8 (4x smaller than float32); the model scales them itself.
 
 import numpy as np
 
-from fmnist.lib import atomic, paths
+from fmnist.lib import files
 from fmnist.lib.dataset import Split, save_split
-from fmnist.lib.errors import run_stage
+from fmnist.lib.idx import read_raw_split
 from fmnist.lib.params import PrepareParams, load_params
-from fmnist.lib.release import read_raw_split
 
 
 def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -39,13 +38,9 @@ def split_train_val(train: Split, params: PrepareParams) -> tuple[Split, Split]:
 
 def main() -> None:
     params = load_params().prepare
-    train, val = split_train_val(read_raw_split(paths.RAW_DIR, "train"), params)
-    test = read_raw_split(paths.RAW_DIR, "test")  # always the full official test set, so metrics compare
-    with atomic.atomic_dir(paths.PREPARED_DIR) as tmp:
+    train, val = split_train_val(read_raw_split(files.RAW_DIR, "train"), params)
+    test = read_raw_split(files.RAW_DIR, "test")  # always the full official test set, so metrics compare
+    with files.atomic_dir(files.PREPARED_DIR) as tmp:
         for name, split in (("train", train), ("val", val), ("test", test)):
             save_split(split, name, tmp)
-    print(f"prepare: train {len(train.labels)}, val {len(val.labels)}, test {len(test.labels)} -> {paths.PREPARED_DIR}")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    print(f"prepare: train {len(train.labels)}, val {len(val.labels)}, test {len(test.labels)} -> {files.PREPARED_DIR}")

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from fmnist.lib import paths, runs
+from fmnist.lib import files, runs
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import load_params, parse_params
@@ -75,25 +75,25 @@ def timed(args: list[str], cwd: Path, env: dict[str, str], echo: bool = True) ->
 def scratch_workspace(root: Path, params: dict[str, Any]) -> Path:
     """A directory where the stages see this repository's data and `params` as params.yaml."""
     (root / "data").mkdir(parents=True)
-    for data_dir in (paths.RAW_DIR, paths.PREPARED_DIR):
+    for data_dir in (files.RAW_DIR, files.PREPARED_DIR):
         (root / data_dir).symlink_to(data_dir.resolve(), target_is_directory=True)
-    (root / paths.PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / files.PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
 def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float:
     """Train with two multi_worker processes on this machine; the chief's wall time (both end together)."""
-    from fmnist.nn import distribute
+    from fmnist.nn.distribute import local_cluster
 
-    configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in distribute.local_cluster(2)]
+    configs = [{**env, "TF_CONFIG": json.dumps(config)} for config in local_cluster(2)]
     other = subprocess.Popen(
-        [sys.executable, "-m", "fmnist.stages.train"],
+        [sys.executable, "-m", "fmnist.stages", "train"],
         cwd=worker,
         env={**os.environ, **configs[1]},
         stdout=subprocess.DEVNULL,
     )
     try:
-        seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], chief, configs[0])
+        seconds, _ = timed([sys.executable, "-m", "fmnist.stages", "train"], chief, configs[0])
     finally:
         other.wait()  # it ends with the chief: on success, or when the chief's failure breaks its all-reduce
     if other.returncode != 0:
@@ -103,21 +103,21 @@ def timed_local_workers(chief: Path, worker: Path, env: dict[str, str]) -> float
 
 def epochs_run(workspace: Path) -> int:
     """Epochs the train stage ran (early stopping may end sooner): dvclive's last step, counted from 0."""
-    return int(json.loads((workspace / paths.TRAIN_METRICS_FILE).read_text())["step"]) + 1
+    return int(json.loads((workspace / files.TRAIN_METRICS_FILE).read_text())["step"]) + 1
 
 
 def split_accuracy(workspace: Path, split: str) -> tuple[float, int]:
     """(accuracy on `split`, parameters) of the model the workspace trained, predicted as `evaluate` predicts."""
     from fmnist.nn.inference import Predictor  # TensorFlow, only once the runs are done
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     if split == "test":  # what the evaluate stage measured
-        accuracy = runs.test_accuracy(json.loads((workspace / paths.TEST_METRICS_FILE).read_text()))
-        model = load_model(workspace / paths.MODEL_FILE)
+        accuracy = runs.test_accuracy(json.loads((workspace / files.TEST_METRICS_FILE).read_text()))
+        model = load_model(workspace / files.MODEL_FILE)
         return float(accuracy or 0.0), model.count_params()
-    model = load_model(workspace / paths.MODEL_FILE)
+    model = load_model(workspace / files.MODEL_FILE)
     data = load_split(split)
-    predict = Predictor(model, load_params(workspace / paths.PARAMS_FILE).inference)
+    predict = Predictor(model, load_params(workspace / files.PARAMS_FILE).inference)
     return float((predict(data.images).argmax(axis=1) == data.labels).mean()), model.count_params()
 
 
@@ -129,12 +129,14 @@ def run_preset(name: str, params: dict[str, Any], seed: int, split: str, root: P
     if params["train"]["distribute"] == "multi_worker":
         train_seconds = timed_local_workers(workspace, scratch_workspace(root / f"{name}-{seed}-worker", params), env)
     else:
-        train_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.train"], workspace, env)
+        train_seconds, _ = timed([sys.executable, "-m", "fmnist.stages", "train"], workspace, env)
     # Tuning on val: the stage still runs (its time is part of the cost) but what it says about the test set is
     # not shown, so that no test accuracy is in front of whoever picks the candidates.
-    evaluate_seconds, _ = timed([sys.executable, "-m", "fmnist.stages.evaluate"], workspace, env, echo=split == "test")
+    evaluate_seconds, _ = timed(
+        [sys.executable, "-m", "fmnist.stages", "evaluate"], workspace, env, echo=split == "test"
+    )
     accuracy, parameters = split_accuracy(workspace, split)
-    recorded = runs.environment_of(json.loads((workspace / paths.TRAIN_METRICS_FILE).read_text())) or {}
+    recorded = runs.environment_of(json.loads((workspace / files.TRAIN_METRICS_FILE).read_text())) or {}
     compute = f"{recorded.get('device', '?')} {recorded.get('kernels', '')}, {recorded.get('precision', '?')}"
     return Result(name, seed, accuracy, train_seconds, evaluate_seconds, parameters, epochs_run(workspace), compute)
 
@@ -177,9 +179,9 @@ def run_round(
 
 def machine() -> str:
     """What the figures were measured on."""
-    from fmnist.nn import environment
+    from fmnist.nn import machine as this_machine
 
-    found = environment.describe("(not recorded)")
+    found = this_machine.describe("(not recorded)")
     return (
         f"{date.today()}, {found['usable_cores']} CPU cores ({found['cpu']}, {found['cpu_isa']}), {found['device']}, "
         f"Python {found['python']}, TensorFlow {found['tensorflow']}, Keras {found['keras']}"
@@ -250,10 +252,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every row for every seed, print the table (and write it to --out)."""
-    if not paths.PREPARED_DIR.is_dir():
-        raise PipelineError(f"{paths.PREPARED_DIR} is missing; run `dvc repro prepare` first")
+    if not files.PREPARED_DIR.is_dir():
+        raise PipelineError(f"{files.PREPARED_DIR} is missing; run `dvc repro prepare` first")
     seeds = parse_seeds(args.seeds)
-    base = yaml.safe_load(paths.PARAMS_FILE.read_text())
+    base = yaml.safe_load(files.PARAMS_FILE.read_text())
     presets = {name: {} if name == "default" else load_preset(name) for name in args.presets.split(",")}
     commit = runs.workspace_commit() or "unknown"
     env = {"ONEDNN_MAX_CPU_ISA": args.isa} if args.isa else {}

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.lib import paths, runs, stats
+from fmnist.lib import files, runs, stats
 from fmnist.lib.dataset import CLASS_NAMES
 
 GUIDE = "docs/comparing-runs.md"
 SETTLE = (
-    f"`fmnist seeds --n 5` here (it writes {paths.SEEDS_FILE}; commit it), and the report then compares the two "
+    f"`fmnist seeds --n 5` here (it writes {files.SEEDS_FILE}; commit it), and the report then compares the two "
     "seed records"
 )
 
@@ -42,11 +42,11 @@ def answers_from_confusion(text: str) -> tuple[np.ndarray, np.ndarray]:
     """(actual, predicted) class indices from plots/confusion.csv (one `actual,predicted` row per test image)."""
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0] != ["actual", "predicted"]:
-        raise ValueError(f"{paths.CONFUSION_FILE} does not start with the header actual,predicted")
+        raise ValueError(f"{files.CONFUSION_FILE} does not start with the header actual,predicted")
     try:
         pairs = [(CLASS_NAMES.index(actual), CLASS_NAMES.index(predicted)) for actual, predicted in rows[1:]]
     except ValueError as exc:
-        raise ValueError(f"{paths.CONFUSION_FILE} has a row that is not two class names ({exc})") from None
+        raise ValueError(f"{files.CONFUSION_FILE} has a row that is not two class names ({exc})") from None
     found = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     return found[:, 0], found[:, 1]
 
@@ -104,7 +104,7 @@ def seed_line(base: Side, sd: float | None) -> str:
     """What the base's seed record says about chance, or that there is none."""
     if sd is None:
         return (
-            f"No seed record at {base.name} ({paths.SEEDS_FILE}): how much a change of seed alone moves the "
+            f"No seed record at {base.name} ({files.SEEDS_FILE}): how much a change of seed alone moves the "
             "accuracy is unknown, so no change is called better or worse."
         )
     spread = runs.seed_spread(base.seeds)
@@ -155,7 +155,7 @@ def seeds_comparison(base: Side, head: Side) -> str | None:
         return None
     verdict = stats.compare_spreads(base_spread, head_spread)
     return (
-        f"Over seeds ({paths.SEEDS_FILE}): {base.name} {base_spread.mean:.4f} ± {base_spread.sd:.4f} "
+        f"Over seeds ({files.SEEDS_FILE}): {base.name} {base_spread.mean:.4f} ± {base_spread.sd:.4f} "
         f"(n = {len(base_spread.accuracies)}) → {head.name} {head_spread.mean:.4f} ± {head_spread.sd:.4f} "
         f"(n = {len(head_spread.accuracies)}): {signed(head_spread.mean - base_spread.mean)}, **{verdict.word}** "
         f"({verdict.reason})."
@@ -166,7 +166,7 @@ def comparison(base: Side, head: Side) -> tuple[str, list[tuple[str, str]]]:
     """(the top of the report, its sections) for two sides that predicted the same test images."""
     if not np.array_equal(base.actual, head.actual):
         raise ValueError(
-            f"{base.name} and the {head.name} did not predict the same test images ({paths.CONFUSION_FILE} "
+            f"{base.name} and the {head.name} did not predict the same test images ({files.CONFUSION_FILE} "
             "differs in its actual column), so they cannot be compared image by image"
         )
     top = "\n\n".join(part for part in (environment_banner(base, head), headline(base, head)) if part)

@@ -40,12 +40,12 @@ import numpy as np
 from PIL import Image
 
 from fmnist.apps.predict import TTA_CHOICES
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import DEBIAN_DIR
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.params import TTA
-from fmnist.lib.paths import DEBIAN_DIR
 from fmnist.tools.predict_bench import varied_photo
 
 PHOTOS = 500  # distinct good JPEGs, cycled through
@@ -151,7 +151,7 @@ def table(summaries: Sequence[Summary]) -> str:
 
 def real_test_images() -> np.ndarray:
     """The 10,000 test images (N, 28, 28) uint8: data/prepared if prepared, else Debian's copy of the release."""
-    if paths.split_files("test")[0].is_file():
+    if files.split_files("test")[0].is_file():
         return load_split("test").images[..., 0]
     idx = DEBIAN_DIR / "t10k-images-idx3-ubyte.gz"
     if not idx.is_file():
@@ -324,7 +324,7 @@ def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
     """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
     from fmnist.apps.predict import workspace_inference
     from fmnist.nn.inference import Predictor
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     predict = Predictor(load_model(model), workspace_inference(tta))
     predict(images[:10, ..., None])  # the first call traces the graph
@@ -360,7 +360,7 @@ def report(summaries: Sequence[Summary], rate: float | None, where: str, command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fmnist loadtest`."""
-    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="default: %(default)s")
+    parser.add_argument("--model", type=Path, default=files.MODEL_FILE, help="default: %(default)s")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32], help="client counts (default: 1 32)")
     parser.add_argument("--seconds", type=float, default=60, help="per client count (default: %(default)s)")
     parser.add_argument("--bad-fraction", type=float, default=0.1, help="bad requests (default: %(default)s)")

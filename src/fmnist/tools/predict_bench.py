@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.dataset import CLASS_NAMES, load_split
 
 
@@ -42,12 +42,12 @@ def varied_photo(sample: np.ndarray, index: int) -> bytes:
 def write_photos(samples: np.ndarray, directory: Path) -> list[Path]:
     """One JPEG per (28, 28) sample, with varied sizes and margins; the paths in sample order (sorted names)."""
     directory.mkdir(parents=True, exist_ok=True)
-    files = []
+    photos = []
     for i, sample in enumerate(samples):
         path = directory / f"{i:05d}.jpg"
         path.write_bytes(varied_photo(sample, i))
-        files.append(path)
-    return files
+        photos.append(path)
+    return photos
 
 
 def cli_predictions(args: list[str]) -> tuple[list[int], float]:
@@ -66,7 +66,7 @@ def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
     from fmnist.apps.predict import workspace_inference
     from fmnist.nn.inference import Predictor
-    from fmnist.nn.modelio import load_model
+    from fmnist.nn.model import load_model
 
     test = load_split("test")
     images, labels = test.images[:count, ..., 0], test.labels[:count]
@@ -76,9 +76,9 @@ def measure(model_path: Path, count: int) -> dict[str, float]:
     all_probabilities = predict(test.images)
     arrays_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="fmnist-photos-") as scratch:
-        files = write_photos(images, Path(scratch))
+        photos = write_photos(images, Path(scratch))
         photo_classes, directory_seconds = cli_predictions([scratch, "--model", str(model_path)])
-        one = [cli_predictions([str(files[0]), "--model", str(model_path)])[1] for _ in range(3)]
+        one = [cli_predictions([str(photos[0]), "--model", str(model_path)])[1] for _ in range(3)]
     return {
         "array_accuracy": float(np.mean(all_probabilities[:count].argmax(axis=1) == labels)),
         "photo_accuracy": float(np.mean(np.array(photo_classes) == labels)),
@@ -111,7 +111,7 @@ def report(figures: dict[str, float], count: int, command: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fmnist bench-photos`."""
-    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="a .keras file (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=files.MODEL_FILE, help="a .keras file (default: %(default)s)")
     parser.add_argument("--count", type=int, default=1000, help="test images made into photos (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
 

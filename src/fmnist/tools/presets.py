@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
 
 
-def load_preset(name: str, directory: Path = paths.PRESETS_DIR) -> dict[str, Any]:
+def load_preset(name: str, directory: Path = files.PRESETS_DIR) -> dict[str, Any]:
     """The partial params mapping of presets/<name>.yaml."""
     path = directory / f"{name}.yaml"
     if not path.is_file():
@@ -46,7 +46,7 @@ def flow_yaml(value: Any) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The argument of `fmnist preset`."""
-    parser.add_argument("name", help=f"a file in {paths.PRESETS_DIR}/, without .yaml (fast, seed, mirrored, ...)")
+    parser.add_argument("name", help=f"a file in {files.PRESETS_DIR}/, without .yaml (fast, seed, mirrored, ...)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from fmnist.lib import atomic, paths, runs
+from fmnist.lib import files, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.compare import Side, answers_from_confusion, comparison, signed
@@ -26,13 +26,13 @@ from fmnist.tools.compare import Side, answers_from_confusion, comparison, signe
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (paths.TEST_METRICS_FILE, paths.TRAIN_METRICS_FILE)  # shown in full; per-class where changed
+SUMMARY_METRICS = (files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full; per-class where changed
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
-    paths.CONFUSION_FILE: "confusion matrix",
-    paths.TRAIN_PLOTS_DIR: "training curves",
-    paths.MISCLASSIFIED_PLOT: "misclassified test images",
-    paths.RANDOM_PREDICTIONS_PLOT: "random test predictions",
-    paths.CONFUSED_PAIRS_PLOT: "most confused pairs",
+    files.CONFUSION_FILE: "confusion matrix",
+    files.TRAIN_PLOTS_DIR: "training curves",
+    files.MISCLASSIFIED_PLOT: "misclassified test images",
+    files.RANDOM_PREDICTIONS_PLOT: "random test predictions",
+    files.CONFUSED_PAIRS_PLOT: "most confused pairs",
 }
 TITLE = "## Pipeline report"
 
@@ -121,17 +121,17 @@ def check_base(rev: str) -> None:
 
 def read_side(name: str, read: Callable[[Path], str | None]) -> Side | None:
     """A side of the comparison from the files `read` returns (text or None); None without per-image answers."""
-    confusion = read(paths.CONFUSION_FILE)
+    confusion = read(files.CONFUSION_FILE)
     if confusion is None:
         return None
     try:
         actual, predicted = answers_from_confusion(confusion)
     except ValueError as exc:
         raise PipelineError(f"{name}: {exc}; run `dvc repro evaluate` there") from None
-    seeds = runs.json_or_none(read(paths.SEEDS_FILE))
+    seeds = runs.json_or_none(read(files.SEEDS_FILE))
     recorded = seeds.get("seeds", {}).get("fingerprint") if isinstance(seeds, dict) else None
-    current = recorded is not None and recorded == runs.fingerprint(read(paths.DVC_LOCK_FILE))
-    environment = runs.environment_of(runs.json_or_none(read(paths.TRAIN_METRICS_FILE)))
+    current = recorded is not None and recorded == runs.fingerprint(read(files.DVC_LOCK_FILE))
+    environment = runs.environment_of(runs.json_or_none(read(files.TRAIN_METRICS_FILE)))
     return Side(name, actual, predicted, environment, seeds, current)
 
 
@@ -171,11 +171,11 @@ def retrained_base(rev: str) -> Side | None:
 
 def workspace_accuracy() -> float:
     """The test accuracy of the workspace's metrics/test.json."""
-    if not paths.TEST_METRICS_FILE.is_file():
-        raise PipelineError(f"{paths.TEST_METRICS_FILE} is missing; run `dvc repro` or `dvc pull` first")
-    accuracy = runs.test_accuracy(runs.json_or_none(paths.TEST_METRICS_FILE.read_text()))
+    if not files.TEST_METRICS_FILE.is_file():
+        raise PipelineError(f"{files.TEST_METRICS_FILE} is missing; run `dvc repro` or `dvc pull` first")
+    accuracy = runs.test_accuracy(runs.json_or_none(files.TEST_METRICS_FILE.read_text()))
     if accuracy is None:
-        raise PipelineError(f"{paths.TEST_METRICS_FILE} has no test.accuracy; run `dvc repro evaluate`")
+        raise PipelineError(f"{files.TEST_METRICS_FILE} has no test.accuracy; run `dvc repro evaluate`")
     return accuracy
 
 
@@ -189,13 +189,13 @@ def plot_files() -> list[str]:
 
 def workspace_blobs() -> dict[str, str]:
     """{path: git blob id} of the workspace's plot files (`git hash-object`, nothing is written)."""
-    files = plot_files()
-    if not files:
+    found = plot_files()
+    if not found:
         return {}
-    result = git("hash-object", "--", *files)
+    result = git("hash-object", "--", *found)
     if result.returncode != 0:
         raise PipelineError(f"git hash-object failed: {result.stderr.strip()}")
-    return dict(zip(files, result.stdout.split(), strict=True))
+    return dict(zip(found, result.stdout.split(), strict=True))
 
 
 def base_blobs(rev: str) -> dict[str, str]:
@@ -208,7 +208,7 @@ def base_blobs(rev: str) -> dict[str, str]:
 
 def write_plots(rev: str, plots_dir: Path) -> Path:
     """`dvc plots diff REV -o plots_dir` (replacing the old directory atomically); returns its index.html."""
-    with atomic.atomic_dir(plots_dir) as tmp:
+    with files.atomic_dir(plots_dir) as tmp:
         dvc("plots", "diff", rev, "-o", str(tmp))
     return plots_dir / "index.html"
 
@@ -240,7 +240,7 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     """(heading, Markdown) of the params table, the metrics tables and the plots, from DVC's diffs against `rev`."""
     params = dvc("params", "diff", rev, "--md").stdout
     summary = metrics_table(rev, SUMMARY_METRICS, show_all=True)
-    per_class = metrics_table(rev, [paths.PER_CLASS_METRICS_FILE], show_all=False)
+    per_class = metrics_table(rev, [files.PER_CLASS_METRICS_FILE], show_all=False)
     changes = compare_blobs(base_blobs(rev), workspace_blobs())
     return [
         ("Params (`dvc params diff`)", table_or_note(params, f"No parameter differs from {rev}.")),
@@ -262,8 +262,8 @@ def top_and_sections(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]
     base = retrained_base(rev) if retrain else read_side(f"`{rev}`", Reader(rev))
     if head is None or base is None:
         where = "the workspace" if head is None else f"`{rev}`"
-        base_accuracy = runs.test_accuracy(runs.json_or_none(runs.committed_text(paths.TEST_METRICS_FILE, rev)))
-        why = f"{where} has no {paths.CONFUSION_FILE}, the per-image predictions the comparison needs"
+        base_accuracy = runs.test_accuracy(runs.json_or_none(runs.committed_text(files.TEST_METRICS_FILE, rev)))
+        why = f"{where} has no {files.CONFUSION_FILE}, the per-image predictions the comparison needs"
         return fallback_headline(f"`{rev}`", base_accuracy, head_accuracy, why), [], f"{head_accuracy:.4f}"
     try:
         top, sections = comparison(base, head)
@@ -277,6 +277,6 @@ def run(args: argparse.Namespace) -> int:
     check_base(args.base)
     top, sections, summary = top_and_sections(args.base, args.retrain_base)
     text = build_report(top, sections + dvc_sections(args.base, args.plots_dir))
-    atomic.write_bytes(args.out, text.encode())
+    files.write_bytes(args.out, text.encode())
     print(f"report: {summary} -> {args.out}, plots -> {args.plots_dir}/index.html")
     return 0

@@ -15,7 +15,7 @@ import json
 import statistics
 from typing import Any
 
-from fmnist.lib import atomic, paths, runs
+from fmnist.lib import files, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.runs import SEED_RECORD_STAGES
@@ -31,14 +31,14 @@ def experiment_name(seed: int, fingerprint: str) -> str:
 
 def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
     """An experiment's test accuracy, per-class recall and environment, from `dvc exp show --json` data."""
-    per_class = metrics_file(data, paths.PER_CLASS_METRICS_FILE) or {}
-    accuracy = runs.test_accuracy(metrics_file(data, paths.TEST_METRICS_FILE))
+    per_class = metrics_file(data, files.PER_CLASS_METRICS_FILE) or {}
+    accuracy = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
     if accuracy is None:
-        raise PipelineError(f"an experiment has no {paths.TEST_METRICS_FILE}; run `dvc exp show` to see which")
+        raise PipelineError(f"an experiment has no {files.TEST_METRICS_FILE}; run `dvc exp show` to see which")
     return {
         "accuracy": accuracy,
         "recall": {name: scores["recall"] for name, scores in per_class.items()},
-        "environment": runs.environment_of(metrics_file(data, paths.TRAIN_METRICS_FILE)),
+        "environment": runs.environment_of(metrics_file(data, files.TRAIN_METRICS_FILE)),
     }
 
 
@@ -80,15 +80,15 @@ def run_seeds(count: int) -> dict[str, Any]:
     """Run the missing seed experiments of the current code and params, then build their record."""
     if count < MIN_SEEDS:
         raise PipelineError(f"--n must be at least {MIN_SEEDS}: a spread needs two runs")
-    if not paths.DVC_LOCK_FILE.is_file():
-        raise PipelineError(f"{paths.DVC_LOCK_FILE} is missing; run `dvc repro` first, then `fmnist seeds`")
-    fingerprint = runs.fingerprint(paths.DVC_LOCK_FILE.read_text())
+    if not files.DVC_LOCK_FILE.is_file():
+        raise PipelineError(f"{files.DVC_LOCK_FILE} is missing; run `dvc repro` first, then `fmnist seeds`")
+    fingerprint = runs.fingerprint(files.DVC_LOCK_FILE.read_text())
     if fingerprint is None:
-        raise PipelineError(f"{paths.DVC_LOCK_FILE} has no train and evaluate stages; run `dvc repro` first")
+        raise PipelineError(f"{files.DVC_LOCK_FILE} has no train and evaluate stages; run `dvc repro` first")
     # The fingerprint names dvc.lock's code and params: the experiments must run exactly those.
     if stale := json.loads(dvc("status", "--json", *SEED_RECORD_STAGES).stdout or "{}"):
         raise PipelineError(
-            f"`dvc status` says {', '.join(sorted(stale))} changed since {paths.DVC_LOCK_FILE}; run `dvc repro` (or "
+            f"`dvc status` says {', '.join(sorted(stale))} changed since {files.DVC_LOCK_FILE}; run `dvc repro` (or "
             "`dvc pull`) first, so that the record measures the code and params here"
         )
     names = {seed: experiment_name(seed, fingerprint) for seed in range(count)}
@@ -129,9 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `fmnist seeds`."""
     found = run_seeds(args.n)["seeds"]
-    atomic.write_json(paths.SEEDS_FILE, {"seeds": found})
+    files.write_json(files.SEEDS_FILE, {"seeds": found})
     print(
         f"seeds: test accuracy {found['mean']:.4f} ± {found['sd']:.4f} over {found['n']} seeds "
-        f"({found['min']:.4f} to {found['max']:.4f}) -> {paths.SEEDS_FILE}"
+        f"({found['min']:.4f} to {found['max']:.4f}) -> {files.SEEDS_FILE}"
     )
     return 0

@@ -15,13 +15,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fmnist.lib import paths
+from fmnist.lib import files
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
 
 DEFAULT_METRIC = "test.accuracy"  # metrics/test.json; higher is better
-METRICS_FILE = paths.TEST_METRICS_FILE.as_posix()
+METRICS_FILE = files.TEST_METRICS_FILE.as_posix()
 
 
 def parse_sets(text: str) -> list[list[str]]:
@@ -110,7 +110,7 @@ def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
 
 def metric_value(data: dict[str, Any], metric: str) -> float | None:
     """`metric` ("test.accuracy") from an experiment's metrics/test.json, None if it has none."""
-    value: Any = metrics_file(data, paths.TEST_METRICS_FILE)
+    value: Any = metrics_file(data, files.TEST_METRICS_FILE)
     for key in metric.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return value

@@ -1,0 +1,106 @@
+"""Every file the pipeline reads or writes, relative to the repository root (where DVC runs each stage), and how
+they are written: beside the target, then renamed, so a failed or interrupted stage leaves the old file.
+
+dvc.yaml names the same paths; tests/test_dvc_yaml.py checks that the two agree.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PARAMS_FILE = Path("params.yaml")
+PRESETS_DIR = Path("presets")  # partial params laid over params.yaml (fmnist.tools.presets)
+DVC_LOCK_FILE = Path("dvc.lock")  # what DVC recorded of the last run of each stage
+
+# Local copies of the original release that fetch (`fetch.source: auto`) looks for before Kaggle, in this order.
+DATA_DIR_ENV = "FMNIST_DATA_DIR"  # a directory holding the four IDX files (.gz or not)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+
+RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed and verified
+PREPARED_DIR = Path("data/prepared")  # prepare: <split>_images.npy / <split>_labels.npy
+MODEL_FILE = Path("models/model.keras")  # train
+TRAIN_LOG_DIR = Path("metrics/train")  # train: dvclive's metrics.json and plots/metrics/*.tsv
+TRAIN_METRICS_FILE = TRAIN_LOG_DIR / "metrics.json"  # train: the last epoch's metrics and the run's environment
+TRAIN_PLOTS_DIR = TRAIN_LOG_DIR / "plots"  # train: one TSV per metric, one row per epoch
+PREDICTIONS_FILE = Path("data/predictions/test_probabilities.npy")  # evaluate: (10000, 10) float32
+TEST_METRICS_FILE = Path("metrics/test.json")  # evaluate
+PER_CLASS_METRICS_FILE = Path("metrics/per_class.json")  # evaluate
+CONFUSION_FILE = Path("plots/confusion.csv")  # evaluate: one row per test image, for DVC's confusion template
+EXPORT_DIR = Path("models/export")  # export: saved_model/, model.tflite, model_int8.tflite
+EXPORT_METRICS_FILE = Path("metrics/export.json")  # export
+RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
+MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
+CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
+SEEDS_FILE = Path("metrics/seeds.json")  # `fmnist seeds`: test accuracy of the current params over several seeds
+
+
+def split_files(split: str, root: Path = PREPARED_DIR) -> tuple[Path, Path]:
+    """The (images, labels) .npy paths of one prepared split."""
+    return root / f"{split}_images.npy", root / f"{split}_labels.npy"
+
+
+# --- Writing whole files or nothing ---------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target`, on error it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `target`; on success it replaces `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)  # two renames: the window without `target` is microseconds long
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    """Atomically write `data` to `target`."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(target: Path, obj: Any) -> None:
+    """Atomically write `obj` as indented, key-sorted JSON (stable diffs in git)."""
+    write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_npy(target: Path, array: np.ndarray) -> None:
+    """Atomically save one array in .npy format (no pickled objects)."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """Load a .npy array written by this pipeline; object arrays are refused (allow_pickle=False)."""
+    return np.load(path, allow_pickle=False)
