@@ -4,8 +4,13 @@ The whole fan-out (two runners, a collecting clone, the outputs through a real S
 tests/test_remote_servers.py's sweep test.
 """
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
+from fmnist.lib import files
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
@@ -38,37 +43,66 @@ def test_the_prefix_must_be_able_to_start_a_git_ref_name():
             check_prefix(bad)
 
 
-def show_json(baseline: dict, runs: dict[str, tuple[dict, float | None]]) -> list[dict]:
-    """The shape of `dvc exp show --json`: the workspace, then a baseline commit with its experiments."""
+def confusion(right: np.ndarray) -> str:
+    """plots/val_confusion.csv of a model that gets the images of `right` right (every true class: T-shirt/top)."""
+    rows = [f"T-shirt/top,{'T-shirt/top' if r else 'Trouser'}" for r in right]
+    return "actual,predicted\n" + "\n".join(rows) + "\n"
 
-    def data(params: dict, accuracy: float | None) -> dict:
-        metrics = {} if accuracy is None else {"metrics/test.json": {"data": {"test": {"accuracy": accuracy}}}}
+
+def show_json(baseline: dict, runs: dict[str, tuple[dict, float | None, float]]) -> list[dict]:
+    """The shape of `dvc exp show --json`: the workspace, then a baseline commit with its experiments, each with
+    its params, validation accuracy (None: no metrics/val.json) and test accuracy."""
+
+    def data(params: dict, val: float | None, test: float) -> dict:
+        metrics = {"metrics/test.json": {"data": {"test": {"accuracy": test}}}}
+        if val is not None:
+            metrics["metrics/val.json"] = {"data": {"val": {"accuracy": val}}}
         return {"params": {"params.yaml": {"data": params}}, "metrics": metrics}
 
-    experiments = [{"revs": [{"name": name, "data": data(params, acc)}]} for name, (params, acc) in runs.items()]
+    experiments = [{"revs": [{"name": name, "rev": f"rev-{name}", "data": data(*run)}]} for name, run in runs.items()]
     return [
-        {"rev": "workspace", "data": data(baseline, 0.5)},
-        {"rev": "abc123", "name": "main", "data": data(baseline, 0.5), "experiments": experiments},
+        {"rev": "workspace", "data": data(baseline, 0.5, 0.5)},
+        {"rev": "base", "name": "main", "data": data(baseline, 0.5, 0.5), "experiments": experiments},
     ]
 
 
-def test_ranking_puts_the_best_first_and_names_what_each_changed():
-    base = {"train": {"epochs": 15, "learning_rate": 0.01}, "model": {"width": 16}}
+BASE = {"train": {"epochs": 15, "learning_rate": 0.01}, "model": {"width": 16}}
+SEEDS = json.dumps({"seeds": {"runs": [{"val_accuracy": a, "accuracy": 0.93} for a in (0.934, 0.938, 0.936)]}})
+
+
+def test_the_ranking_chooses_on_validation_and_says_who_is_as_good_a_choice():
+    rng = np.random.default_rng(0)
+    best = rng.random(6000) < 0.94  # which validation images each candidate gets right
+    close = best.copy()
+    close[np.flatnonzero(best)[:12]] = False  # 12 images fewer: 0.002 below, what seeds alone move it
+    poor = rng.random(6000) < 0.85
+    answers = {"rev-s-2": best, "rev-s-1": close, "rev-s-3": poor}
     show = show_json(
-        base,
+        BASE,
         {
-            "s-1": ({"train": {"epochs": 3, "learning_rate": 0.01}, "model": {"width": 16}}, 0.91),
-            "s-2": ({"train": {"epochs": 15, "learning_rate": 0.02}, "model": {"width": 24}}, 0.94),
-            "s-3": (base, None),  # failed before evaluate
-            "other": (base, 0.99),  # not this sweep's
+            "s-1": ({"train": {"epochs": 3, "learning_rate": 0.01}, "model": {"width": 16}}, close.mean(), 0.99),
+            "s-2": ({"train": {"epochs": 15, "learning_rate": 0.02}, "model": {"width": 24}}, best.mean(), 0.93),
+            "s-3": (BASE, poor.mean(), 0.999),  # the best test accuracy, and no say in the choice
+            "other": (BASE, 0.99, 0.99),  # not this sweep's
         },
     )
-    lines = ranking(show, "s").splitlines()
-    assert lines[0] == "| rank | experiment | test.accuracy | params changed |"
-    assert lines[2:] == [
-        "| 1 | s-2 | 0.9400 | train.learning_rate=0.02, model.width=24 |",
-        "| 2 | s-1 | 0.9100 | train.epochs=3 |",
-        "| 3 | s-3 | missing | (none) |",
-    ]
+
+    def read_at(rev: str, path: Path) -> str | None:
+        return SEEDS if (rev, path) == ("base", files.SEEDS_FILE) else confusion(answers[rev])
+
+    lines = ranking(show, "s", read_at).splitlines()
+    assert lines[0] == "| rank | experiment | val accuracy | against the best | params changed |"
+    assert lines[2] == f"| 1 | s-2 | {best.mean():.4f} | best | train.learning_rate=0.02, model.width=24 |"
+    assert lines[3] == f"| 2 | s-1 | {close.mean():.4f} | within noise | train.epochs=3 |"
+    assert lines[4] == f"| 3 | s-3 | {poor.mean():.4f} | worse | (none) |"
+    assert lines[6].startswith("Chosen on validation: s-2;") and "±0.0057 from metrics/seeds.json" in lines[6]
+    assert lines[7] == "Its test accuracy, for the record and not to choose by: 0.9300."
+    assert "0.9990" not in "\n".join(lines)  # no other test accuracy is shown
     with pytest.raises(PipelineError, match="no experiments named t-N"):
-        ranking(show, "t")
+        ranking(show, "t", read_at)
+
+
+def test_a_sweep_without_validation_metrics_is_one_line_naming_the_experiment():
+    show = show_json(BASE, {"s-1": (BASE, 0.93, 0.93), "s-2": (BASE, None, 0.93)})
+    with pytest.raises(PipelineError, match=r"^experiment s-2 has no metrics/val.json \(validation metrics\)"):
+        ranking(show, "s", lambda rev, path: None)

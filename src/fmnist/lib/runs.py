@@ -67,13 +67,23 @@ def differences(committed: dict[str, Any], current: dict[str, Any]) -> list[str]
     ]
 
 
-def test_accuracy(test_metrics: Any) -> float | None:
-    """test.accuracy of a metrics/test.json (parsed), None if it has none."""
+def accuracy_in(parsed: Any, split: str) -> float | None:
+    """`<split>.accuracy` of a parsed metrics file (metrics/test.json: "test", metrics/val.json: "val"), or None."""
     try:
-        value = test_metrics["test"]["accuracy"]
+        value = parsed[split]["accuracy"]
     except (KeyError, TypeError):
         return None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def test_accuracy(test_metrics: Any) -> float | None:
+    """test.accuracy of a metrics/test.json (parsed), None if it has none."""
+    return accuracy_in(test_metrics, "test")
+
+
+def val_accuracy(val_metrics: Any) -> float | None:
+    """val.accuracy of a metrics/val.json (parsed), None if it has none."""
+    return accuracy_in(val_metrics, "val")
 
 
 def fingerprint(lock_text: str | None) -> str | None:
@@ -96,10 +106,11 @@ def fingerprint(lock_text: str | None) -> str | None:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def seed_spread(record: Any) -> Spread | None:
-    """The test accuracies of a metrics/seeds.json (parsed), None if it holds none."""
+def seed_spread(record: Any, key: str = "accuracy") -> Spread | None:
+    """The test accuracies (`key` "val_accuracy": the validation ones) of a metrics/seeds.json (parsed), None if it
+    holds none."""
     try:
-        accuracies = tuple(float(run["accuracy"]) for run in record["seeds"]["runs"])
+        accuracies = tuple(float(run[key]) for run in record["seeds"]["runs"])
     except (KeyError, TypeError, ValueError):
         return None
     return Spread(accuracies) if accuracies else None

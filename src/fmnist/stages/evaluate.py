@@ -1,8 +1,10 @@
-"""Stage `evaluate`: score the trained model on the full test set.
+"""Stage `evaluate`: score the trained model on the validation split and on the full test set, alike.
 
-Writes metrics/test.json (loss, accuracy, macro precision/recall/F1), metrics/per_class.json,
-plots/confusion.csv (one `actual,predicted` row per test image, DVC's confusion template) and
-data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors).
+Both with the `inference` params (test-time augmentation included), so that a choice made on validation (a
+sweep's winner, a candidate) is judged on the figure the test set will give. Writes metrics/val.json (loss,
+accuracy, macro precision/recall/F1, each class's recall) and plots/val_confusion.csv for the validation split;
+metrics/test.json, metrics/per_class.json and plots/confusion.csv for the test set (one `actual,predicted` row per
+image, DVC's confusion template); data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors).
 """
 
 import csv
@@ -11,7 +13,7 @@ import io
 import numpy as np
 
 from fmnist.lib import files, metrics
-from fmnist.lib.dataset import CLASS_NAMES, load_split
+from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
 from fmnist.lib.params import load_params
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import load_model
@@ -35,16 +37,28 @@ def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
     return out.getvalue()
 
 
+def evaluated(predict: Predictor, split: Split) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(probabilities (N, 10) float32, predicted classes (N,), summary metrics) of the model on one split."""
+    probabilities = predict(split.images)
+    return probabilities, probabilities.argmax(axis=1), metrics.summary(probabilities, split.labels)
+
+
 def main() -> None:
     params = load_params().inference
     predict = Predictor(load_model(files.MODEL_FILE), params)
-    test = load_split("test")
-    probabilities = predict(test.images)  # (10000, 10) float32
-    predicted = probabilities.argmax(axis=1)
-    matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
-    summary = metrics.summary(probabilities, test.labels)
+    val, test = load_split("val"), load_split("test")
+    _, val_predicted, val_summary = evaluated(predict, val)
+    val_matrix = metrics.confusion_matrix(val.labels, val_predicted, len(CLASS_NAMES))
+    recall = {name: scores["recall"] for name, scores in per_class_report(val_matrix).items()}
+    files.write_json(files.VAL_METRICS_FILE, {"val": {**val_summary, "recall": recall}})
+    files.write_bytes(files.VAL_CONFUSION_FILE, confusion_csv(val.labels, val_predicted).encode())
+    probabilities, predicted, summary = evaluated(predict, test)
     files.save_npy(files.PREDICTIONS_FILE, probabilities)
     files.write_json(files.TEST_METRICS_FILE, {"test": summary})
+    matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
     files.write_json(files.PER_CLASS_METRICS_FILE, per_class_report(matrix))
     files.write_bytes(files.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
-    print(f"evaluate: test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}")
+    print(
+        f"evaluate: validation accuracy {val_summary['accuracy']:.4f}; "
+        f"test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}"
+    )

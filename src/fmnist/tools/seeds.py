@@ -4,10 +4,11 @@
 
 Runs `dvc exp run --temp --force --single-item -S train.seed=K train evaluate` for K = 0 .. n-1, each a DVC
 experiment named seed<K>-<fingerprint> (a second call reuses the runs that the first one finished), then writes
-metrics/seeds.json: every seed's test accuracy and per-class recall, their mean and standard deviation, where they
-ran, and the fingerprint of the code and params they measured (fmnist.lib.runs.fingerprint). Commit it: the report
-reads it at the base of a pull request to tell a real change from a change of seed. To spread the runs over
-machines, run the same overrides with `fmnist sweep` instead.
+metrics/seeds.json: every seed's validation and test accuracy and per-class test recall, their means and
+standard deviations, where they ran, and the fingerprint of the code and params they measured
+(fmnist.lib.runs.fingerprint). Commit it: the report reads it at the base of a pull request to tell a real change
+from a change of seed, and `fmnist sweep collect` its validation spread. To spread the runs over machines, run
+the same overrides with `fmnist sweep` instead.
 """
 
 import argparse
@@ -30,12 +31,17 @@ def experiment_name(seed: int, fingerprint: str) -> str:
 
 
 def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
-    """An experiment's test accuracy, per-class recall and environment, from `dvc exp show --json` data."""
+    """An experiment's validation and test accuracy, per-class recall and environment (`dvc exp show --json`)."""
     per_class = metrics_file(data, files.PER_CLASS_METRICS_FILE) or {}
     accuracy = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
-    if accuracy is None:
-        raise PipelineError(f"an experiment has no {files.TEST_METRICS_FILE}; run `dvc exp show` to see which")
+    val_accuracy = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
+    if accuracy is None or val_accuracy is None:
+        raise PipelineError(
+            f"an experiment has no {files.TEST_METRICS_FILE} or {files.VAL_METRICS_FILE}; run `dvc exp show` "
+            "to see which"
+        )
     return {
+        "val_accuracy": val_accuracy,
         "accuracy": accuracy,
         "recall": {name: scores["recall"] for name, scores in per_class.items()},
         "environment": runs.environment_of(metrics_file(data, files.TRAIN_METRICS_FILE)),
@@ -45,6 +51,7 @@ def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
 def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprint: str, commit: str) -> dict[str, Any]:
     """The contents of metrics/seeds.json for the runs of `results` ({seed: metrics_of(...)})."""
     accuracies = [results[seed]["accuracy"] for seed in sorted(results)]
+    val_accuracies = [results[seed]["val_accuracy"] for seed in sorted(results)]
     environments = [results[seed]["environment"] for seed in sorted(results)]
     return {
         "seeds": {
@@ -53,10 +60,13 @@ def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprin
             "sd": statistics.stdev(accuracies),
             "min": min(accuracies),
             "max": max(accuracies),
+            "val_mean": statistics.mean(val_accuracies),
+            "val_sd": statistics.stdev(val_accuracies),
             "runs": [
                 {
                     "seed": seed,
                     "experiment": names[seed],
+                    "val_accuracy": results[seed]["val_accuracy"],
                     "accuracy": results[seed]["accuracy"],
                     "recall": results[seed]["recall"],
                 }
@@ -131,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     found = run_seeds(args.n)["seeds"]
     files.write_json(files.SEEDS_FILE, {"seeds": found})
     print(
-        f"seeds: test accuracy {found['mean']:.4f} ± {found['sd']:.4f} over {found['n']} seeds "
-        f"({found['min']:.4f} to {found['max']:.4f}) -> {files.SEEDS_FILE}"
+        f"seeds: validation accuracy {found['val_mean']:.4f} ± {found['val_sd']:.4f}, test accuracy "
+        f"{found['mean']:.4f} ± {found['sd']:.4f} over {found['n']} seeds ({found['min']:.4f} to {found['max']:.4f}) "
+        f"-> {files.SEEDS_FILE}"
     )
     return 0

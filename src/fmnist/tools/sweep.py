@@ -1,8 +1,12 @@
-"""Run a sweep of experiments across machines or CI runners, then collect and rank them.
+"""Run a sweep of experiments across machines or CI runners, then collect them and choose on validation.
 
 A sweep is a JSON list of `-S` override groups, one experiment each. Each worker runs its share of them as
 DVC experiments and shares them through the git remote (each experiment's ref) and the DVC remote (its
-outputs); a collector then pulls them all and ranks them. Every machine starts from the same commit.
+outputs); a collector then pulls them all and ranks them by validation accuracy (metrics/val.json), never by
+test accuracy: the test set judges the one chosen, once. Each candidate is compared with the best image by image
+on the validation split (McNemar's test, the baseline's seed spread of validation accuracy in
+metrics/seeds.json, the report's verdict rule): those "within noise" of the best are as good a choice as it.
+Every machine starts from the same commit.
 
     fmnist sweep run --sets '[["train.learning_rate=0.005"], ["model.width=24"]]' --prefix lr --worker 1/2
     fmnist sweep run --sets '[["train.learning_rate=0.005"], ["model.width=24"]]' --prefix lr --worker 2/2
@@ -12,16 +16,21 @@ outputs); a collector then pulls them all and ranks them. Every machine starts f
 import argparse
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmnist.lib import files
+import numpy as np
+
+from fmnist.lib import files, runs, stats
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
+from fmnist.tools.compare import answers_from_confusion
 
-DEFAULT_METRIC = "test.accuracy"  # metrics/test.json; higher is better
-METRICS_FILE = files.TEST_METRICS_FILE.as_posix()
+# Reads a file committed at a git revision: (revision, path) -> its text, or None.
+ReadAt = Callable[[str, Path], str | None]
 
 
 def parse_sets(text: str) -> list[list[str]]:
@@ -87,14 +96,19 @@ def run_share(sets: list[list[str]], prefix: str, number: int, count: int, remot
     return names
 
 
-def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{name: data} of every experiment in `dvc exp show --json` output (baselines and workspace left out)."""
+def experiments_with_revs(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """{name: (commit, data)} of every experiment in `dvc exp show --json` output (baselines, workspace left out)."""
     found = {}
     for baseline in show:
         for experiment in baseline.get("experiments") or []:
             for rev in experiment["revs"]:
-                found[rev["name"]] = rev["data"]
+                found[rev["name"]] = (rev["rev"], rev["data"])
     return found
+
+
+def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{name: data} of every experiment in `dvc exp show --json` output (baselines and workspace left out)."""
+    return {name: data for name, (_, data) in experiments_with_revs(show).items()}
 
 
 def metrics_file(data: dict[str, Any], path: Path) -> Any:
@@ -102,44 +116,95 @@ def metrics_file(data: dict[str, Any], path: Path) -> Any:
     return ((data.get("metrics") or {}).get(path.as_posix()) or {}).get("data")
 
 
+def baseline(show: list[dict[str, Any]]) -> dict[str, Any]:
+    """The commit the experiments started from (the first baseline) in `dvc exp show --json` output; {} if none."""
+    return next((b for b in show if b.get("rev") != "workspace"), {})
+
+
 def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
-    """The params.yaml values of the commit the experiments started from (the first baseline)."""
-    baselines = [b for b in show if b.get("rev") != "workspace"]
-    return baselines[0]["data"]["params"]["params.yaml"]["data"] if baselines else {}
+    """The params.yaml values of the commit the experiments started from."""
+    found = baseline(show)
+    return found["data"]["params"]["params.yaml"]["data"] if found else {}
 
 
-def metric_value(data: dict[str, Any], metric: str) -> float | None:
-    """`metric` ("test.accuracy") from an experiment's metrics/test.json, None if it has none."""
-    value: Any = metrics_file(data, files.TEST_METRICS_FILE)
-    for key in metric.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+def baseline_rev(show: list[dict[str, Any]]) -> str:
+    """The commit the experiments started from ("HEAD" if the listing has none)."""
+    return str(baseline(show).get("rev") or "HEAD")
 
 
-def ranking(show: list[dict[str, Any]], prefix: str, metric: str = DEFAULT_METRIC) -> str:
-    """A Markdown table of the sweep's experiments, best `metric` first, with the params each one changed."""
+@dataclass(frozen=True)
+class Candidate:
+    """One experiment of the sweep, as the ranking sees it."""
+
+    name: str
+    rev: str  # its commit (refs/exps/...)
+    changed: str  # the params it changed from the baseline, "k=v, ..."
+    val_accuracy: float
+    right: np.ndarray | None  # (6000,) bool: which validation images it gets right; None without its answers
+    test_accuracy: float | None
+
+
+def candidates(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> list[Candidate]:
+    """The sweep's experiments with their validation results, best first; one line if one has none."""
     base = flatten(baseline_params(show))
-    rows = []
-    for name, data in experiments(show).items():
+    found = []
+    for name, (rev, data) in experiments_with_revs(show).items():
         if not name.startswith(f"{prefix}-"):
             continue
         params = flatten(data["params"]["params.yaml"]["data"])
+        val = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
+        if val is None:
+            raise PipelineError(
+                f"experiment {name} has no {files.VAL_METRICS_FILE} (validation metrics): it failed, or ran code "
+                "older than the evaluate stage that writes them; rerun the sweep from this commit"
+            )
+        confusion = read_at(rev, files.VAL_CONFUSION_FILE)
+        right = None if confusion is None else np.equal(*answers_from_confusion(confusion))
         changed = ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k, object()) != v) or "(none)"
-        rows.append((metric_value(data, metric), name, changed))
-    if not rows:
+        test = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
+        found.append(Candidate(name, rev, changed, val, right, test))
+    if not found:
         raise PipelineError(
             f"no experiments named {prefix}-N here; run `fmnist sweep collect` from the commit the sweep ran on"
         )
-    rows.sort(key=lambda row: (row[0] is None, -(row[0] or 0.0), row[1]))
-    lines = [f"| rank | experiment | {metric} | params changed |", "|---|---|---|---|"]
-    for rank, (value, name, changed) in enumerate(rows, start=1):
-        shown = "missing" if value is None else f"{value:.4f}"
-        lines.append(f"| {rank} | {name} | {shown} | {changed} |")
+    return sorted(found, key=lambda c: (-c.val_accuracy, c.name))
+
+
+def against_best(best: Candidate, other: Candidate, seed_sd: float | None) -> str:
+    """The report's verdict on `other` against `best`, image by image on the validation split."""
+    if best.right is None or other.right is None:
+        return f"no verdict (no {files.VAL_CONFUSION_FILE})"
+    counts = stats.paired(best.right, other.right)
+    p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
+    return stats.verdict(counts.delta, p_value, seed_sd, best.val_accuracy).word
+
+
+def ranking(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> str:
+    """A Markdown table of the sweep, best validation accuracy first, each candidate judged against the best."""
+    found = candidates(show, prefix, read_at)
+    spread = runs.seed_spread(runs.json_or_none(read_at(baseline_rev(show), files.SEEDS_FILE)), "val_accuracy")
+    seed_sd = spread.sd if spread is not None and len(spread.accuracies) > 1 else None
+    best = found[0]
+    lines = ["| rank | experiment | val accuracy | against the best | params changed |", "|---|---|---|---|---|"]
+    for rank, candidate in enumerate(found, start=1):
+        verdict = "best" if rank == 1 else against_best(best, candidate, seed_sd)
+        lines.append(f"| {rank} | {candidate.name} | {candidate.val_accuracy:.4f} | {verdict} | {candidate.changed} |")
+    noise = (
+        f"validation seed spread ±{stats.seed_noise(seed_sd):.4f} from {files.SEEDS_FILE}"
+        if seed_sd is not None
+        else f"no validation seed spread in {files.SEEDS_FILE}: `fmnist seeds` records it"
+    )
+    test = "none recorded" if best.test_accuracy is None else f"{best.test_accuracy:.4f}"
+    lines += [
+        "",
+        f"Chosen on validation: {best.name}; the others marked within noise are as good a choice ({noise}).",
+        f"Its test accuracy, for the record and not to choose by: {test}.",
+    ]
     return "\n".join(lines)
 
 
-def collect(prefix: str, remote: str, metric: str) -> str:
-    """Pull the sweep's experiments of this commit from `remote` and rank them."""
+def collect(prefix: str, remote: str) -> str:
+    """Pull the sweep's experiments of this commit from `remote` and rank them on validation."""
     listed = dvc("exp", "list", remote, "--name-only").stdout.split()
     names = [name for name in listed if name.startswith(f"{prefix}-")]
     if not names:
@@ -148,7 +213,9 @@ def collect(prefix: str, remote: str, metric: str) -> str:
             "that the workers have pushed"
         )
     dvc("exp", "pull", remote, *names, echo=True)
-    return ranking(json.loads(dvc("exp", "show", "--json").stdout), prefix, metric)
+    return ranking(
+        json.loads(dvc("exp", "show", "--json").stdout), prefix, lambda rev, path: runs.committed_text(path, rev)
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,8 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser = actions.add_parser("run", help="run this worker's share of the sweep and push it")
     run_parser.add_argument("--sets", required=True, help='JSON list of override lists: [["train.epochs=3"], ...]')
     run_parser.add_argument("--worker", default="1/1", help="K/N: this is worker K of N (default 1/1: all)")
-    collect_parser = actions.add_parser("collect", help="pull every worker's experiments and rank them")
-    collect_parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"key in {METRICS_FILE} to rank by")
+    collect_parser = actions.add_parser("collect", help="pull every worker's experiments and rank them on validation")
     for action in (run_parser, collect_parser):
         action.add_argument("--prefix", required=True, help="the sweep's name: experiments are PREFIX-1, PREFIX-2...")
         action.add_argument("--remote", default="origin", help="the git remote the experiments go through")
@@ -172,5 +238,5 @@ def run(args: argparse.Namespace) -> int:
         names = run_share(parse_sets(args.sets), prefix, number, count, args.remote)
         print(f"sweep: ran and pushed {', '.join(names) or 'nothing (more workers than sets)'}")
     else:
-        print(collect(prefix, args.remote, args.metric))
+        print(collect(prefix, args.remote))
     return 0
