@@ -4,6 +4,7 @@ Fixtures live in conftest.py; everything here is a plain constant or function (`
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,6 +215,11 @@ def copy_repo(source: Path, dest: Path) -> Path:
         return shutil.copy2(src, dst)
 
     return Path(shutil.copytree(source, dest, symlinks=True, copy_function=link_objects))
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """The stages a `dvc repro` ran (not those it skipped or restored from the run-cache), in order."""
+    return re.findall(r"Running stage '(\w+)'", dvc_output)
 
 
 def set_param(repo: Path, section: str, key: str, value) -> None:

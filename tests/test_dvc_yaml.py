@@ -30,7 +30,14 @@ EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.files
     ),
     "evaluate": (
         {files.MODEL_FILE, files.PREPARED_DIR},
-        {files.PREDICTIONS_FILE, files.CONFUSION_FILE, files.TEST_METRICS_FILE, files.PER_CLASS_METRICS_FILE},
+        {
+            files.PREDICTIONS_FILE,
+            files.CONFUSION_FILE,
+            files.VAL_CONFUSION_FILE,
+            files.VAL_METRICS_FILE,
+            files.TEST_METRICS_FILE,
+            files.PER_CLASS_METRICS_FILE,
+        },
     ),
     "export": ({files.MODEL_FILE, files.PREPARED_DIR}, {files.EXPORT_DIR, files.EXPORT_METRICS_FILE}),
     "plot_errors": (
@@ -98,15 +105,15 @@ def test_code_deps_are_exactly_the_imported_modules(stage):
 def test_params_data_deps_and_outs_match_the_code(stage):
     assert STAGES[stage]["params"] == EXPECTED_PARAMS[stage]
     data_deps = {Path(d) for d in STAGES[stage]["deps"] if not d.startswith("src/")}
-    outs = {Path(o) for key in ("outs", "metrics") for o in names(STAGES[stage].get(key, []))}
+    outs = {Path(o) for key in ("outs", "metrics", "plots") for o in names(STAGES[stage].get(key, []))}
     assert (data_deps, outs) == EXPECTED_DATA[stage]
 
 
 def test_metrics_and_plot_files_live_in_git_not_the_cache():
     # dvc metrics diff across commits needs them in git (dvc issue 9722).
     for stage in STAGES.values():
-        for entry in stage.get("metrics", []) + [o for o in stage["outs"] if isinstance(o, dict)]:
-            assert next(iter(entry.values())) == {"cache": False}
+        for entry in stage.get("metrics", []) + stage.get("plots", []):
+            assert next(iter(entry.values()))["cache"] is False
 
 
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():

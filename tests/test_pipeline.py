@@ -8,13 +8,9 @@ import pytest
 from matplotlib.image import imread
 
 from fmnist.lib.dataset import CLASS_NAMES
-from tests.helpers import DVC_UP_TO_DATE, dvc, git_commit, real_data_dir, run, set_param
+from tests.helpers import DVC_UP_TO_DATE, dvc, git_commit, real_data_dir, run, set_param, stages_run
 
 pytestmark = pytest.mark.slow
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 def test_repro_builds_every_output(reproduced_repo):

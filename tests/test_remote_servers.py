@@ -28,7 +28,7 @@ from PIL import Image
 from fmnist.apps.registry import ARTIFACT
 from tests.helpers import DVC_UP_TO_DATE, REPO_ROOT, VENV_BIN, copy_repo, git_clone, git_commit, init_git_dvc
 from tests.servers import Blackhole, SeaweedS3, SSHServer, refusing_port, s3_server, ssh_server, wait_for
-from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
+from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5, run_cache_round_trip
 
 pytestmark = pytest.mark.slow
 __all__ = ["s3_server", "ssh_server"]  # fixtures, used by name
@@ -536,3 +536,7 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
     assert "1 file pushed" in dvc(repo_a, "push", MODEL, env=s3_repo.env).stdout
     dvc(repo_c, "pull", MODEL, env=env)
     assert (repo_c / MODEL).read_bytes() == good
+
+
+def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
+    run_cache_round_trip(s3_repo.repo, git_clone(s3_repo.repo, tmp_path / "b"), s3_repo.env)

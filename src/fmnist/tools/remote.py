@@ -1,6 +1,8 @@
-"""`fmnist remote check`: does a DVC remote answer and take its credentials? One line says what is wrong if not.
+"""`fmnist remote`: does a DVC remote answer and take its credentials (one line says what is wrong if not), and
+sharing runs through it so that another machine restores them instead of training again.
 
     fmnist remote check [--set-default OPTION=VALUE ...] [REMOTE]   # default: the default remote
+    fmnist remote push [REMOTE]   # dvc push --run-cache, and the runs' metrics and plots (fmnist.tools.run_cache)
 
 Run in a DVC repository (.github/dvc-remote.sh runs it last). It only reads: for s3:// it lists the bucket, for
 ssh:// and other remotes it looks up the remote's directory. Exit status 0 with one line on stdout if the
@@ -101,6 +103,13 @@ def address(settings: dict[str, Any]) -> str:
     return (f"{user}@" if user else "") + url.hostname + (f":{port}" if port else "")
 
 
+def run_cache(fs: Any, path: str) -> str:
+    """Whether the remote at `path` holds DVC's run-cache (`runs/` beside `files/`), which CI restores runs from."""
+    if fs.exists(fs.join(path, "runs")):
+        return "it holds a run-cache (`dvc pull --run-cache` restores earlier runs)"
+    return "no run-cache yet: runs are not restored from it until `dvc push --run-cache` stores some"
+
+
 def timeout(signum: int, frame: Any) -> NoReturn:
     """SIGALRM: the remote took longer than the deadline."""
     raise TimeoutError(f"no answer within {DEADLINE} s")
@@ -141,18 +150,19 @@ def check(name: str | None, defaults: dict[str, str]) -> str:
                 fs.fs.retries = 1  # s3fs's retry loop around botocore's
                 bucket = path.split("/")[0]
                 fs.ls(bucket, detail=False)
-                return f"{label}: reachable, credentials accepted, bucket '{bucket}' exists"
-            found = fs.exists(path)
-            return f"{label}: reachable, credentials accepted, " + (
-                f"{path} exists" if found else f"{path} does not exist yet (`dvc push` creates it)"
-            )
+                return f"{label}: reachable, credentials accepted, bucket '{bucket}' exists; {run_cache(fs, path)}"
+            if not fs.exists(path):
+                return f"{label}: reachable, credentials accepted, {path} does not exist yet (`dvc push` creates it)"
+            return f"{label}: reachable, credentials accepted, {path} exists; {run_cache(fs, path)}"
     except Exception as exc:  # whatever DVC or the plugin raises: classified, never a traceback
         raise Problem(f"{label}: {diagnose(exc, protocol, where)}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`fmnist remote check [--set-default OPTION=VALUE ...] [REMOTE]`."""
+    """`fmnist remote check [--set-default OPTION=VALUE ...] [REMOTE]` and `fmnist remote push [REMOTE]`."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push_parser = actions.add_parser("push", help="dvc push --run-cache, so that other machines restore these runs")
+    push_parser.add_argument("remote", nargs="?", help="the remote's name (default: the default remote)")
     check_parser = actions.add_parser("check", help="check that a DVC remote answers and takes its credentials")
     check_parser.add_argument("remote", nargs="?", help="the remote's name (default: the default remote)")
     check_parser.add_argument(
@@ -165,7 +175,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the remote within DEADLINE seconds; print what was found (exit 0), or raise the Problem."""
+    """Push, or check the remote within DEADLINE seconds; print what was found (exit 0), or raise the Problem."""
+    if args.action == "push":
+        from fmnist.tools import run_cache
+
+        print(f"remote push: {run_cache.push(args.remote)} files sent, run records and their outputs")
+        return 0
     defaults = dict(pair.split("=", 1) for pair in args.set_default)
     logging.getLogger("dvc").setLevel(logging.CRITICAL)  # the one line below is the whole story
     signal.signal(signal.SIGALRM, timeout)
