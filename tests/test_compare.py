@@ -35,7 +35,7 @@ SPREAD = seeds([0.9359, 0.9323, 0.9339, 0.9350, 0.9331])  # sd 0.0014: seed nois
 
 def test_a_model_that_differs_as_much_as_a_seed_change_is_within_noise():
     head_wrong = np.concatenate([BASE_WRONG[:500], RNG.choice(np.setdiff1d(np.arange(N), BASE_WRONG), 150)])
-    top, _ = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", head_wrong))
+    top = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", head_wrong)).top
     assert top.startswith("**Test accuracy: `main` 0.9360 → workspace 0.9350 (-0.0010; 95% CI ")
     assert top.splitlines()[0].endswith(": within noise**")
     assert "150 right only at `main`, 140 only in the workspace" in top
@@ -44,7 +44,8 @@ def test_a_model_that_differs_as_much_as_a_seed_change_is_within_noise():
 
 def test_a_clearly_worse_model_is_worse_and_its_classes_are_named():
     worse_wrong = np.union1d(BASE_WRONG, np.arange(6000, 6400))  # 400 more mistakes, all on Shirt (class 6)
-    top, sections = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", worse_wrong))
+    found = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", worse_wrong))
+    top, sections = found.top, found.sections
     assert top.splitlines()[0].endswith(": worse**")
     per_class = dict(sections)["Per class (recall)"]
     assert per_class.startswith("Classes that moved beyond noise: Shirt.")
@@ -54,18 +55,18 @@ def test_a_clearly_worse_model_is_worse_and_its_classes_are_named():
 
 def test_without_a_seed_record_nothing_is_called_better_or_worse_and_the_way_to_settle_it_is_given():
     worse_wrong = np.union1d(BASE_WRONG, np.arange(6000, 6400))
-    top, _ = compare.comparison(side("`main`", BASE_WRONG), side("workspace", worse_wrong))
+    top = compare.comparison(side("`main`", BASE_WRONG), side("workspace", worse_wrong)).top
     assert top.splitlines()[0].endswith(": inconclusive**")
     assert "No seed record at `main`" in top and "To settle it: `fmnist seeds --n 5`" in top
 
 
 def test_different_environments_open_the_report_with_what_differs():
     bf16 = {**ENVIRONMENT, "kernels": "onednn/amx", "precision": "mixed_bfloat16"}
-    top, _ = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", BASE_WRONG, environment=bf16))
+    top = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", BASE_WRONG, environment=bf16)).top
     banner = top.splitlines()[0]
     assert banner.startswith("> **Different environments.**")
     assert "kernels eigen → onednn/amx; precision float32 → mixed_bfloat16" in banner
-    same, _ = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", BASE_WRONG))
+    same = compare.comparison(side("`main`", BASE_WRONG, SPREAD), side("workspace", BASE_WRONG)).top
     assert "Different environments" not in same
 
 
@@ -73,7 +74,7 @@ def test_two_seed_records_are_compared_when_the_head_has_its_own():
     head = compare.Side(
         "workspace", ACTUAL, predictions(BASE_WRONG), ENVIRONMENT, seeds([0.9410, 0.9402, 0.9415]), True
     )
-    _, sections = compare.comparison(side("`main`", BASE_WRONG, SPREAD), head)
+    sections = compare.comparison(side("`main`", BASE_WRONG, SPREAD), head).sections
     over_seeds = dict(sections)["Over seeds"]
     assert "`main` 0.9340 ± 0.0014 (n = 5) → workspace 0.9409 ± 0.0007 (n = 3)" in over_seeds
     assert "**better**" in over_seeds

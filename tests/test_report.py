@@ -231,7 +231,7 @@ def test_retrain_base_trains_the_base_again_here_in_a_worktree_and_compares_with
     headline = report_on(reseeded_copy, "--retrain-base").splitlines()[2]
     # The same machine as the committed run: the retrained base is the committed model again, image for image.
     assert headline.startswith(
-        f"**Test accuracy: `main` (retrained here) {accuracy_of(reseeded_copy, 'main'):.4f} → "
+        f"**Test accuracy: `main` (trained in this environment) {accuracy_of(reseeded_copy, 'main'):.4f} → "
         f"workspace {accuracy_of(reseeded_copy):.4f}"
     )
     assert run(["git", "worktree", "list"], reseeded_copy).stdout.count("\n") == 1  # the temporary one is gone

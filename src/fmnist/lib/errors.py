@@ -11,6 +11,12 @@ class PipelineError(Exception):
     exit_code = 1  # what the process exits with; subclasses may differ
 
 
+class VerdictRefused(PipelineError):
+    """A comparison's verdict is one the caller refuses (`--fail-on`): a gate, not a broken input."""
+
+    exit_code = 3
+
+
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 

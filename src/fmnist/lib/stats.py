@@ -111,9 +111,12 @@ def seed_noise(seed_sd: float) -> float:
     return SEED_NOISE_SIGMAS * math.sqrt(2) * seed_sd
 
 
+VERDICTS = ("better", "worse", "within noise", "inconclusive")  # the words of the verdict rule
+
+
 @dataclass(frozen=True)
 class Verdict:
-    word: str  # "better", "worse", "within noise" or "inconclusive"
+    word: str  # one of VERDICTS
     reason: str  # why, in a few words
     settle: bool = False  # whether more seeds (a seed record for the head) could change the answer
 

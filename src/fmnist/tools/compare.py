@@ -13,6 +13,7 @@ import numpy as np
 
 from fmnist.lib import files, runs, stats
 from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.tools import charts
 
 GUIDE = "docs/comparing-runs.md"
 SETTLE = (
@@ -31,6 +32,7 @@ class Side:
     environment: dict[str, Any] | None  # metrics/train/metrics.json's environment, None if not recorded
     seeds: Any  # metrics/seeds.json (parsed), None if there is none
     seeds_current: bool  # whether that seed record was measured for this side's code and params
+    curve: tuple[float, ...] = ()  # validation accuracy after each training epoch (dvclive's), () if unknown
 
     @property
     def right(self) -> np.ndarray:
@@ -49,6 +51,14 @@ def answers_from_confusion(text: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{files.CONFUSION_FILE} has a row that is not two class names ({exc})") from None
     found = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     return found[:, 0], found[:, 1]
+
+
+def curve_from_tsv(text: str | None) -> tuple[float, ...]:
+    """The values of a dvclive TSV (`step<TAB>value` rows under a header), () for none or a broken file."""
+    try:
+        return tuple(float(line.split("\t")[1]) for line in (text or "").strip().splitlines()[1:])
+    except (IndexError, ValueError):
+        return ()
 
 
 def signed(delta: float) -> str:
@@ -76,8 +86,9 @@ def environment_banner(base: Side, head: Side) -> str | None:
     )
 
 
-def headline(base: Side, head: Side) -> str:
-    """The first lines: both accuracies, the difference with its paired interval, the verdict and why."""
+def headline(base: Side, head: Side) -> tuple[str, stats.Verdict]:
+    """The first lines (both accuracies, the difference with its paired interval, the verdict and why), and the
+    verdict."""
     counts = stats.paired(base.right, head.right)
     low, high = stats.bootstrap_interval(counts)
     p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
@@ -97,7 +108,7 @@ def headline(base: Side, head: Side) -> str:
     ]
     if verdict.settle:
         lines.append(f"To settle it: {SETTLE}.")
-    return title + "\n\n" + "\n".join(f"- {line}" for line in lines)
+    return title + "\n\n" + "\n".join(f"- {line}" for line in lines), verdict
 
 
 def seed_line(base: Side, sd: float | None) -> str:
@@ -145,7 +156,36 @@ def per_class_table(base: Side, head: Side) -> str:
         if moved
         else "No class moved beyond noise (recall per class; ten paired tests, Holm-corrected)."
     )
-    return summary + "\n\n" + "\n".join(header + lines)
+    chart = charts.bar_chart(
+        f"Recall per class: {plain(head.name)} minus {plain(base.name)}", CLASS_NAMES, deltas, "Δ recall"
+    )
+    return "\n\n".join([summary, chart, "\n".join(header + lines)])
+
+
+def plain(name: str) -> str:
+    """A side's name without Markdown's backquotes, for a chart's title."""
+    return name.replace("`", "")
+
+
+def curves_section(base: Side, head: Side) -> str | None:
+    """Validation accuracy after each epoch, base and head: a chart and its table; None if a side has no curve."""
+    if not base.curve or not head.curve:
+        return None
+    epochs = [str(epoch) for epoch in range(1, max(len(base.curve), len(head.curve)) + 1)]
+    title = f"Validation accuracy per epoch: {plain(base.name)} (first line), {plain(head.name)} (second)"
+    chart = charts.line_chart(title, epochs, [base.curve, head.curve], "accuracy")
+    shown = [
+        f"| {epoch} | {f'{b:.4f}' if b is not None else '—'} | {f'{h:.4f}' if h is not None else '—'} |"
+        for epoch, b, h in zip(epochs, padded(base.curve, len(epochs)), padded(head.curve, len(epochs)), strict=True)
+    ]
+    table = [f"| epoch | {base.name} | {head.name} |", "|---|---|---|", *shown]
+    note = "After each epoch of training, without test-time augmentation (dvclive's `eval/accuracy`)."
+    return "\n\n".join([note, chart, "\n".join(table)])
+
+
+def padded(values: tuple[float, ...], length: int) -> list[float | None]:
+    """`values` followed by None up to `length` (a run that stopped early has fewer epochs)."""
+    return [*values, *([None] * (length - len(values)))]
 
 
 def seeds_comparison(base: Side, head: Side) -> str | None:
@@ -162,16 +202,29 @@ def seeds_comparison(base: Side, head: Side) -> str | None:
     )
 
 
-def comparison(base: Side, head: Side) -> tuple[str, list[tuple[str, str]]]:
-    """(the top of the report, its sections) for two sides that predicted the same test images."""
+@dataclass(frozen=True)
+class Comparison:
+    """The report's comparison of two sides."""
+
+    top: str  # the environment banner (if any) and the headline
+    sections: list[tuple[str, str]]  # (heading, Markdown)
+    verdict: stats.Verdict  # the headline's: on the test accuracy
+
+
+def comparison(base: Side, head: Side) -> Comparison:
+    """The comparison of two sides that predicted the same test images."""
     if not np.array_equal(base.actual, head.actual):
         raise ValueError(
             f"{base.name} and the {head.name} did not predict the same test images ({files.CONFUSION_FILE} "
             "differs in its actual column), so they cannot be compared image by image"
         )
-    top = "\n\n".join(part for part in (environment_banner(base, head), headline(base, head)) if part)
+    text, verdict = headline(base, head)
+    top = "\n\n".join(part for part in (environment_banner(base, head), text) if part)
     sections = [("Per class (recall)", per_class_table(base, head))]
+    curves = curves_section(base, head)
+    if curves:
+        sections.append(("Training curves", curves))
     over_seeds = seeds_comparison(base, head)
     if over_seeds:
         sections.insert(0, ("Over seeds", over_seeds))
-    return top, sections
+    return Comparison(top, sections, verdict)

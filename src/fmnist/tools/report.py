@@ -1,6 +1,6 @@
 """`fmnist report`: the pull-request review report, the same locally as in CI.
 
-    fmnist report [--base main] [--retrain-base] [--out report.md] [--plots-dir report/plots]
+    fmnist report [--base main] [--retrain-base] [--fail-on worse] [--out report.md] [--plots-dir report/plots]
 
 Compares the workspace with a base revision and writes report.md. First whether the test accuracy really changed:
 both accuracies, the difference with a paired 95% interval, McNemar's test on the test images that only one of
@@ -9,6 +9,9 @@ rule (docs/comparing-runs.md), per class too; a banner when the two models were 
 environments. Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the
 side-by-side plots of `dvc plots diff`. Everything it reads is committed (cache: false), so it needs no remote.
 Run it from the repository root after `dvc repro` (or `dvc pull`); report.md and report/ are git-ignored.
+
+Exit status: 0, the report is written; 1, it could not be (one line says why); 3, it is written and its verdict
+is one that --fail-on names (`--fail-on worse` is the pull-request check: .github/workflows/pr-report.yml).
 """
 
 import argparse
@@ -17,18 +20,21 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fmnist.lib import files, runs
 from fmnist.lib.dvc_cli import dvc
-from fmnist.lib.errors import PipelineError
-from fmnist.tools.compare import Side, answers_from_confusion, comparison, signed
+from fmnist.lib.errors import PipelineError, VerdictRefused
+from fmnist.lib.stats import VERDICTS, Verdict
+from fmnist.tools.compare import Side, answers_from_confusion, comparison, curve_from_tsv, signed
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full; per-class where changed
+SUMMARY_METRICS = (files.VAL_METRICS_FILE, files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     files.CONFUSION_FILE: "confusion matrix",
+    files.VAL_CONFUSION_FILE: "validation confusion matrix",
     files.TRAIN_PLOTS_DIR: "training curves",
     files.MISCLASSIFIED_PLOT: "misclassified test images",
     files.RANDOM_PREDICTIONS_PLOT: "random test predictions",
@@ -132,7 +138,7 @@ def read_side(name: str, read: Callable[[Path], str | None]) -> Side | None:
     recorded = seeds.get("seeds", {}).get("fingerprint") if isinstance(seeds, dict) else None
     current = recorded is not None and recorded == runs.fingerprint(read(files.DVC_LOCK_FILE))
     environment = runs.environment_of(runs.json_or_none(read(files.TRAIN_METRICS_FILE)))
-    return Side(name, actual, predicted, environment, seeds, current)
+    return Side(name, actual, predicted, environment, seeds, current, curve_from_tsv(read(files.VAL_CURVE_FILE)))
 
 
 class Reader:
@@ -148,22 +154,29 @@ class Reader:
         return file.read_text() if file.is_file() else None
 
 
-def retrained_base(rev: str) -> Side | None:
-    """The base revision trained and evaluated again on this machine, in a temporary git worktree.
+def retrained_base(rev: str, environment: dict[str, Any] | None) -> Side | None:
+    """The base revision trained and evaluated in `environment` (the workspace's), in a temporary git worktree.
 
-    The worktree shares this repository's DVC cache, so the data stages come from it; train and evaluate rerun
-    (--no-run-cache: not the results recorded on another machine). Costs one training run.
+    The worktree shares this repository's DVC cache. Where that cache (or its run-cache, which CI keeps between
+    runs) holds the base's outputs from a run in the same environment, they are used as they are; otherwise train
+    and evaluate run again here, with --no-run-cache: not the results recorded on another machine. Costs at most
+    one training run.
     """
     cache = Path(dvc("cache", "dir").stdout.strip()).resolve()
+    name = f"`{rev}` (trained in this environment)"
     with tempfile.TemporaryDirectory(prefix="fmnist-base-") as scratch:
         tree = Path(scratch) / "base"
         if git("worktree", "add", "--detach", str(tree), rev).returncode:
             raise PipelineError(f"could not check out {rev} in a temporary worktree; check `git worktree list`")
         try:
             dvc("cache", "dir", "--local", str(cache), cwd=tree)
-            print(f"report: retraining {rev} on this machine in {tree} (one training run)", flush=True)
-            dvc("repro", "--no-run-cache", "evaluate", cwd=tree, echo=True)
-            return read_side(f"`{rev}` (retrained here)", Reader(root=tree))
+            dvc("repro", "evaluate", cwd=tree, echo=True)  # from the cache where it can, else it runs here
+            side = read_side(name, Reader(root=tree))
+            if side is not None and side.environment != environment:
+                print(f"report: retraining {rev} on this machine in {tree} (one training run)", flush=True)
+                dvc("repro", "--force", "--no-run-cache", "--single-item", "train", "evaluate", cwd=tree, echo=True)
+                side = read_side(name, Reader(root=tree))
+            return side
         finally:
             git("worktree", "remove", "--force", str(tree))
             shutil.rmtree(tree, ignore_errors=True)
@@ -225,9 +238,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retrain-base",
         action="store_true",
-        help="retrain the base on this machine first, so that the comparison has no machine effect (one training)",
+        help="compare with the base trained in the workspace's environment: from the cache if it ran there "
+        "before, else retrained here (one training run); the comparison then has no machine effect",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: report.md)")
+    parser.add_argument(
+        "--fail-on",
+        action="append",
+        choices=[word.replace(" ", "-") for word in VERDICTS],
+        metavar="VERDICT",
+        help="exit with status 3 when the test-accuracy verdict is this one (repeatable): "
+        + ", ".join(word.replace(" ", "-") for word in VERDICTS),
+    )
     parser.add_argument(
         "--plots-dir",
         type=Path,
@@ -255,28 +277,39 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     ]
 
 
-def top_and_sections(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], str]:
-    """(the top of the report, the comparison's sections, a one-line summary for the terminal)."""
+def compared(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], Verdict | None]:
+    """(the top of the report, the comparison's sections, the verdict; None where the base cannot be compared)."""
     head_accuracy = workspace_accuracy()
     head = read_side("workspace", Reader())
-    base = retrained_base(rev) if retrain else read_side(f"`{rev}`", Reader(rev))
+    if retrain:
+        base = retrained_base(rev, head.environment if head is not None else None)
+    else:
+        base = read_side(f"`{rev}`", Reader(rev))
     if head is None or base is None:
         where = "the workspace" if head is None else f"`{rev}`"
         base_accuracy = runs.test_accuracy(runs.json_or_none(runs.committed_text(files.TEST_METRICS_FILE, rev)))
         why = f"{where} has no {files.CONFUSION_FILE}, the per-image predictions the comparison needs"
-        return fallback_headline(f"`{rev}`", base_accuracy, head_accuracy, why), [], f"{head_accuracy:.4f}"
+        return fallback_headline(f"`{rev}`", base_accuracy, head_accuracy, why), [], None
     try:
-        top, sections = comparison(base, head)
+        found = comparison(base, head)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
-    return top, sections, top.splitlines()[0].strip("*")
+    return found.top, found.sections, found.verdict
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; exit status 0."""
+    """Write the report; exit status 0, or 3 (VerdictRefused) when its verdict is one --fail-on names."""
     check_base(args.base)
-    top, sections, summary = top_and_sections(args.base, args.retrain_base)
+    top, sections, verdict = compared(args.base, args.retrain_base)
     text = build_report(top, sections + dvc_sections(args.base, args.plots_dir))
     files.write_bytes(args.out, text.encode())
+    summary = next(line for line in top.splitlines() if line.startswith("**")).strip("*")
     print(f"report: {summary} -> {args.out}, plots -> {args.plots_dir}/index.html")
+    refused = [word for word in args.fail_on or [] if verdict is not None and word == verdict.word.replace(" ", "-")]
+    if refused:
+        assert verdict is not None
+        raise VerdictRefused(
+            f"the verdict against {args.base} is {verdict.word} ({verdict.reason}), which --fail-on {refused[0]} "
+            f"refuses; the report is in {args.out}"
+        )
     return 0
