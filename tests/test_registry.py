@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fmnist.apps.registry import ARTIFACT
-from tests.helpers import VENV_BIN, copy_repo, dvc, git_commit, run, set_param
+from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, dvc, git_clone, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +128,77 @@ def test_the_release_workflow_reads_what_a_tag_says(registry):
     assert registration.stdout.splitlines() == [f"name={ARTIFACT}", "version=v1.0.0", "stage=", "event=registration"]
     bad = run([*parse_tag, "v1.0.0"], repo, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: v1.0.0 is not a GTO tag")
+
+
+# Promotion: a stage goes to a version only if the report's verdict against the version it holds is not "worse".
+
+
+@pytest.fixture(scope="module")
+def candidates(reproduced_repo, tmp_path_factory):
+    """A repository with three registered versions, its tags pushed to a bare origin: v1.0.0 (seed 0, with its
+    seed record), v1.1.0 (seed 1: a change of seed, no better, no worse) and v2.0.0 (learning rate 1e-5: it
+    barely leaves its random start)."""
+    root = tmp_path_factory.mktemp("candidates")
+    repo = copy_repo(reproduced_repo, root / "repo")
+    git_commit(repo, "first run")
+    run(
+        [str(VENV_BIN / "python"), "-m", "fmnist.cli", "seeds", "--n", "2"], repo, env={"PYTHONPATH": str(repo / "src")}
+    )
+    for version, key, value in (("v1.0.0", None, None), ("v1.1.0", "seed", 1), ("v2.0.0", "learning_rate", 0.00001)):
+        if key:
+            set_param(repo, "train", key, value)
+            dvc(repo, "repro")
+        git_commit(repo, f"model {version}")
+        gto(repo, "register", ARTIFACT, "--version", version)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], root)
+    run(["git", "remote", "add", "origin", str(root / "origin.git")], repo)
+    run(["git", "push", "-q", "--tags", "origin", "main"], repo)
+    return repo
+
+
+def fmnist_in(repo: Path, *args: str, check: bool = True):
+    """`fmnist ARGS` of `repo`'s own code, in `repo`."""
+    return run([str(VENV_BIN / "fmnist"), *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
+
+
+def prod_tags(repo: Path, remote: str | None = None) -> list[str]:
+    """The prod assignment tags of `repo`, or of its git remote `remote`."""
+    if remote is None:
+        return sorted(run(["git", "tag", "--list", f"{ARTIFACT}#prod#*"], repo).stdout.split())
+    listed = run(["git", "ls-remote", "--tags", remote, f"refs/tags/{ARTIFACT}#prod#*"], repo).stdout.splitlines()
+    return sorted(line.split("refs/tags/")[1] for line in listed if not line.endswith("^{}"))  # not peeled refs
+
+
+def test_promotion_refuses_a_worse_version_in_one_line_and_lets_an_equal_one_through(candidates, tmp_path):
+    repo = copy_repo(candidates, tmp_path / "repo")
+    first = fmnist_in(repo, "release", "promote", "--version", "v1.0.0").stdout
+    assert "v1.0.0 -> prod: the first version in it" in first
+    equal = fmnist_in(repo, "release", "promote", "--version", "v1.1.0").stdout
+    assert "v1.1.0 -> prod: within noise against v1.0.0" in equal
+    worse = fmnist_in(repo, "release", "promote", "--version", "v2.0.0", check=False)
+    assert worse.returncode == 3 and worse.stdout == ""
+    [line] = worse.stderr.strip().splitlines()
+    assert line.startswith(f"error: {ARTIFACT} v2.0.0 is worse than v1.1.0, which holds prod (p = ")
+    assert prod_tags(repo) == [f"{ARTIFACT}#prod#1", f"{ARTIFACT}#prod#2"]  # no third assignment
+    assert fmnist_in(repo, "release", "check-assignment", f"{ARTIFACT}#prod#2").stdout.startswith(
+        f"check-assignment: {ARTIFACT}#prod#2: v1.1.0 is within noise against v1.0.0"
+    )
+
+
+def release_step(name: str) -> str:
+    """The `run:` script of the release workflow's step `name`."""
+    steps = yaml.safe_load((REPO_ROOT / ".github/workflows/release.yml").read_text())["jobs"]["release"]["steps"]
+    return next(step["run"] for step in steps if step.get("name") == name)
+
+
+def test_a_worse_version_assigned_by_hand_loses_its_tag_in_the_release_workflow(candidates, tmp_path):
+    clone = git_clone(candidates.parent / "origin.git", tmp_path / "runner")  # what the workflow checks out
+    gto(clone, "assign", ARTIFACT, "--version", "v1.0.0", "--stage", "prod")
+    run(["git", "push", "-q", "origin", f"{ARTIFACT}#prod#1"], clone)
+    gto(clone, "assign", ARTIFACT, "--version", "v2.0.0", "--stage", "prod")  # by hand, then pushed
+    tag = f"{ARTIFACT}#prod#2"
+    run(["git", "push", "-q", "origin", tag], clone)
+    step = release_step("The version is not worse than the one the stage held")
+    result = run(["bash", "-e", "-c", step], clone, check=False, env={"TAG": tag, "PYTHONPATH": str(clone / "src")})
+    assert result.returncode == 3 and f"::error::{tag} assigned a version worse" in result.stdout
+    assert prod_tags(clone, "origin") == [f"{ARTIFACT}#prod#1"]  # prod is v1.0.0 again for everyone

@@ -1,22 +1,34 @@
-"""The release workflow's steps (.github/workflows/release.yml), runnable and testable on any machine.
+"""Promotion, and the release workflow's steps (.github/workflows/release.yml), runnable and testable anywhere.
 
-    fmnist release parse-tag TAG                                 name=, version=, stage=, event= (GITHUB_OUTPUT)
-    fmnist release smoke MODEL [--count 100]                     predict test images with MODEL; fail below 0.85
+    fmnist release promote --version V [--stage prod] [--fail-on worse]   assign the stage unless V is worse
+    fmnist release check-assignment TAG [--fail-on worse]   the same check for a stage assignment already tagged
+    fmnist release parse-tag TAG                             name=, version=, stage=, event= (GITHUB_OUTPUT)
+    fmnist release smoke MODEL [--count 100]                 predict test images with MODEL; fail below 0.85
     fmnist release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
+
+`promote` compares the version with the one the stage holds now, as `fmnist report` compares two commits (each
+commit's per-image test answers, plots/confusion.csv, and the seed spread recorded there, metrics/seeds.json),
+and assigns the stage (`gto assign`, a git tag: push it with `git push --tags`) only if the verdict is not one
+that --fail-on names; otherwise it stops with exit status 3 and one line. `check-assignment` judges a stage
+assignment tag that exists already (one pushed by hand) against the assignment before it: the workflow deletes
+a refused tag, so the stage goes back to the version it held.
 
 `card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, export.json).
 """
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
+from fmnist.lib import files
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.idx import RELEASE_FILES
+from fmnist.lib.stats import VERDICTS, Verdict
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -36,6 +48,84 @@ def parse_tag(tag: str, repo: str = ".") -> dict[str, str]:
         "stage": getattr(event, "stage", ""),
         "event": "assignment" if isinstance(event, Assignment) else "registration",
     }
+
+
+def version_commit(version: str, repo: str = ".") -> str:
+    """The commit that `fashion-cnn@VERSION` names."""
+    from gto.api import show
+
+    found = [v for v in show(repo, ARTIFACT) if v["version"] == version]
+    if not found:
+        raise PipelineError(f"{ARTIFACT} has no version {version}; `gto show {ARTIFACT}` lists them")
+    return str(found[0]["commit_hexsha"])
+
+
+def holder(stage: str, repo: str = ".", before_tag: str | None = None) -> str | None:
+    """The version that `stage` is assigned to now, or just before the assignment tag `before_tag`; None if none.
+
+    GTO names each assignment `fashion-cnn#STAGE#N`, N counting up: the highest N holds the stage.
+    """
+    tags = subprocess.run(
+        ["git", "tag", "--list", f"{ARTIFACT}#{stage}#*"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
+    numbered = sorted((int(tag.rsplit("#", 1)[1]), tag) for tag in tags if tag.rsplit("#", 1)[1].isdigit())
+    if before_tag is not None:
+        numbered = [(n, tag) for n, tag in numbered if tag != before_tag and n < int(before_tag.rsplit("#", 1)[1])]
+    return parse_tag(numbered[-1][1], repo)["version"] if numbered else None
+
+
+def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
+    """The report's verdict on version `candidate` against version `current`, from what each commit recorded."""
+    from fmnist.tools.compare import comparison
+    from fmnist.tools.report import Reader, read_side
+
+    base = read_side(f"{ARTIFACT} {current}", Reader(version_commit(current, repo)))
+    head = read_side(f"{ARTIFACT} {candidate}", Reader(version_commit(candidate, repo)))
+    if base is None or head is None:
+        missing = current if base is None else candidate
+        raise PipelineError(f"{ARTIFACT} {missing}'s commit has no {files.CONFUSION_FILE}: it cannot be compared")
+    try:
+        return comparison(base, head).verdict
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def refuse_if(verdict: Verdict, fail_on: list[str], candidate: str, current: str, stage: str) -> None:
+    """Raise VerdictRefused if `verdict` is one of `fail_on` (CLI spelling: within-noise)."""
+    if verdict.word.replace(" ", "-") in fail_on:
+        raise VerdictRefused(
+            f"{ARTIFACT} {candidate} is {verdict.word} than {current}, which holds {stage} ({verdict.reason}); "
+            f"not assigning {stage}: `fmnist report` between the two commits says more"
+        )
+
+
+def promote(version: str, stage: str, fail_on: list[str], repo: str = ".") -> str:
+    """Assign `stage` to `version` unless it is refused against the version the stage holds; what was done."""
+    from gto.api import assign
+
+    current = holder(stage, repo)
+    if current is not None and current != version:
+        verdict = judged(version, current, repo)
+        refuse_if(verdict, fail_on, version, current, stage)
+        why = f"{verdict.word} against {current} ({verdict.reason})"
+    else:
+        why = "the first version in it" if current is None else "it holds the stage already"
+    version_commit(version, repo)  # a clear line for an unknown version, before GTO's own message
+    assign(repo, ARTIFACT, stage, version=version, force=current == version)
+    return f"promote: {ARTIFACT} {version} -> {stage}: {why}; `git push --tags` publishes it"
+
+
+def check_assignment(tag: str, fail_on: list[str], repo: str = ".") -> str:
+    """Judge the stage assignment `tag` against the assignment before it; what was found."""
+    found = parse_tag(tag, repo)
+    if found["event"] != "assignment":
+        raise PipelineError(f"{tag} registers a version; only stage assignments (NAME#STAGE#N) are checked")
+    previous = holder(found["stage"], repo, before_tag=tag)
+    if previous is None or previous == found["version"]:
+        return f"check-assignment: {tag}: nothing to compare with, {found['version']} takes {found['stage']}"
+    verdict = judged(found["version"], previous, repo)
+    refuse_if(verdict, fail_on, found["version"], previous, found["stage"])
+    return f"check-assignment: {tag}: {found['version']} is {verdict.word} against {previous} ({verdict.reason})"
 
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
@@ -99,8 +189,21 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`fmnist release parse-tag | smoke | card`."""
+    """`fmnist release promote | check-assignment | parse-tag | smoke | card`."""
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    promote_parser = steps.add_parser("promote", help="assign a stage to a version, unless it is worse than the holder")
+    promote_parser.add_argument("--version", required=True, help="the registered version, e.g. v1.2.0")
+    promote_parser.add_argument("--stage", default="prod", help="the stage (default: prod)")
+    check = steps.add_parser("check-assignment", help="judge a stage assignment tag against the one before it")
+    check.add_argument("tag", help="e.g. fashion-cnn#prod#3")
+    for gated in (promote_parser, check):
+        gated.add_argument(
+            "--fail-on",
+            action="append",
+            choices=[word.replace(" ", "-") for word in VERDICTS],
+            metavar="VERDICT",
+            help="refuse with exit status 3 on this verdict (repeatable; default: worse)",
+        )
     steps.add_parser("parse-tag", help="what a GTO tag says, as name=value lines").add_argument("tag")
     smoke = steps.add_parser("smoke", help=f"classify test images with MODEL; fail below {SMOKE_MIN_ACCURACY:.0%}%")
     smoke.add_argument("model", type=Path)
@@ -113,7 +216,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one release step."""
-    if args.step == "parse-tag":
+    if args.step == "promote":
+        print(promote(args.version, args.stage, args.fail_on or ["worse"]))
+    elif args.step == "check-assignment":
+        print(check_assignment(args.tag, args.fail_on or ["worse"]))
+    elif args.step == "parse-tag":
         print("\n".join(f"{key}={value}" for key, value in parse_tag(args.tag).items()))
     elif args.step == "card":
         print(model_card(args.version, args.stage, args.commit), end="")
