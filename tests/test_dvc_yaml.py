@@ -41,8 +41,13 @@ EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.files
     ),
     "export": ({files.MODEL_FILE, files.PREPARED_DIR}, {files.EXPORT_DIR, files.EXPORT_METRICS_FILE}),
     "plot_errors": (
-        {files.PREPARED_DIR, files.PREDICTIONS_FILE},
-        {files.RANDOM_PREDICTIONS_PLOT, files.MISCLASSIFIED_PLOT, files.CONFUSED_PAIRS_PLOT},
+        {files.PREPARED_DIR, files.PREDICTIONS_FILE, files.TRAIN_PLOTS_DIR},
+        {
+            files.RANDOM_PREDICTIONS_PLOT,
+            files.MISCLASSIFIED_PLOT,
+            files.CONFUSED_PAIRS_PLOT,
+            files.TRAINING_CURVES_PLOT,
+        },
     ),
 }
 

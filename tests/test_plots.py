@@ -44,3 +44,16 @@ def test_misclassified_indices_and_seeded_sampling():
     first = sample_indices(np.arange(100), 10, seed=10)
     assert np.array_equal(first, sample_indices(np.arange(100), 10, seed=10)) and len(set(first)) == 10
     assert len(sample_indices(np.array([4, 7]), 10, seed=10)) == 2  # fewer candidates than asked for
+
+
+def test_training_curves_draw_train_and_validation_for_loss_and_accuracy(tmp_path):
+    curves = {"train": {"loss": [2.0, 1.2, 0.9], "accuracy": [0.5, 0.7, 0.8]}}
+    curves["validation"] = {"loss": [1.8, 1.1, 1.0], "accuracy": [0.55, 0.72, 0.78]}
+    fig = plots.training_curves(curves, "how it learned")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
+    assert [[list(line.get_ydata()) for line in ax.lines] for ax in fig.axes] == [
+        [curves["train"]["loss"], curves["validation"]["loss"]],
+        [curves["train"]["accuracy"], curves["validation"]["accuracy"]],
+    ]
+    save_figure(fig, tmp_path / "curves.png")
+    assert imread(tmp_path / "curves.png")[..., :3].std() > 0.05  # not blank

@@ -41,6 +41,7 @@ EXPORT_METRICS_FILE = Path("metrics/export.json")  # export
 RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
 MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
 CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
+TRAINING_CURVES_PLOT = Path("plots/training_curves.png")  # plot_errors
 SEEDS_FILE = Path("metrics/seeds.json")  # `fmnist seeds`: test accuracy of the current params over several seeds
 
 

@@ -1,12 +1,9 @@
-"""Figures of test predictions. Each function returns a matplotlib Figure; the caller saves it."""
+"""Figures of the model: its test predictions and how it learned. Each function returns a matplotlib Figure; the
+caller saves it. Figures are made without pyplot, so no display backend is chosen or needed."""
 
 import math
+from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -22,7 +19,8 @@ def prediction_grid(images: np.ndarray, true: np.ndarray, probabilities: np.ndar
     """
     columns = min(max(len(images), 1), 8)  # one empty cell when there is nothing to show
     rows = max(math.ceil(len(images) / columns), 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows + 0.5), squeeze=False)
+    fig = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.5))
+    axes = fig.subplots(rows, columns, squeeze=False)
     predicted = probabilities.argmax(axis=1)
     for ax in axes.flat:
         ax.axis("off")
@@ -37,7 +35,8 @@ def prediction_grid(images: np.ndarray, true: np.ndarray, probabilities: np.ndar
 
 def confused_pairs_chart(pairs: list[tuple[int, int, int]], support: np.ndarray, title: str) -> Figure:
     """Horizontal bars: for each (true, predicted, count), how many test images of `true` went to `predicted`."""
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(pairs), 1) + 1.2))
+    fig = Figure(figsize=(7, 0.45 * max(len(pairs), 1) + 1.2))
+    ax = fig.subplots()
     labels = [f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}" for t, p, _ in pairs]
     counts = [n for _, _, n in pairs]
     bars = ax.barh(range(len(pairs)), counts, color=WRONG_COLOR)
@@ -54,5 +53,22 @@ def confused_pairs_chart(pairs: list[tuple[int, int, int]], support: np.ndarray,
     ax.set_xlabel("misclassified test images (true → predicted)")
     ax.set_xlim(0, max(counts, default=1) * 1.45)
     ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> Figure:
+    """Loss and accuracy after each epoch, side by side; `curves` is {"train" | "validation": {"loss": [...],
+    "accuracy": [...]}}, one value per epoch."""
+    fig = Figure(figsize=(8, 3.2))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for name, color in (("train", "#0969da"), ("validation", WRONG_COLOR)):
+            values = curves[name][metric]
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=color, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,7 +1,8 @@
-"""Stage `plot_errors`: pictures of test predictions, for people.
+"""Stage `plot_errors`: pictures of the model for people: its test predictions, its mistakes, how it learned.
 
 Writes plots/random_predictions.png (a seeded random sample), plots/misclassified.png (a seeded sample of the
-errors) and plots/confused_pairs.png (which true -> predicted mistakes are most common).
+errors), plots/confused_pairs.png (which true -> predicted mistakes are most common) and
+plots/training_curves.png (loss and accuracy after each epoch, from the train stage's dvclive logs).
 """
 
 from pathlib import Path
@@ -35,6 +36,20 @@ def save_figure(fig: Figure, target: Path) -> None:
     fig.clear()
 
 
+def logged_curves() -> dict[str, dict[str, list[float]]]:
+    """{"train" | "validation": {"loss" | "accuracy": a value per epoch}} from dvclive's TSVs (step, value)."""
+    logged = {"train": "train", "validation": "eval"}  # dvclive's name for the validation split
+    return {
+        name: {
+            metric: np.loadtxt(
+                files.TRAIN_PLOTS_DIR / f"metrics/{folder}/{metric}.tsv", skiprows=1, usecols=1, ndmin=1
+            ).tolist()
+            for metric in ("loss", "accuracy")
+        }
+        for name, folder in logged.items()
+    }
+
+
 def main() -> None:
     params = load_params().plot_errors
     test = load_split("test")
@@ -60,6 +75,7 @@ def main() -> None:
         files.CONFUSED_PAIRS_PLOT: plots.confused_pairs_chart(
             pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"
         ),
+        files.TRAINING_CURVES_PLOT: plots.training_curves(logged_curves(), "Training, epoch by epoch"),
     }
     for target, fig in figures.items():
         save_figure(fig, target)

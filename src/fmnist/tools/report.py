@@ -39,6 +39,7 @@ PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     files.MISCLASSIFIED_PLOT: "misclassified test images",
     files.RANDOM_PREDICTIONS_PLOT: "random test predictions",
     files.CONFUSED_PAIRS_PLOT: "most confused pairs",
+    files.TRAINING_CURVES_PLOT: "training curves, as a picture",
 }
 TITLE = "## Pipeline report"
 
