@@ -21,6 +21,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import psutil
 import pytest
 import yaml
 from aiohttp import web
@@ -32,7 +33,6 @@ from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.nn.inference import InferenceParams
 from fmnist.nn.model import build_model
 from fmnist.nn.modelio import save_model
-from fmnist.tools.loadtest import stat_fields
 from fmnist.tools.predict_bench import photo_like_jpeg
 from tests.helpers import TINY_MODEL, VENV_BIN
 
@@ -205,8 +205,8 @@ def test_worker_processes_share_the_port_and_end_with_their_supervisor_however_i
 def alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, exited but not yet reaped, counts as ended)."""
     try:
-        return stat_fields(pid)[0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
