@@ -60,7 +60,7 @@ DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it
 RETRY_AFTER_S = 1  # what a 503 tells a client to wait: a full queue drains in well under a second
 BACKLOG = 128  # connections the kernel queues for the workers to accept
 # gunicorn's `timeout`: a worker silent for this long is killed and replaced. Its first heartbeat comes once it has
-# imported TensorFlow and loaded the model (5 s on an idle 2-core machine, up to a minute on a busy one); after that
+# imported TensorFlow and loaded the model (8-18 s seen on a busy 2-core machine, more on a busier one); after that
 # its event loop beats every second, so this only bounds a worker that hangs.
 BOOT_TIMEOUT_S = 120
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
