@@ -1,5 +1,6 @@
 """`fmnist serve`: the JSON API (good and bad requests, concurrent ones, faults) and the page, in a real server
-on 127.0.0.1; overload and deadlines with a fake model held mid-prediction, in-process."""
+on 127.0.0.1; its worker processes killed under load, stopped mid-request and orphaned; overload and deadlines with
+a fake model held mid-prediction, in-process."""
 
 import asyncio
 import base64
@@ -16,11 +17,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+import psutil
 import pytest
 import yaml
 from aiohttp import web
@@ -29,49 +32,57 @@ from PIL import Image
 from fmnist.apps import serve
 from fmnist.apps.predict import ChosenModel
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
+from fmnist.lib.process import free_port
 from fmnist.nn.inference import InferenceParams
 from fmnist.nn.model import build_model, save_model
-from fmnist.tools.loadtest import stat_fields
+from fmnist.tools import loadtest
 from fmnist.tools.predict_bench import photo_like_jpeg
 from tests.helpers import TINY_MODEL, VENV_BIN
+from tests.servers import wait_for
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
 DEADLINE_S = 2  # the test server's --deadline-s: a slow body is cut off after this
 HELD_S = 10  # bounds how long a fake model or decoder is held by a test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CLIENTS = 8  # concurrent clients of the test that kills a worker under load
+
+
+def tiny_model(directory: Path) -> Path:
+    """An untrained tiny model saved as `directory`/model.keras; its path."""
+    keras.utils.set_random_seed(0)
+    save_model(build_model(TINY_MODEL, seed=0), directory / "model.keras")
+    return directory / "model.keras"
+
+
+@contextlib.contextmanager
+def serving(workdir: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`fmnist serve` of `workdir`/model.keras on a free port, once it answers /healthz: yields (base URL, its
+    process), which gets SIGTERM at the end if still running. Its output goes to `workdir`/serve.log, which must
+    hold no traceback: faults are answered or logged in one line, never as a crash."""
+    port = free_port()
+    command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", *options]
+    url = f"http://127.0.0.1:{port}"
+    # A file, not a pipe: the access log of many requests would fill a pipe and block the server.
+    with (workdir / "serve.log").open("w+b") as log:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=log)
+        try:
+            loadtest.wait_until_healthy(url, process, log)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            process.wait(timeout=30)
+    assert "Traceback" not in (workdir / "serve.log").read_text()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`fmnist serve` with a tiny model on a free port; yields its base URL."""
     workdir = tmp_path_factory.mktemp("serve")
-    keras.utils.set_random_seed(0)
-    save_model(build_model(TINY_MODEL, seed=0), workdir / "model.keras")
-    port = free_port()
-    command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "flip"]
-    log = workdir / "serve.log"  # a file, not a pipe: the access log of many requests would fill a pipe and block
-    with log.open("wb") as out:
-        process = subprocess.Popen([*command, "--deadline-s", str(DEADLINE_S)], cwd=workdir, stdout=out, stderr=out)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("fmnist serve did not start listening within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-    assert "Traceback" not in log.read_text()  # faults are answered or logged in one line, never as a crash
+    tiny_model(workdir)
+    with serving(workdir, "--tta", "flip", "--deadline-s", str(DEADLINE_S)) as (url, _):
+        yield url
 
 
 def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, dict]:
@@ -171,42 +182,123 @@ def test_a_port_in_use_is_one_line_naming_the_fix_before_the_model_loads(tmp_pat
     assert result.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); {fix}\n"
 
 
+def test_a_damaged_model_is_one_line_naming_the_fix(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"not a zip")
+    port = free_port()
+    command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "none"]
+    result = subprocess.run([*command, "--workers", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: model.keras is damaged: it is not a readable .keras zip (File is not a zip file); "
+        "`dvc pull model.keras` restores the pipeline's, `dvc repro train` retrains it\n"
+    )
+
+
+def worker_pids(url: str, count: int, timeout: float = 90, besides: frozenset[int] = frozenset()) -> set[int]:
+    """The process ids of `count` workers not in `besides`, each seen answering /healthz (a new connection goes to
+    whichever worker accepts it first, so all of them answer before long)."""
+    seen: set[int] = set()
+
+    def all_answered() -> bool:
+        with contextlib.suppress(OSError):
+            seen.add(get_json(f"{url}/healthz")[1]["pid"])
+        return len(seen - besides) >= count
+
+    wait_for(all_answered, timeout, f"{count} workers answering /healthz", interval=0.05)
+    return seen - besides
+
+
+def children(pid: int) -> set[int]:
+    """The process ids of the children of process `pid` (of gunicorn's master: its workers)."""
+    return {child.pid for child in psutil.Process(pid).children()}
+
+
+def ended(pids: set[int]) -> bool:
+    """Whether every process in `pids` has ended (a zombie, exited but not yet reaped, counts as ended)."""
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class UnderLoad:
+    """A server in two worker processes with clients posting to it: what a test hurts, and what the clients got."""
+
+    url: str
+    master: subprocess.Popen  # gunicorn's
+    workers: set[int]
+    outcomes: Future[list[loadtest.Outcome]]  # once the clients are done
+
+
+@contextlib.contextmanager
+def two_workers_under_load(workdir: Path, garments, seconds: float) -> Iterator[UnderLoad]:
+    """`fmnist serve --workers 2` with a tiny model, and 8 clients posting photos to it (10% bad) for `seconds`, from
+    2 s before the block."""
+    tiny_model(workdir)
+    requests = loadtest.payloads(garments["t10k-images-idx3-ubyte"][:50], bad_fraction=0.1)
+    with serving(workdir, "--tta", "none", "--workers", "2") as (url, master), ThreadPoolExecutor(1) as clients:
+        workers = worker_pids(url, 2)
+        outcomes = clients.submit(asyncio.run, loadtest.load(f"{url}/predict", CLIENTS, seconds, requests))
+        time.sleep(2)
+        yield UnderLoad(url, master, workers, outcomes)
+
+
+def sent_before(outcomes: list[loadtest.Outcome], moment: float) -> tuple[list[loadtest.Outcome], ...]:
+    """(the requests sent before `moment` (time.perf_counter), those sent from then on)."""
+    return [o for o in outcomes if o.started < moment], [o for o in outcomes if o.started >= moment]
+
+
+def as_they_should(outcomes: list[loadtest.Outcome]) -> bool:
+    """Whether every good request got 200 and every bad one a 4xx."""
+    return all(o.status == 200 if o.good else o.status is not None and 400 <= o.status < 500 for o in outcomes)
+
+
 @pytest.mark.slow
-def test_worker_processes_share_the_port_and_end_with_their_supervisor_however_it_ends(tmp_path, garment_jpeg):
-    keras.utils.set_random_seed(0)
-    save_model(build_model(TINY_MODEL, seed=0), tmp_path / "model.keras")
-    for ending in (signal.SIGTERM, signal.SIGKILL):  # Ctrl-C or a service manager's stop; a crash or the OOM killer
-        port = free_port()
-        command = [str(VENV_BIN / "fmnist"), "serve", "--port", str(port), "--model", "model.keras", "--tta", "none"]
-        log = (tmp_path / "serve.log").open("wb")
-        supervisor = subprocess.Popen([*command, "--workers", "2"], cwd=tmp_path, stdout=log, stderr=log)
-        try:
-            # Each urlopen is a new connection, taken by whichever worker accepts first: both answer before long.
-            workers: set[int] = set()
-            deadline = time.monotonic() + 90
-            while len(workers) < 2 and time.monotonic() < deadline:
-                with contextlib.suppress(OSError):
-                    workers.add(get_json(f"http://127.0.0.1:{port}/healthz")[1]["pid"])
-            assert len(workers) == 2, (tmp_path / "serve.log").read_text()
-            assert post(f"http://127.0.0.1:{port}/predict", garment_jpeg)[0] == 200
-            supervisor.send_signal(ending)
-            assert supervisor.wait(timeout=60) == (0 if ending == signal.SIGTERM else -signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert not any(alive(pid) for pid in workers), f"workers still running after {ending.name}"
-        finally:
-            supervisor.kill()
-            log.close()
-    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+def test_a_worker_killed_under_load_fails_only_its_own_requests_and_is_replaced(tmp_path, garments):
+    """Of the requests sent before the worker died, only those it held get no answer; every one sent after gets its
+    answer from the other worker; gunicorn forks a new worker at once, which answers once it has loaded TensorFlow
+    and the model."""
+    with two_workers_under_load(tmp_path, garments, seconds=10) as server:
+        victim = psutil.Process(min(server.workers))
+        victim.kill()
+        victim.wait(timeout=10)
+        died = time.perf_counter()  # its connections are closed from here on
+        wait_for(lambda: len(children(server.master.pid)) == 2, 5, "two worker processes again")
+        new = worker_pids(server.url, 1, timeout=60, besides=frozenset(server.workers))
+        outcomes = server.outcomes.result(timeout=60)
+        assert children(server.master.pid) == (server.workers - {victim.pid}) | new and server.master.poll() is None
+    before, after = sent_before(outcomes, died)
+    unanswered = [o for o in before if o.status is None]
+    assert len(unanswered) <= CLIENTS  # at most the one request each client had in flight
+    assert as_they_should([o for o in before if o.status is not None])
+    assert len(after) > 100 and as_they_should(after)
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie, exited but not yet reaped, counts as ended)."""
-    try:
-        return stat_fields(pid)[0] != "Z"
-    except FileNotFoundError:
-        return False
+@pytest.mark.slow
+def test_sigterm_under_load_answers_every_request_sent_before_it_then_exits_0(tmp_path, garments):
+    """The workers finish what they hold and the server exits 0. A request sent after the signal is answered (the
+    workers stop within a second) or finds the server closed, never a 5xx."""
+    with two_workers_under_load(tmp_path, garments, seconds=6) as server:
+        stopped = time.perf_counter()
+        server.master.send_signal(signal.SIGTERM)
+        assert server.master.wait(timeout=30) == 0 and ended(server.workers)
+        outcomes = server.outcomes.result(timeout=60)
+    before, after = sent_before(outcomes, stopped)
+    assert any(o.started + o.seconds > stopped for o in before)  # some were in the server's hands at the signal
+    assert as_they_should(before)
+    assert all(o.status is None or o.status < 500 for o in after) and after[-1].status is None  # closed by then
+
+
+@pytest.mark.slow
+def test_workers_stop_by_themselves_when_their_master_is_killed(tmp_path):
+    tiny_model(tmp_path)
+    with serving(tmp_path, "--tta", "none", "--workers", "2") as (url, master):
+        workers = worker_pids(url, 2)
+        master.kill()  # a crash or the OOM killer: nobody tells the workers
+        assert master.wait(timeout=10) == -signal.SIGKILL
+        wait_for(lambda: ended(workers), 30, "the workers of a killed master ending")
 
 
 def test_the_batching_and_load_settings_are_command_line_options_checked_on_the_way_in(capsys):

@@ -63,12 +63,11 @@ def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmnist` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    process.configure()  # before any verb loads TensorFlow
+    process.configure()  # before any verb loads TensorFlow (each does so with process.load_tensorflow)
     hide_dependency_warnings()  # before the verb's module imports them
-    with process.quiet_tensorflow():  # verbs load TensorFlow when they need it, after checking their arguments
-        args = parser(argv).parse_args(argv)
-        args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
-        run_stage(lambda: sys.exit(args.run(args)))
+    args = parser(argv).parse_args(argv)
+    args.command = " ".join(["fmnist", *argv])  # the command line as typed, for tools that print how they ran
+    run_stage(lambda: sys.exit(args.run(args)))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from PIL import Image
 
 from fmnist.apps import registry
 from fmnist.apps.photo import UnusableImage, decode
-from fmnist.lib import files
+from fmnist.lib import files, process
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import TTA, InferenceParams, load_params
@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.top <= len(CLASS_NAMES) - 1:
         raise PipelineError(f"--top must be between 0 and {len(CLASS_NAMES) - 1}, got {args.top}")
     choice = chosen_model(args)
+    process.load_tensorflow()
     from fmnist.nn.inference import Predictor  # TensorFlow loads only once the arguments are known to be sound
     from fmnist.nn.model import load_model
 

@@ -15,9 +15,10 @@ stops arriving, or a server that cannot keep up) gets 504 and its connection is 
 headers take as long. `GET /healthz` answers without the model.
 
 One process serves at most about one core's worth of requests (Python holds one lock while it parses HTTP and
-prepares images). `--workers N` starts N server processes instead, each with its own copy of the model, taking
-connections from one socket that this process opened; it stops them when it is stopped, and each stops by
-itself if this process dies.
+prepares images), so the server runs `--workers` processes under gunicorn (aiohttp.GunicornWebWorker), each
+loading its own copy of the model after the fork, all taking connections from the one socket that this process
+opened. gunicorn replaces a worker that dies; SIGTERM or Ctrl-C lets the workers finish the requests they hold,
+then ends them and exits 0; a worker whose gunicorn master dies stops by itself.
 """
 
 import argparse
@@ -25,19 +26,16 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
-import json
 import logging
+import math
+import multiprocessing
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,12 +44,13 @@ from typing import Any
 import numpy as np
 import yaml
 from aiohttp import BodyPartReader, web
+from gunicorn.app.base import BaseApplication
 from PIL import Image
 
 from fmnist.apps.batcher import MicroBatcher, Overloaded
 from fmnist.apps.photo import UnusableImage, decode
 from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
-from fmnist.lib import files, runs
+from fmnist.lib import files, process, runs
 from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams
@@ -59,6 +58,11 @@ from fmnist.lib.params import InferenceParams
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes and resizes
 RETRY_AFTER_S = 1  # what a 503 tells a client to wait: a full queue drains in well under a second
+BACKLOG = 128  # connections the kernel queues for the workers to accept
+# gunicorn's `timeout`: a worker silent for this long is killed and replaced. Its first heartbeat comes once it has
+# imported TensorFlow and loaded the model (8-18 s seen on a busy 2-core machine, more on a busier one); after that
+# its event loop beats every second, so this only bounds a worker that hangs.
+BOOT_TIMEOUT_S = 120
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("fmnist.apps.serve")
 
@@ -289,7 +293,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes, each with its own copy of the model (about 0.6 GB each); one per core serves the "
         "most requests (default: %(default)s)",
     )
-    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     parser.add_argument(
         "--max-batch",
         type=positive(int),
@@ -320,7 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket listening on host:port; a PipelineError naming the fix if it cannot be opened."""
     try:
-        return socket.create_server((host, port), backlog=128)
+        return socket.create_server((host, port), backlog=BACKLOG)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise PipelineError(
@@ -328,102 +331,100 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def serve_forever(listener: socket.socket, spec: dict[str, Any], announce: str | None = None) -> None:
-    """Load the model, print `announce` if given, then answer requests on `listener` until interrupted (`spec`:
-    what `run` decided, as JSON)."""
+@dataclass(frozen=True)
+class Served:
+    """What each worker process serves: the model file, how it predicts, its provenance and the limits."""
+
+    model: Path
+    inference: InferenceParams
+    provenance: dict[str, Any]
+    limits: Limits
+    workers: int  # worker processes on this machine: they share its cores
+
+
+def loaded_predictor(model: Path, inference: InferenceParams, threads: int) -> Predict:
+    """The model's predictor on at most `threads` TensorFlow threads, its graph traced. Imports TensorFlow: only
+    in a process that forks no workers (TensorFlow does not survive a fork once loaded: benoitc/gunicorn#2369)."""
+    process.load_tensorflow()
+    import tensorflow as tf
+
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model
 
-    limits = Limits(**spec["limits"])
-    predict = Predictor(load_model(Path(spec["model"])), InferenceParams(**spec["inference"]))
+    # Before TensorFlow's first operation, which sizes its thread pools (one thread per core by default).
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    predict = Predictor(load_model(model), inference)
     predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if announce:
-        print(announce, flush=True)
-    app = create_app(predict, spec["provenance"], limits)
-    # keepalive_timeout: a connection idle, or still sending its headers (before any handler, so before the
-    # deadline middleware), is closed after the deadline too, not after aiohttp's 75 s.
-    web.run_app(app, sock=listener, print=None, keepalive_timeout=limits.deadline_s)
+    return predict
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM reached the process that supervises the workers."""
+def _loads(model: Path, inference: InferenceParams) -> None:
+    """Load and trace the model, then drop it (what check_model's child process does)."""
+    loaded_predictor(model, inference, threads=1)
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
+def check_model(model: Path, inference: InferenceParams) -> None:
+    """Load and trace the model once in a child process, so that a bad model is one error line (its PipelineError,
+    raised here) before any worker starts, while TensorFlow stays out of this process, which forks the workers."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+        child.submit(_loads, model, inference).result()
 
 
-def supervise(listener: socket.socket, spec: dict[str, Any], count: int, announce: str) -> int:
-    """Run `count` worker processes on `listener` until this process is stopped (0) or a worker exits (1).
+async def worker_app(served: Served) -> web.Application:
+    """The application of one worker process, built after gunicorn forked it: its own model and TensorFlow, on its
+    share of the cores (N workers that each used every core would slow each other down)."""
+    from fmnist.nn.machine import usable_cores
 
-    Each worker gets `spec` as one JSON line on its stdin, which then stays open: its end tells the worker that
-    this process is gone, however it died.
-    """
-    fd = listener.fileno()
-    command = [sys.executable, "-m", "fmnist.cli", "serve", "--worker-fd", str(fd)]
-    workers: list[subprocess.Popen[bytes]] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stop)
-    try:
-        for _ in range(count):
-            worker = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(fd,))
-            assert worker.stdin is not None
-            worker.stdin.write(json.dumps(spec).encode() + b"\n")
-            worker.stdin.flush()
-            workers.append(worker)
-        print(announce, flush=True)
-        while all(worker.poll() is None for worker in workers):
-            time.sleep(0.5)
-        ended = next(worker for worker in workers if worker.poll() is not None)
-        raise PipelineError(f"a worker process exited with status {ended.returncode} (its error is above); stopping")
-    except _Stopped:
-        return 0
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+    threads = max(1, usable_cores() // served.workers)
+    predict = loaded_predictor(served.model, served.inference, threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # this module's log lines, on stderr
+    return create_app(predict, served.provenance, served.limits)
 
 
-def exit_with_supervisor() -> None:
-    """In a worker: wait for the end of stdin (the supervisor is gone), then stop as on SIGTERM."""
-    while os.read(sys.stdin.fileno(), 4096):  # the raw descriptor: Python's buffered stdin must stay free for exit
-        pass
-    os.kill(os.getpid(), signal.SIGTERM)
+class GunicornServer(BaseApplication):
+    """`fmnist serve`'s worker processes under gunicorn's arbiter, which replaces a worker that exits, and on SIGTERM
+    stops taking connections, lets the workers finish the requests they hold, and exits 0."""
 
+    def __init__(self, served: Served, listening_fd: int) -> None:
+        self.served, self.listening_fd = served, listening_fd  # gunicorn takes the descriptor over and closes it
+        super().__init__()
 
-def run_worker(fd: int) -> int:
-    """One worker process of `--workers N`: the settings from stdin, the socket inherited as `fd`."""
-    spec = json.loads(sys.stdin.buffer.readline())
-    threading.Thread(target=exit_with_supervisor, daemon=True).start()
-    serve_forever(socket.socket(fileno=fd), spec)
-    return 0
+    def load_config(self) -> None:
+        """gunicorn's settings, from `fmnist serve`'s."""
+        deadline_s = self.served.limits.deadline_s
+        settings = {
+            "bind": [f"fd://{self.listening_fd}"],  # the socket `run` opened: a port in use is one error line
+            "workers": self.served.workers,
+            "worker_class": "aiohttp.GunicornWebWorker",
+            "timeout": BOOT_TIMEOUT_S,
+            # After SIGTERM the master waits this long before it kills the workers. A worker notices the signal
+            # within a second, then gives the requests it holds 95% of this to finish (aiohttp's shutdown_timeout):
+            # more than the deadline, after which every request has its answer.
+            "graceful_timeout": math.ceil(deadline_s / 0.95) + 2,
+            # aiohttp's keepalive_timeout (whole seconds here): a connection idle, or still sending its headers
+            # (before any handler, so before the deadline middleware), is closed after the deadline too.
+            "keepalive": max(1, math.ceil(deadline_s)),
+            "accesslog": "-",  # a line per request on stdout: how the server is watched
+            "control_socket_disable": True,  # one socket path per user, which a second server would contend for
+        }
+        for name, value in settings.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Callable[[], Awaitable[web.Application]]:
+        """What each worker calls, after the fork, for its application."""
+        return functools.partial(worker_app, self.served)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model once per process, then serve until interrupted."""
-    if args.worker_fd is not None:
-        return run_worker(args.worker_fd)
+    """Open the port, check the model, then serve with `--workers` processes until stopped (exit status 0)."""
     limits = Limits(args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s)
     choice = chosen_model(args)
     listener = listening_socket(args.host, args.port)
+    check_model(choice.path, choice.inference)
+    served = Served(choice.path, choice.inference, provenance(choice), limits, args.workers)
     port = listener.getsockname()[1]  # the one chosen, for --port 0
-    workers = f" in {args.workers} worker processes" if args.workers > 1 else ""
-    spec = {
-        "model": str(choice.path),
-        "inference": dataclasses.asdict(choice.inference),
-        "provenance": provenance(choice),
-        "limits": dataclasses.asdict(limits),
-    }
-    announce = f"serving {choice.path} on http://{args.host}:{port}/{workers} (Ctrl-C stops)"
-    if args.workers > 1:
-        return supervise(listener, spec, args.workers, announce)
-    serve_forever(listener, spec, announce)
+    workers = "1 worker process" if args.workers == 1 else f"{args.workers} worker processes"
+    print(f"serving {choice.path} on http://{args.host}:{port}/ in {workers} (Ctrl-C stops)", flush=True)
+    GunicornServer(served, listener.detach()).run()  # gunicorn's arbiter ends the process: 0 after SIGTERM, Ctrl-C
     return 0

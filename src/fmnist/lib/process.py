@@ -86,6 +86,13 @@ def quiet_tensorflow() -> Iterator[None]:
         filter_process.wait()
 
 
+def load_tensorflow() -> None:
+    """Import TensorFlow and Keras now, with their start-up notices filtered: what a command that loads them only
+    once its arguments are known to be sound calls first."""
+    with quiet_tensorflow():
+        import keras  # noqa: F401  (it imports TensorFlow)
+
+
 def filter_lines(level: int, lines: Iterator[bytes]) -> Iterator[bytes]:
     """The lines to keep: all but Abseil's preamble and its lines whose severity (I, W, E: 0, 1, 2) is below
     `level`. Fatal lines (F) always pass."""

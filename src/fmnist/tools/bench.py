@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from fmnist.lib import files, runs
+from fmnist.lib import files, process, runs
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import load_params, parse_params
@@ -108,6 +108,7 @@ def epochs_run(workspace: Path) -> int:
 
 def split_accuracy(workspace: Path, split: str) -> tuple[float, int]:
     """(accuracy on `split`, parameters) of the model the workspace trained, predicted as `evaluate` predicts."""
+    process.load_tensorflow()
     from fmnist.nn.inference import Predictor  # TensorFlow, only once the runs are done
     from fmnist.nn.model import load_model
 

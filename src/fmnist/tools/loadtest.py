@@ -10,7 +10,7 @@ images (data/prepared, else Debian's copy of the release), and every tenth reque
 (not an image, truncated, empty, blank), which must get a 4xx. Latency percentiles are of the good requests.
 The table names the machine and how much CPU other processes used meanwhile (they share the cores). Then the
 same model predicts the 10,000 test images in process, for the ratio. Exit status 1 if a good request failed
-or a bad one got anything but a 4xx.
+or a bad one got anything but a 4xx. Memory, CPU times and the server's processes come from psutil (Linux, macOS).
 """
 
 import argparse
@@ -21,14 +21,13 @@ import itertools
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,22 +36,27 @@ from typing import IO
 
 import aiohttp
 import numpy as np
+import psutil
 from PIL import Image
 
 from fmnist.apps.predict import TTA_CHOICES
-from fmnist.lib import files
+from fmnist.lib import files, process
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.files import DEBIAN_DIR
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.params import TTA
+from fmnist.lib.process import free_port
+from fmnist.nn.machine import cpu_model
 from fmnist.tools.predict_bench import varied_photo
 
 PHOTOS = 500  # distinct good JPEGs, cycled through
 WARM_UP_S = 3.0  # before each measured run: connections opened, thread pools and caches warm
 START_TIMEOUT_S = 120  # importing TensorFlow and loading the model on a busy 2-core machine
 REQUEST_TIMEOUT_S = 30  # a request unanswered after this counts as a failure
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
+# The fields of psutil.cpu_times() that count as busy: all but idle and iowait (Linux has them all, macOS the
+# first three; Linux's guest times are already inside user).
+BUSY_CPU_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,12 @@ class Payload:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one request got: its HTTP status (None: no answer) and the seconds it took."""
+    """What one request got: its HTTP status (None: no answer), when it was sent (time.perf_counter) and the
+    seconds it took."""
 
     good: bool
     status: int | None
+    started: float
     seconds: float
 
 
@@ -89,27 +95,19 @@ class Summary:
     extra: dict[str, str] = field(default_factory=dict)  # measured around the run: memory, CPU
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank q-th percentile (0 < q <= 100): the smallest value with at least q% of values <= it."""
-    if not values:
-        return math.nan
-    if not 0 < q <= 100:
-        raise ValueError(f"q must be in (0, 100], got {q}")
-    ordered = sorted(values)
-    return ordered[math.ceil(q / 100 * len(ordered)) - 1]
-
-
 def summarize(outcomes: Sequence[Outcome], clients: int, seconds: float) -> Summary:
     """The figures of one run of `clients` clients over `seconds`."""
     latencies = [o.seconds * 1000 for o in outcomes if o.good and o.status == 200]
+    # Nearest rank: the smallest latency with at least q% of them at or below it (a latency some request had).
+    p50, p99 = np.percentile(latencies, [50, 99], method="inverted_cdf") if latencies else (math.nan, math.nan)
     errors = Counter("no answer" if o.status is None else str(o.status) for o in outcomes if o.status != 200)
     return Summary(
         clients=clients,
         seconds=seconds,
         requests=len(outcomes),
         per_second=len(outcomes) / seconds,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
+        p50_ms=float(p50),
+        p99_ms=float(p99),
         errors=dict(sorted(errors.items())),
         good_failed=sum(o.good and o.status != 200 for o in outcomes),
         bad_not_4xx=sum(not o.good and not (o.status is not None and 400 <= o.status < 500) for o in outcomes),
@@ -195,7 +193,7 @@ async def client(session: aiohttp.ClientSession, url: str, requests: Iterator[Pa
                 status: int | None = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError):
             status = None
-        outcomes.append(Outcome(payload.good, status, time.perf_counter() - start))
+        outcomes.append(Outcome(payload.good, status, start, time.perf_counter() - start))
     return outcomes
 
 
@@ -208,86 +206,49 @@ async def load(url: str, clients: int, seconds: float, requests: Iterator[Payloa
     return [outcome for run in runs for outcome in run]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of process `pid` in MB (VmRSS of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise PipelineError(f"process {pid} has no VmRSS (has it exited?)")
+def server_processes(pid: int) -> list[psutil.Process]:
+    """Process `pid` and every process descended from it (`fmnist serve`: gunicorn's master and its workers)."""
+    server = psutil.Process(pid)
+    return [server, *server.children(recursive=True)]
 
 
-def stat_fields(pid: int | str = "self") -> list[str]:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces): [state, ppid, ...], i.e. the
-    line's fields 3 onwards."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def rss_mb(processes: Sequence[psutil.Process]) -> float:
+    """The resident memory of `processes`, added up, in MB."""
+    return sum(p.memory_info().rss for p in processes) / 2**20
 
 
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
-    fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of the whole line
+def cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    """User + system CPU seconds that `processes` have used so far, all their threads, added up."""
+    return sum(times.user + times.system for times in (p.cpu_times() for p in processes))
 
 
 def machine_cpu_seconds() -> float:
-    """CPU seconds every process on the machine has used, all cores, since boot (/proc/stat, idle excluded)."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (
-        int(v) for v in Path("/proc/stat").read_text().split()[1:9]
-    )
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
-
-
-def descendants(pid: int, parent_of: Mapping[int, int]) -> list[int]:
-    """`pid` first, then every process descended from it, given each process's parent {pid: parent pid}."""
-    children: dict[int, list[int]] = {}
-    for child, parent in parent_of.items():
-        children.setdefault(parent, []).append(child)
-    tree, pending = [], [pid]
-    while pending:
-        tree.append(current := pending.pop())
-        pending += sorted(children.get(current, []), reverse=True)
-    return tree
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process descended from it (`fmnist serve --workers N` runs N children), from /proc."""
-    parent_of = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int(stat_fields(entry.name)[1])
-            except (OSError, IndexError, ValueError):  # the process ended meanwhile
-                continue
-    return descendants(pid, parent_of)
+    """CPU seconds every process on the machine has used, all cores, since boot (idle and iowait excluded)."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in BUSY_CPU_FIELDS)
 
 
 def measure(url: str, server_pid: int, clients: int, seconds: float, requests: Iterator[Payload]) -> Summary:
     """One warmed-up run, with the server's memory and the CPU of the server, this client and everyone else (the
-    server: its process and any worker processes)."""
+    server: its process and its worker processes)."""
     asyncio.run(load(url, clients, WARM_UP_S, requests))
-    server_pids = process_tree(server_pid)
-    rss_start, machine_start = sum(map(rss_mb, server_pids)), machine_cpu_seconds()
-    server_start, client_start = sum(map(cpu_seconds, server_pids)), cpu_seconds()
+    server, client = server_processes(server_pid), [psutil.Process()]
+    rss_start, machine_start = rss_mb(server), machine_cpu_seconds()
+    server_start, client_start = cpu_seconds(server), cpu_seconds(client)
     began = time.monotonic()
     outcomes = asyncio.run(load(url, clients, seconds, requests))
     elapsed = time.monotonic() - began  # a little over `seconds`: the last requests finish
-    server, ours = sum(map(cpu_seconds, server_pids)) - server_start, cpu_seconds() - client_start
-    others = machine_cpu_seconds() - machine_start - server - ours
-    rss_end = sum(map(rss_mb, server_pids))
+    served, ours = cpu_seconds(server) - server_start, cpu_seconds(client) - client_start
+    others = machine_cpu_seconds() - machine_start - served - ours
+    rss_end = rss_mb(server)
     extra = {
         "server RSS start → end (MB)": f"{rss_start:.0f} → {rss_end:.0f} ({(rss_end / rss_start - 1) * 100:+.1f}%)",
         "CPU cores used: server / clients / other processes": (
-            f"{server / elapsed:.2f} / {ours / elapsed:.2f} / {max(others, 0) / elapsed:.2f}"
+            f"{served / elapsed:.2f} / {ours / elapsed:.2f} / {max(others, 0) / elapsed:.2f}"
         ),
-        "server CPU per request (ms)": f"{server / max(len(outcomes), 1) * 1000:.1f}",
+        "server CPU per request (ms)": f"{served / max(len(outcomes), 1) * 1000:.1f}",
     }
     return dataclasses.replace(summarize(outcomes, clients, elapsed), extra=extra)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -323,6 +284,8 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes
 def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
     """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
     from fmnist.apps.predict import workspace_inference
+
+    process.load_tensorflow()
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model
 
@@ -335,12 +298,10 @@ def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
 
 def machine() -> str:
     """CPU model, cores, Python and date, for the line above the table."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores, Python "
+        f"{cpu_model()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {date}; load average before the run {load}"
     )
 

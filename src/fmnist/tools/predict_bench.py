@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist.lib import files
+from fmnist.lib import files, process
 from fmnist.lib.dataset import CLASS_NAMES, load_split
 
 
@@ -65,6 +65,8 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
     from fmnist.apps.predict import workspace_inference
+
+    process.load_tensorflow()
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
-from fmnist.lib import files
+from fmnist.lib import files, process
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.idx import RELEASE_FILES
@@ -131,6 +131,8 @@ def check_assignment(tag: str, fail_on: list[str], repo: str = ".") -> str:
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the model file on a few images (N, 28, 28, 1), as `fmnist predict` here would predict them."""
     from fmnist.apps.predict import workspace_inference
+
+    process.load_tensorflow()
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model
 
