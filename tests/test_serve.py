@@ -30,7 +30,7 @@ from aiohttp import web
 from PIL import Image
 
 from fmnist.apps import serve
-from fmnist.apps.predict import ChosenModel
+from fmnist.apps.model_choice import ChosenModel
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.lib.process import free_port
 from fmnist.nn.inference import InferenceParams

@@ -48,8 +48,8 @@ from gunicorn.app.base import BaseApplication
 from PIL import Image
 
 from fmnist.apps.batcher import MicroBatcher, Overloaded
+from fmnist.apps.model_choice import ChosenModel, Prediction, add_model_arguments, chosen_model
 from fmnist.apps.photo import UnusableImage, decode
-from fmnist.apps.predict import ChosenModel, Prediction, add_model_arguments, chosen_model
 from fmnist.lib import files, process, runs
 from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError

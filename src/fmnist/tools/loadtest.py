@@ -39,7 +39,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from fmnist.apps.predict import TTA_CHOICES
+from fmnist.apps.model_choice import TTA_CHOICES
 from fmnist.lib import files, process
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
@@ -283,7 +283,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes
 
 def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
     """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
-    from fmnist.apps.predict import workspace_inference
+    from fmnist.apps.model_choice import workspace_inference
 
     process.load_tensorflow()
     from fmnist.nn.inference import Predictor

@@ -64,7 +64,7 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
-    from fmnist.apps.predict import workspace_inference
+    from fmnist.apps.model_choice import workspace_inference
 
     process.load_tensorflow()
     from fmnist.nn.inference import Predictor

@@ -130,7 +130,7 @@ def check_assignment(tag: str, fail_on: list[str], repo: str = ".") -> str:
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the model file on a few images (N, 28, 28, 1), as `fmnist predict` here would predict them."""
-    from fmnist.apps.predict import workspace_inference
+    from fmnist.apps.model_choice import workspace_inference
 
     process.load_tensorflow()
     from fmnist.nn.inference import Predictor
