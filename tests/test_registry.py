@@ -181,8 +181,10 @@ def test_promotion_refuses_a_worse_version_in_one_line_and_lets_an_equal_one_thr
     assert line.startswith(f"error: {ARTIFACT} v2.0.0 is worse than v1.1.0, which holds prod (p = ")
     assert prod_tags(repo) == [f"{ARTIFACT}#prod#1", f"{ARTIFACT}#prod#2"]  # no third assignment
     assert fmnist_in(repo, "release", "check-assignment", f"{ARTIFACT}#prod#2").stdout.startswith(
-        f"check-assignment: {ARTIFACT}#prod#2: v1.1.0 is within noise against v1.0.0"
+        f"check-assignment: {ARTIFACT}#prod#2: v1.1.0: within noise against v1.0.0"
     )
+    rollback = fmnist_in(repo, "release", "promote", "--version", "v1.0.0").stdout  # it held prod before
+    assert "v1.0.0 -> prod: a rollback: it held prod before v1.1.0" in rollback
 
 
 def release_step(name: str) -> str:

@@ -60,18 +60,38 @@ def version_commit(version: str, repo: str = ".") -> str:
     return str(found[0]["commit_hexsha"])
 
 
-def holder(stage: str, repo: str = ".", before_tag: str | None = None) -> str | None:
-    """The version that `stage` is assigned to now, or just before the assignment tag `before_tag`; None if none.
-
-    GTO names each assignment `fashion-cnn#STAGE#N`, N counting up: the highest N holds the stage.
-    """
+def holders(stage: str, repo: str = ".", before_tag: str | None = None) -> list[str]:
+    """The versions `stage` was assigned to, oldest first (the last holds it now), or those before the assignment
+    tag `before_tag`. GTO names each assignment `fashion-cnn#STAGE#N`, N counting up."""
     tags = subprocess.run(
         ["git", "tag", "--list", f"{ARTIFACT}#{stage}#*"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.split()
     numbered = sorted((int(tag.rsplit("#", 1)[1]), tag) for tag in tags if tag.rsplit("#", 1)[1].isdigit())
     if before_tag is not None:
-        numbered = [(n, tag) for n, tag in numbered if tag != before_tag and n < int(before_tag.rsplit("#", 1)[1])]
-    return parse_tag(numbered[-1][1], repo)["version"] if numbered else None
+        numbered = [(n, tag) for n, tag in numbered if n < int(before_tag.rsplit("#", 1)[1])]
+    return [parse_tag(tag, repo)["version"] for _, tag in numbered]
+
+
+def gate(version: str, earlier: list[str], stage: str, fail_on: list[str], repo: str = ".") -> str:
+    """Why `version` may take `stage` after the holders `earlier` (oldest first); VerdictRefused if it may not.
+
+    A version that held the stage before may take it back (a rollback: it was accepted once); any other is
+    judged against the one holding it.
+    """
+    if not earlier:
+        return "the first version in it"
+    current = earlier[-1]
+    if version == current:
+        return "it holds the stage already"
+    if version in earlier:
+        return f"a rollback: it held {stage} before {current}"
+    verdict = judged(version, current, repo)
+    if verdict.word.replace(" ", "-") in fail_on:
+        raise VerdictRefused(
+            f"{ARTIFACT} {version} is {verdict.word} than {current}, which holds {stage} ({verdict.reason}); "
+            f"not assigning {stage}: `fmnist report` between the two commits says more"
+        )
+    return f"{verdict.word} against {current} ({verdict.reason})"
 
 
 def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
@@ -90,42 +110,24 @@ def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
         raise PipelineError(str(exc)) from None
 
 
-def refuse_if(verdict: Verdict, fail_on: list[str], candidate: str, current: str, stage: str) -> None:
-    """Raise VerdictRefused if `verdict` is one of `fail_on` (CLI spelling: within-noise)."""
-    if verdict.word.replace(" ", "-") in fail_on:
-        raise VerdictRefused(
-            f"{ARTIFACT} {candidate} is {verdict.word} than {current}, which holds {stage} ({verdict.reason}); "
-            f"not assigning {stage}: `fmnist report` between the two commits says more"
-        )
-
-
 def promote(version: str, stage: str, fail_on: list[str], repo: str = ".") -> str:
-    """Assign `stage` to `version` unless it is refused against the version the stage holds; what was done."""
+    """Assign `stage` to `version` unless the gate refuses it; what was done."""
     from gto.api import assign
 
-    current = holder(stage, repo)
-    if current is not None and current != version:
-        verdict = judged(version, current, repo)
-        refuse_if(verdict, fail_on, version, current, stage)
-        why = f"{verdict.word} against {current} ({verdict.reason})"
-    else:
-        why = "the first version in it" if current is None else "it holds the stage already"
     version_commit(version, repo)  # a clear line for an unknown version, before GTO's own message
-    assign(repo, ARTIFACT, stage, version=version, force=current == version)
+    earlier = holders(stage, repo)
+    why = gate(version, earlier, stage, fail_on, repo)
+    assign(repo, ARTIFACT, stage, version=version, force=version in earlier)
     return f"promote: {ARTIFACT} {version} -> {stage}: {why}; `git push --tags` publishes it"
 
 
 def check_assignment(tag: str, fail_on: list[str], repo: str = ".") -> str:
-    """Judge the stage assignment `tag` against the assignment before it; what was found."""
+    """Judge the stage assignment `tag` against the assignments before it; what was found."""
     found = parse_tag(tag, repo)
     if found["event"] != "assignment":
         raise PipelineError(f"{tag} registers a version; only stage assignments (NAME#STAGE#N) are checked")
-    previous = holder(found["stage"], repo, before_tag=tag)
-    if previous is None or previous == found["version"]:
-        return f"check-assignment: {tag}: nothing to compare with, {found['version']} takes {found['stage']}"
-    verdict = judged(found["version"], previous, repo)
-    refuse_if(verdict, fail_on, found["version"], previous, found["stage"])
-    return f"check-assignment: {tag}: {found['version']} is {verdict.word} against {previous} ({verdict.reason})"
+    why = gate(found["version"], holders(found["stage"], repo, before_tag=tag), found["stage"], fail_on, repo)
+    return f"check-assignment: {tag}: {found['version']}: {why}"
 
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
