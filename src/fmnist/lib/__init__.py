@@ -1,1 +1,1 @@
-"""The library every part shares, free of TensorFlow: params, paths, errors, files, data, metrics, figures."""
+"""What every part shares, without TensorFlow: params, files, errors, processes, data, metrics, statistics, figures."""

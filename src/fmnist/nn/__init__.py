@@ -1,1 +1,1 @@
-"""The network and how it runs: building, saving and loading it, inference, precision, distribution, environment."""
+"""The network and where it runs: the model and its file, inference, the machine and its precision, distribution."""

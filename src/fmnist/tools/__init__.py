@@ -1,1 +1,1 @@
-"""Tools around the pipeline: report and comparison, seed records, benchmarks, load test, releases, presets, sweeps."""
+"""Tools around the pipeline: report and charts, seeds, benchmarks, load test, releases, presets, sweeps, remotes."""
