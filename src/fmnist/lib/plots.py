@@ -72,3 +72,34 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: 
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def frontier(
+    points: Sequence[tuple[str, float, float, float]], anchors: Sequence[tuple[str, float]], unit: str, title: str
+) -> Figure:
+    """Accuracy against time: each point (name, time in `unit`s, mean accuracy, its sd over seeds) with an error
+    bar, and each anchor (name, accuracy: a figure reported elsewhere, for which no time here is known) as a dotted
+    horizontal line."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    for name, accuracy in anchors:
+        ax.axhline(accuracy, color="#8c959f", linestyle=":", linewidth=1)
+        ax.annotate(
+            name,
+            (1.0, accuracy),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="#57606a",
+        )
+    for name, ratio, accuracy, sd in points:
+        ax.errorbar([ratio], [accuracy], yerr=[sd], fmt="o", color="#0969da", capsize=3)
+        ax.annotate(name, (ratio, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"train + evaluate time, relative to {unit} (log scale)")
+    ax.set_ylabel("test accuracy (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
