@@ -34,9 +34,9 @@ OWN_TEST_SPLIT = "own_test"  # the prepared split of held-out own images, writte
 #   copies: 28x28 PNG max 0.2; JPEG q95 max 0.5, q50 max 3.4, q30 max 4.4, q20 p99 5.0 (max 5.8); enlarged 2x to
 #     10x, light on black or negated, bicubic, Lanczos or nearest, JPEG q25-q95: max 4.5; enlarged only 1.5x
 #     (bilinear): median 5.6; pasted onto a larger white canvas like a product photo: median 12.7
-#   other images: of the 60,000 training images as they are, 32 lie below 5.0 (those looked at show the same
-#     product as their test image), 115 below 6, 393 below 7; 3,000 of them made into product photos (white
-#     margins, JPEG q75): min 5.3; 1,000 drawn garments as product photos: min 11.2
+#   other images: of the 60,000 training images as they are, 32 lie below 5.0 (31 of them show the same garment
+#     as their test image, one the same sweatshirt with another print), 115 below 6, 393 below 7; 3,000 of them
+#     made into product photos (white margins, JPEG q75): min 5.3; 1,000 drawn garments as product photos: min 11.2
 # So 5.0 catches every re-encoding down to JPEG quality 30 and every enlargement by 2x or more. A copy on a larger
 # canvas is not caught: its trimmed edges differ from the original as much as another garment's do.
 LEAK_RMS = 5.0
