@@ -209,7 +209,8 @@ def thumbnail(test_images: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-# (what is added under data/extra, its bytes from the synthetic test images or None for a folder, the one line)
+# (what is added under data/extra; how: a function of the synthetic test images giving its bytes, None for an
+# empty folder, a name for a symbolic link to it; the one line)
 BAD_DATA = {
     "not an image": (
         "shirt/prices.txt",
@@ -218,6 +219,12 @@ BAD_DATA = {
         "or remove it",
     ),
     "unreadable": ("shirt/cut.jpg", truncated, r"data/extra/shirt/cut.jpg: a damaged or truncated image \(.*\); "),
+    "dangling link": (
+        "shirt/gone.jpg",
+        "missing.jpg",  # a symbolic link to this name, which does not exist
+        r"data/extra/shirt/gone.jpg: cannot be read \(no such file or directory\); restore it "
+        r"\(dvc checkout, dvc pull\) or remove it",
+    ),
     "empty file": ("shirt/empty.jpg", lambda test: b"", r"data/extra/shirt/empty.jpg: an empty file \(0 bytes\); "),
     "unknown class": (
         "shirts/00.jpg",
@@ -265,6 +272,8 @@ def test_bad_data_stops_prepare_with_one_line_and_changes_nothing(workspace, gar
     target.parent.mkdir(parents=True, exist_ok=True)
     if make is None:
         target.mkdir()
+    elif isinstance(make, str):
+        target.symlink_to(make)
     else:
         target.write_bytes(make(garments["t10k-images-idx3-ubyte"]))
     result = prepare(workspace)

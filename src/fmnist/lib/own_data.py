@@ -1,6 +1,6 @@
 """The user's own labelled images (data/extra): where they are, which class each is, and the checks they must pass
-before prepare adds them to the training split. Pure: paths and arrays in, arrays out; the photo conversion
-itself is `fmnist predict`'s, applied by the prepare stage.
+before prepare adds them to the training split. Plain functions of paths and arrays; the photo conversion itself
+is `fmnist predict`'s, which the prepare stage applies.
 
 Layout: an image's class is the name of the folder it is in, so data/extra/<class>/x.jpg and
 data/extra/<set>/<class>/x.jpg both work (a `dvc add`ed or `dvc import`ed folder of class folders). A class
@@ -19,9 +19,7 @@ import numpy as np
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
 
-MIN_GARMENT_PX = (
-    24  # shortest allowed longer side of a garment after trimming the background (see garment_size_problem)
-)
+MIN_GARMENT_PX = 24  # the longer side a garment needs, its background trimmed (see garment_size_problem)
 OWN_TEST_SPLIT = "own_test"  # the prepared split of held-out own images, written only when there are some
 
 # Leakage: an own image this close to a test image is that test image again, and training on it would inflate the

@@ -52,7 +52,10 @@ def read_own_image(path: Path) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise OwnDataError(f"{path}: cannot be read ({exc.strerror}); fix its permissions or remove it") from None
+        reason = (exc.strerror or str(exc)).lower()  # a dangling link (a DVC symlink whose object is gone), rights
+        raise OwnDataError(
+            f"{path}: cannot be read ({reason}); restore it (dvc checkout, dvc pull) or remove it"
+        ) from None
     try:
         converted = photo.decode(data)
         with Image.open(io.BytesIO(data)) as image:
