@@ -20,6 +20,7 @@ from fmnist.lib.files import DATA_DIR_ENV
 from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, encode_idx, sha256_hex
 from fmnist.lib.params import ModelParams
 from fmnist.stages.fetch import find_file, local_candidates
+from fmnist.tools.predict_bench import varied_photo
 from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,28 @@ def garment_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
+def garment_photos(labels: np.ndarray, seed: int = 0) -> list[bytes]:
+    """A shop's own photos of garments of `labels`, as JPEG bytes: drawn garments with a striped print (rows 2-3,
+    6-7, ... dimmer), dark on a light background, 4-8x larger than 28x28 with margins.
+
+    The print keeps them 7.7 grey levels or more from every synthetic test garment and 9.6 from every real test
+    image (fmnist.lib.own_data's distance; plain drawings come within 3.9 of other drawings of their class), so
+    none passes for a copy of a test image.
+    """
+    drawings = garment_images(np.asarray(labels, dtype=np.uint8), seed)
+    striped = drawings * np.where(np.arange(28) // 2 % 2 == 1, 0.55, 1.0)[:, None]
+    return [varied_photo(image, i) for i, image in enumerate(striped.astype(np.uint8))]
+
+
+def write_garment_photos(folder: Path, label: int, count: int, seed: int = 0) -> list[Path]:
+    """`count` photos of class `label` (garment_photos) in `folder`, named 00.jpg, 01.jpg, ...; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:02d}.jpg" for i in range(count)]
+    for path, photo in zip(paths, garment_photos(np.full(count, label), seed), strict=True):
+        path.write_bytes(photo)
+    return paths
+
+
 def garment_release(train: int = 300, test: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
     """{release file name: array} like the four release files, with `train` and `test` synthetic garments.
 
@@ -174,7 +197,8 @@ def make_pipeline_repo(dest: Path, overrides: dict = TINY_OVERRIDES) -> Path:
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO_ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "data/extra/.gitignore"):  # data/extra: prepare's own-images folder
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, dest / name)
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides), sort_keys=False))

@@ -23,7 +23,7 @@ EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
 }
 EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.files
     "fetch": (set(), {files.RAW_DIR}),
-    "prepare": ({files.RAW_DIR}, {files.PREPARED_DIR}),
+    "prepare": ({files.RAW_DIR, files.EXTRA_DIR}, {files.PREPARED_DIR, files.DATA_METRICS_FILE}),
     "train": (
         {files.PREPARED_DIR},
         {files.MODEL_FILE, files.TRAIN_LOG_DIR / "plots", files.TRAIN_LOG_DIR / "metrics.json"},
@@ -37,6 +37,7 @@ EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.files
             files.VAL_METRICS_FILE,
             files.TEST_METRICS_FILE,
             files.PER_CLASS_METRICS_FILE,
+            files.OWN_TEST_METRICS_FILE,
         },
     ),
     "export": ({files.MODEL_FILE, files.PREPARED_DIR}, {files.EXPORT_DIR, files.EXPORT_METRICS_FILE}),

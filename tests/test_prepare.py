@@ -1,4 +1,6 @@
-"""prepare: decoding checks and the seeded, stratified splits."""
+"""prepare: decoding checks and the seeded, stratified splits (own images: tests/test_own_data.py)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from fmnist.lib.errors import PipelineError
 from fmnist.lib.idx import encode_idx, read_raw_split
 from fmnist.lib.params import PrepareParams
 from fmnist.stages.prepare import split_train_val, stratified_sample
+
+DEFAULTS = PrepareParams(val_fraction=0.1, seed=1, limit=None, own_test_fraction=0.2, own_test_min_images=10)
 
 
 @pytest.fixture
@@ -34,14 +38,14 @@ def make_split(labels) -> Split:
 
 
 def test_split_is_disjoint_complete_and_stratified(labels):
-    train, val = split_train_val(make_split(labels), PrepareParams(val_fraction=0.2, seed=1, limit=None))
+    train, val = split_train_val(make_split(labels), dataclasses.replace(DEFAULTS, val_fraction=0.2))
     assert len(val.labels) == 120 and len(train.labels) == 480
     np.testing.assert_array_equal(np.bincount(val.labels), np.bincount(labels) // 5)
     np.testing.assert_array_equal(np.sort(np.concatenate([train.labels, val.labels])), np.sort(labels))
 
 
 def test_limit_takes_a_stratified_subset_first(labels):
-    train, val = split_train_val(make_split(labels), PrepareParams(val_fraction=0.1, seed=1, limit=200))
+    train, val = split_train_val(make_split(labels), dataclasses.replace(DEFAULTS, limit=200))
     assert len(train.labels) + len(val.labels) == 200 and len(val.labels) == 20
     assert set(np.unique(train.labels)) == set(range(10))
 

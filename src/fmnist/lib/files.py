@@ -24,7 +24,9 @@ DATA_DIR_ENV = "FMNIST_DATA_DIR"  # a directory holding the four IDX files (.gz 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
 
 RAW_DIR = Path("data/raw")  # fetch: the four original IDX files, uncompressed and verified
+EXTRA_DIR = Path("data/extra")  # prepare reads: the user's own labelled images, <class>/*.jpg|png (docs/own-data.md)
 PREPARED_DIR = Path("data/prepared")  # prepare: <split>_images.npy / <split>_labels.npy
+DATA_METRICS_FILE = Path("metrics/data.json")  # prepare: how many own images went into each split, per class
 MODEL_FILE = Path("models/model.keras")  # train
 TRAIN_LOG_DIR = Path("metrics/train")  # train: dvclive's metrics.json and plots/metrics/*.tsv
 TRAIN_METRICS_FILE = TRAIN_LOG_DIR / "metrics.json"  # train: the last epoch's metrics and the run's environment
@@ -35,6 +37,7 @@ VAL_METRICS_FILE = Path("metrics/val.json")  # evaluate: the validation split, w
 VAL_CONFUSION_FILE = Path("plots/val_confusion.csv")  # evaluate: one row per validation image
 TEST_METRICS_FILE = Path("metrics/test.json")  # evaluate
 PER_CLASS_METRICS_FILE = Path("metrics/per_class.json")  # evaluate
+OWN_TEST_METRICS_FILE = Path("metrics/own_test.json")  # evaluate: the held-out own images (none: images 0)
 CONFUSION_FILE = Path("plots/confusion.csv")  # evaluate: one row per test image, for DVC's confusion template
 EXPORT_DIR = Path("models/export")  # export: saved_model/, model.tflite, model_int8.tflite
 EXPORT_METRICS_FILE = Path("metrics/export.json")  # export

@@ -44,11 +44,21 @@ class PrepareParams:
     val_fraction: float  # share of the 60,000 training images held out for validation
     seed: int  # seeds the stratified split and the optional subset
     limit: int | None  # keep this many training images (stratified), None = all; for fast runs and tests
+    own_test_fraction: float  # share of each class's own images (data/extra) held out to measure the model on them
+    own_test_min_images: int  # a class holds own images out only when it has at least this many
 
     def __post_init__(self) -> None:
         _require(0 < self.val_fraction < 1, "prepare.val_fraction", "must be between 0 and 1", self.val_fraction)
         _require(self.seed >= 0, "prepare.seed", "must be >= 0", self.seed)
         _require(self.limit is None or self.limit >= 100, "prepare.limit", "must be null or >= 100", self.limit)
+        # At most half, so that most of a class's own images still train the model.
+        _require(
+            0 <= self.own_test_fraction <= 0.5,
+            "prepare.own_test_fraction",
+            "must be between 0 and 0.5",
+            self.own_test_fraction,
+        )
+        _require(self.own_test_min_images >= 2, "prepare.own_test_min_images", "must be >= 2", self.own_test_min_images)
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,22 @@ Both with the `inference` params (test-time augmentation included), so that a ch
 sweep's winner, a candidate) is judged on the figure the test set will give. Writes metrics/val.json (loss,
 accuracy, macro precision/recall/F1, each class's recall) and plots/val_confusion.csv for the validation split;
 metrics/test.json, metrics/per_class.json and plots/confusion.csv for the test set (one `actual,predicted` row per
-image, DVC's confusion template); data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors).
+image, DVC's confusion template); data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors);
+metrics/own_test.json for the user's own held-out images, if prepare held some out (how many, how many right, per
+class).
 """
 
 import csv
 import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fmnist.lib import files, metrics
 from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
+from fmnist.lib.own_data import OWN_TEST_SPLIT
 from fmnist.lib.params import load_params
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import load_model
@@ -43,6 +49,36 @@ def evaluated(predict: Predictor, split: Split) -> tuple[np.ndarray, np.ndarray,
     return probabilities, probabilities.argmax(axis=1), metrics.summary(probabilities, split.labels)
 
 
+def own_test_answers(
+    predict: Callable[[np.ndarray], np.ndarray], root: Path = files.PREPARED_DIR
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels (N,), probabilities (N, 10)) of the own held-out images, None if prepare held none out.
+
+    `predict` maps uint8 images (N, 28, 28, 1) to probabilities: a fmnist.nn.inference.Predictor of any model, so
+    two models can be compared on the same own images (fmnist.lib.stats.paired).
+    """
+    if not files.split_files(OWN_TEST_SPLIT, root)[0].is_file():
+        return None
+    split = load_split(OWN_TEST_SPLIT, root)
+    return split.labels, predict(split.images)
+
+
+def own_test_report(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """{images, correct, accuracy, loss, classes: {name: {images, correct}}} for the classes among `labels`."""
+    right = probabilities.argmax(axis=1) == labels
+    classes = {
+        CLASS_NAMES[label]: {"images": int(np.sum(labels == label)), "correct": int(np.sum(right[labels == label]))}
+        for label in np.unique(labels)
+    }
+    return {
+        "images": len(labels),
+        "correct": int(right.sum()),
+        "accuracy": float(right.mean()),
+        "loss": metrics.cross_entropy(probabilities, labels),
+        "classes": classes,
+    }
+
+
 def main() -> None:
     params = load_params().inference
     predict = Predictor(load_model(files.MODEL_FILE), params)
@@ -58,6 +94,8 @@ def main() -> None:
     matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
     files.write_json(files.PER_CLASS_METRICS_FILE, per_class_report(matrix))
     files.write_bytes(files.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
+    own = own_test_answers(predict)
+    files.write_json(files.OWN_TEST_METRICS_FILE, {"own_test": own_test_report(*own) if own else {"images": 0}})
     print(
         f"evaluate: validation accuracy {val_summary['accuracy']:.4f}; "
         f"test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}"
