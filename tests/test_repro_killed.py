@@ -16,7 +16,7 @@ from tests.helpers import DVC_UP_TO_DATE, VENV_BIN, set_param
 
 pytestmark = pytest.mark.slow
 
-FIRST_EPOCH_TIMEOUT = 300  # seconds until train prints its first epoch (about 20 on 2 idle cores)
+FIRST_EPOCH_TIMEOUT = 300  # seconds until train begins its first epoch (about 15 on 2 idle cores)
 COMMAND_TIMEOUT = 600  # seconds for the repro that follows
 
 
@@ -43,7 +43,7 @@ def environment(repo: Path) -> dict[str, str]:
 
 def kill_at_first_epoch(repo: Path, *args: str) -> list[str]:
     """Start `dvc ARGS` in its own process group and SIGKILL the whole group as soon as a line starts with
-    "epoch 1/"; the lines it printed until then."""
+    "Epoch 1/" (Keras has begun the first epoch); the lines it printed until then."""
     process = subprocess.Popen(
         ["dvc", *args],
         cwd=repo,
@@ -59,11 +59,11 @@ def kill_at_first_epoch(repo: Path, *args: str) -> list[str]:
     printed: list[str] = []
     deadline = time.monotonic() + FIRST_EPOCH_TIMEOUT
     try:
-        while not printed or not printed[-1].startswith("epoch 1/"):
+        while not printed or not printed[-1].startswith("Epoch 1/"):
             try:
                 printed.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                raise AssertionError(f"no 'epoch 1/' line in {FIRST_EPOCH_TIMEOUT} s:\n{''.join(printed)}") from None
+                raise AssertionError(f"no 'Epoch 1/' line in {FIRST_EPOCH_TIMEOUT} s:\n{''.join(printed)}") from None
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
