@@ -31,6 +31,7 @@ from fmnist.lib.own_data import (
 from fmnist.lib.params import load_params
 from fmnist.stages.evaluate import own_test_answers, own_test_report
 from fmnist.stages.prepare import read_own_image, split_train_val
+from fmnist.tools import own_images
 from tests.helpers import (
     DVC_UP_TO_DATE,
     REPO_ROOT,
@@ -301,6 +302,20 @@ def test_own_test_metrics_count_each_class_and_any_model_can_be_scored_on_them(t
     assert own_test_answers(predict, tmp_path / "no-own-test") is None
 
 
+def test_the_report_compares_two_models_on_the_own_images_image_by_image():
+    labels = np.array([SHIRT] * 8 + [COAT] * 2)
+    base_right = np.array([False] * 8 + [True] * 2)
+    head_right = np.array([True] * 8 + [True, False])  # 8 shirts gained, a coat lost: McNemar p = 0.039
+    text = own_images.markdown(labels, base_right, head_right, "main")
+    assert text.startswith("**10 images: `main` 2 right → workspace 9 right (+0.7000): inconclusive**")
+    assert (
+        "p = 0.039, but no seed spread is known" in text and "- 1 right only at `main`, 8 only in the workspace" in text
+    )
+    assert "| Coat | 2 | 2 | 1 |" in text and "| Shirt | 8 | 0 | 8 |" in text
+    same = own_images.markdown(labels, base_right, base_right, "main")
+    assert same.startswith("**10 images: `main` 2 right → workspace 2 right (±0.0000): within noise**")
+
+
 # --- Real DVC runs -----------------------------------------------------------------------------------------------
 
 
@@ -339,6 +354,13 @@ def test_a_clone_that_adds_photos_trains_on_them_and_another_clone_pulls_the_sam
     assert len(after["train"].labels) == grown + 10 and set(after["train"].labels[grown:]) == {SHIRT}
     own_test = json.loads((a / files.OWN_TEST_METRICS_FILE).read_text())["own_test"]
     assert own_test["images"] == 2 and own_test["classes"]["Shirt"]["images"] == 2
+    # The report runs main's model (from the DVC cache) and the new one on the held-out photos.
+    env = {"PYTHONPATH": str(a / "src"), "XDG_CACHE_HOME": str(tmp_path / "fetched-models")}
+    run([sys.executable, "-m", "fmnist.cli", "report", "--base", "origin/main"], a, env=env)
+    report = (a / "report.md").read_text()
+    assert "### Your own held-out images\n\n**2 images: `origin/main` " in report and "| Shirt | 2 | " in report
+    right = re.search(r"\| Shirt \| 2 \| (\d) \| (\d) \|", report)
+    assert right and f"workspace {right.group(2)} right" in report  # the table and the headline agree
     git_commit(a, "trained on our shirts")
     dvc(a, "push")
     run(["git", "push", "-q", "origin", "main"], a)

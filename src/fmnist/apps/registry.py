@@ -45,15 +45,23 @@ def registered_model(repo: str, version: str | None = None, stage: str | None = 
         raise PipelineError(f"no {ARTIFACT} model at {wanted} in {repo}; {listing}") from None
     except DvcException as exc:
         raise PipelineError(f"cannot read the registry of {repo} ({' '.join(str(exc).split())}); {listing}") from exc
-    commit = found["rev"]
-    target = cache_dir() / commit / Path(found["path"]).name
+    return model_at(repo, found["rev"], found["path"], f"{ARTIFACT} at {wanted}")
+
+
+def model_at(repo: str, commit: str, path: str, named: str) -> RegisteredModel:
+    """The model file `path` of `commit` (what the caller calls `named`) in `repo`, from its DVC cache or remote,
+    downloaded once per commit."""
+    import dvc.api  # DVC loads only for a model of another commit
+    from dvc.exceptions import DvcException
+
+    target = cache_dir() / commit / Path(path).name
     try:
         if not target.is_file():
-            files.write_bytes(target, dvc.api.read(found["path"], repo=repo, rev=commit, mode="rb"))
+            files.write_bytes(target, dvc.api.read(path, repo=repo, rev=commit, mode="rb"))
     except (DvcException, FileNotFoundError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise PipelineError(
-            f"{ARTIFACT} at {wanted} is commit {commit[:12]}, but its model cannot be fetched ({reason}); "
+            f"{named} is commit {commit[:12]}, but its model cannot be fetched ({reason}); "
             "check that commit's DVC remote (`dvc remote list`) and your access to it"
         ) from exc
     try:

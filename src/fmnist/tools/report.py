@@ -6,8 +6,10 @@ Compares the workspace with a base revision and writes report.md. First whether 
 both accuracies, the difference with a paired 95% interval, McNemar's test on the test images that only one of
 the two models gets right, the seed spread recorded at the base (metrics/seeds.json) and a verdict by a stated
 rule (docs/comparing-runs.md), per class too; a banner when the two models were trained in different
-environments. Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the
-side-by-side plots of `dvc plots diff`. Everything it reads is committed (cache: false), so it needs no remote.
+environments. If the workspace holds your own held-out images (docs/own-data.md), both models answer them and are
+compared image by image (the base's model comes from the DVC cache or remote: the one thing that needs either).
+Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the side-by-side plots
+of `dvc plots diff`. Everything else it reads is committed (cache: false).
 Run it from the repository root after `dvc repro` (or `dvc pull`); report.md and report/ are git-ignored.
 
 Exit status: 0, the report is written; 1, it could not be (one line says why); 3, it is written and its verdict
@@ -26,12 +28,19 @@ from fmnist.lib import files, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.stats import VERDICTS, Verdict
+from fmnist.tools import own_images
 from fmnist.tools.compare import Side, answers_from_confusion, comparison, curve_from_tsv, signed
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (files.VAL_METRICS_FILE, files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full
+SUMMARY_METRICS = (  # shown in full
+    files.VAL_METRICS_FILE,
+    files.TEST_METRICS_FILE,
+    files.TRAIN_METRICS_FILE,
+    files.DATA_METRICS_FILE,
+    files.OWN_TEST_METRICS_FILE,
+)
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     files.CONFUSION_FILE: "confusion matrix",
     files.VAL_CONFUSION_FILE: "validation confusion matrix",
@@ -302,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
     """Write the report; exit status 0, or 3 (VerdictRefused) when its verdict is one --fail-on names."""
     check_base(args.base)
     top, sections, verdict = compared(args.base, args.retrain_base)
-    text = build_report(top, sections + dvc_sections(args.base, args.plots_dir))
+    own = own_images.section(args.base, git("rev-parse", args.base).stdout.strip())
+    text = build_report(top, sections + ([own] if own else []) + dvc_sections(args.base, args.plots_dir))
     files.write_bytes(args.out, text.encode())
     summary = next(line for line in top.splitlines() if line.startswith("**")).strip("*")
     print(f"report: {summary} -> {args.out}, plots -> {args.plots_dir}/index.html")

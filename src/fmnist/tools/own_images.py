@@ -1,0 +1,66 @@
+"""The report's section on the user's own held-out images (docs/own-data.md): the base's model and the workspace's
+answer the same images, the workspace's data/prepared/own_test_*.npy, and are compared image by image.
+
+The base rarely has those images (they usually arrive with the change under review), so the base's model is
+fetched (`dvc.api.read`, from the DVC cache or remote) and run here with its own commit's inference params,
+rather than read from the base's committed metrics as the test-set comparison is.
+"""
+
+import numpy as np
+
+from fmnist.apps import registry
+from fmnist.lib import files, process, stats
+from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
+from fmnist.lib.errors import PipelineError
+from fmnist.lib.own_data import OWN_TEST_SPLIT
+from fmnist.lib.params import load_params
+from fmnist.tools.compare import signed
+
+HEADING = "Your own held-out images"
+
+
+def right_answers(split: Split, base_rev: str, base_commit: str) -> tuple[np.ndarray, np.ndarray]:
+    """(base right (N,) bool, workspace right (N,) bool) on `split`, each model with its own inference params."""
+    base = registry.model_at(".", base_commit, files.MODEL_FILE.as_posix(), f"the base `{base_rev}`")
+    process.load_tensorflow()
+    from fmnist.nn.inference import Predictor  # TensorFlow loads only when there are own images to answer
+    from fmnist.nn.model import load_model
+
+    base_answers = Predictor(load_model(base.path), registry.inference_params(base))(split.images).argmax(axis=1)
+    head_answers = Predictor(load_model(files.MODEL_FILE), load_params().inference)(split.images).argmax(axis=1)
+    return base_answers == split.labels, head_answers == split.labels
+
+
+def section(base_rev: str, base_commit: str) -> tuple[str, str] | None:
+    """(heading, Markdown) comparing the two models on the workspace's own held-out images; None if it has none."""
+    if not files.split_files(OWN_TEST_SPLIT)[0].is_file():
+        return None
+    split = load_split(OWN_TEST_SPLIT)
+    try:
+        base_right, head_right = right_answers(split, base_rev, base_commit)
+    except PipelineError as exc:
+        return HEADING, f"_No comparison: {exc}._"
+    return HEADING, markdown(split.labels, base_right, head_right, base_rev)
+
+
+def markdown(labels: np.ndarray, base_right: np.ndarray, head_right: np.ndarray, base_rev: str) -> str:
+    """The verdict line (McNemar's exact test on the images one model gets right; no seed spread exists for
+    these images) and a per-class table of right answers."""
+    counts = stats.paired(base_right, head_right)
+    p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
+    base_accuracy, head_accuracy = counts.base_correct / counts.n, counts.head_correct / counts.n
+    verdict = stats.verdict(head_accuracy - base_accuracy, p_value, None, base_accuracy)
+    lines = [
+        f"**{counts.n} images: `{base_rev}` {counts.base_correct} right → workspace {counts.head_correct} right "
+        f"({signed(head_accuracy - base_accuracy)}): {verdict.word}** ({verdict.reason})",
+        "",
+        f"- {counts.only_base} right only at `{base_rev}`, {counts.only_head} only in the workspace. A few images "
+        "say little: McNemar's test needs at least 6 that only one model gets right to call a change at p < 0.05.",
+        "",
+        f"| class | images | `{base_rev}` right | workspace right |",
+        "|---|---|---|---|",
+    ]
+    for label in np.unique(labels):
+        mask = labels == label
+        lines.append(f"| {CLASS_NAMES[label]} | {mask.sum()} | {base_right[mask].sum()} | {head_right[mask].sum()} |")
+    return "\n".join(lines)
