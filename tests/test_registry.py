@@ -147,7 +147,7 @@ def candidates(reproduced_repo, tmp_path_factory):
     for version, key, value in (("v1.0.0", None, None), ("v1.1.0", "seed", 1), ("v2.0.0", "learning_rate", 0.00001)):
         if key:
             set_param(repo, "train", key, value)
-            dvc(repo, "repro")
+            dvc(repo, "repro", "evaluate")  # what promotion compares: the model and its test answers
         git_commit(repo, f"model {version}")
         gto(repo, "register", ARTIFACT, "--version", version)
     run(["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], root)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import VENV_BIN, copy_repo, dvc, git_clone, git_commit, run, set_param, stages_run
+from tests.helpers import dvc, git_clone, git_commit, run
 
 pytestmark = pytest.mark.slow
 
@@ -143,34 +143,3 @@ def test_without_verify_a_read_only_corrupted_object_is_used_silently(clone_a, t
     assert contents(repo_c, MODEL) != contents(repo_a, MODEL)
     assert (repo_c / MODEL).read_bytes() == remote_object(remote, md5).read_bytes()
     assert dvc(repo_c, "status").stdout.strip() == "Data and pipelines are up to date."  # and status cannot tell
-
-
-def run_cache_round_trip(repo_a: Path, repo_b: Path, env: dict[str, str] | None = None) -> None:
-    """A trains a change it does not commit and shares the run; B, a clone of A's commit with the same change,
-    restores train and evaluate from the run-cache without running them, with A's metrics; a change that nobody
-    ran, B trains. DVC's own `dvc push --run-cache` is not enough: B then trains again (fmnist.tools.run_cache)."""
-
-    set_param(repo_a, "train", "epochs", 1)
-    assert stages_run(dvc(repo_a, "repro", env=env).stdout) == ["train", "evaluate", "export", "plot_errors"]
-    dvc(repo_a, "push", "--run-cache", env=env)
-    set_param(repo_b, "train", "epochs", 1)
-    fresh = copy_repo(repo_b, repo_b.parent / f"{repo_b.name}-idiom")
-    assert "train" in stages_run(b_reproduces_in(fresh, env))  # DVC's idiom alone: trained again
-    run([str(VENV_BIN / "fmnist"), "remote", "push"], repo_a, env={**(env or {}), "PYTHONPATH": str(repo_a / "src")})
-    restored = b_reproduces_in(repo_b, env)
-    assert stages_run(restored) == [] and "Stage 'train' is cached - skipping run" in restored, restored
-    for metrics in ("metrics/val.json", "metrics/test.json", "metrics/train/metrics.json"):
-        assert (repo_b / metrics).read_bytes() == (repo_a / metrics).read_bytes(), metrics
-    set_param(repo_b, "train", "epochs", 3)
-    assert "train" in stages_run(dvc(repo_b, "repro", env=env).stdout)
-
-
-def b_reproduces_in(repo: Path, env: dict[str, str] | None) -> str:
-    """`dvc pull --run-cache` (the run records) then `dvc repro --pull` (which fetches what a record restores)."""
-    dvc(repo, "pull", "--run-cache", env=env)
-    return dvc(repo, "repro", "--pull", env=env).stdout
-
-
-def test_a_second_clone_restores_a_run_from_the_run_cache_and_trains_what_nobody_ran(clone_a, tmp_path):
-    repo_a, _ = clone_a
-    run_cache_round_trip(repo_a, git_clone(repo_a, tmp_path / "b"))
