@@ -361,6 +361,8 @@ def test_a_clone_that_adds_photos_trains_on_them_and_another_clone_pulls_the_sam
     assert "### Your own held-out images\n\n**2 images: `origin/main` " in report and "| Shirt | 2 | " in report
     right = re.search(r"\| Shirt \| 2 \| (\d) \| (\d) \|", report)
     assert right and f"workspace {right.group(2)} right" in report  # the table and the headline agree
+    own_rows = report.split("### Own images (`dvc metrics diff`)\n\n")[1].split("###")[0]
+    assert re.search(r"\| metrics/data\.json +\| own_images\.train\.Shirt +\| 0 +\| 10 ", own_rows), own_rows
     git_commit(a, "trained on our shirts")
     dvc(a, "push")
     run(["git", "push", "-q", "origin", "main"], a)

@@ -34,13 +34,8 @@ from fmnist.tools.compare import Side, answers_from_confusion, comparison, curve
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (  # shown in full
-    files.VAL_METRICS_FILE,
-    files.TEST_METRICS_FILE,
-    files.TRAIN_METRICS_FILE,
-    files.DATA_METRICS_FILE,
-    files.OWN_TEST_METRICS_FILE,
-)
+SUMMARY_METRICS = (files.VAL_METRICS_FILE, files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full
+OWN_DATA_METRICS = (files.DATA_METRICS_FILE, files.OWN_TEST_METRICS_FILE)  # shown where they changed
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     files.CONFUSION_FILE: "confusion matrix",
     files.VAL_CONFUSION_FILE: "validation confusion matrix",
@@ -272,9 +267,10 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     """(heading, Markdown) of the params table, the metrics tables and the plots, from DVC's diffs against `rev`."""
     params = dvc("params", "diff", rev, "--md").stdout
     summary = metrics_table(rev, SUMMARY_METRICS, show_all=True)
+    own_data = metrics_table(rev, OWN_DATA_METRICS, show_all=False)
     per_class = metrics_table(rev, [files.PER_CLASS_METRICS_FILE], show_all=False)
     changes = compare_blobs(base_blobs(rev), workspace_blobs())
-    return [
+    sections = [
         ("Params (`dvc params diff`)", table_or_note(params, f"No parameter differs from {rev}.")),
         ("Metrics (`dvc metrics diff`)", table_or_note(summary, "No metrics found.")),
         (
@@ -285,6 +281,9 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
         ),
         ("Plots", plots_section(rev, changes, write_plots(rev, plots_dir))),
     ]
+    if len(own_data.strip().splitlines()) > 2:  # own images added, removed or scored differently
+        sections.insert(2, ("Own images (`dvc metrics diff`)", own_data.strip()))
+    return sections
 
 
 def compared(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], Verdict | None]:
