@@ -307,13 +307,21 @@ def test_the_report_compares_two_models_on_the_own_images_image_by_image():
     base_right = np.array([False] * 8 + [True] * 2)
     head_right = np.array([True] * 8 + [True, False])  # 8 shirts gained, a coat lost: McNemar p = 0.039
     text = own_images.markdown(labels, base_right, head_right, "main")
-    assert text.startswith("**10 images: `main` 2 right → workspace 9 right (+0.7000): inconclusive**")
-    assert (
-        "p = 0.039, but no seed spread is known" in text and "- 1 right only at `main`, 8 only in the workspace" in text
-    )
+    assert text.startswith("**10 images: `main` 2 right → workspace 9 right (+0.7000): better** (p = 0.039 < 0.05")
+    assert "- 1 right only at `main`, 8 only in the workspace" in text
     assert "| Coat | 2 | 2 | 1 |" in text and "| Shirt | 8 | 0 | 8 |" in text
+    assert own_images.markdown(labels, head_right, base_right, "main").startswith(
+        "**10 images: `main` 9 right → workspace 2 right (-0.7000): worse**"
+    )
+    few = own_images.markdown(labels[:4], np.zeros(4, bool), np.ones(4, bool), "main")  # 0 of 4 -> 4 of 4
+    assert few.startswith(
+        "**4 images: `main` 0 right → workspace 4 right (+1.0000): inconclusive** (4 images "
+        "differ; the test needs 6 to decide)"
+    )
     same = own_images.markdown(labels, base_right, base_right, "main")
-    assert same.startswith("**10 images: `main` 2 right → workspace 2 right (±0.0000): within noise**")
+    assert same.startswith("**10 images: `main` 2 right → workspace 2 right (±0.0000): inconclusive**")
+    swapped = own_images.markdown(np.full(12, SHIRT), np.arange(12) < 6, np.arange(12) >= 6, "main")  # 6 each way
+    assert swapped.startswith("**12 images: `main` 6 right → workspace 6 right (±0.0000): within noise** (p = 1")
 
 
 # --- Real DVC runs -----------------------------------------------------------------------------------------------

@@ -43,19 +43,36 @@ def section(base_rev: str, base_commit: str) -> tuple[str, str] | None:
     return HEADING, markdown(split.labels, base_right, head_right, base_rev)
 
 
-def markdown(labels: np.ndarray, base_right: np.ndarray, head_right: np.ndarray, base_rev: str) -> str:
-    """The verdict line (McNemar's exact test on the images one model gets right; no seed spread exists for
-    these images) and a per-class table of right answers."""
-    counts = stats.paired(base_right, head_right)
+def fewest_to_decide(alpha: float = stats.ALPHA) -> int:
+    """The fewest images that only one model gets right for McNemar's exact test to reach p < alpha (6 at 0.05):
+    all of them on one side, p = 2 * 0.5**n."""
+    return next(n for n in range(1, 100) if stats.mcnemar_p(0, n) < alpha)
+
+
+def verdict(counts: stats.Paired) -> stats.Verdict:
+    """McNemar's exact test alone (no seed spread is known for own images): better or worse where it is
+    significant; inconclusive where too few images differ for it ever to be; else within noise."""
     p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
-    base_accuracy, head_accuracy = counts.base_correct / counts.n, counts.head_correct / counts.n
-    verdict = stats.verdict(head_accuracy - base_accuracy, p_value, None, base_accuracy)
+    differing, needed = counts.only_base + counts.only_head, fewest_to_decide()
+    if p_value < stats.ALPHA:
+        word = "better" if counts.only_head > counts.only_base else "worse"
+        return stats.Verdict(word, f"p = {p_value:.2g} < {stats.ALPHA}, on one training run")
+    if differing < needed:
+        return stats.Verdict("inconclusive", f"{differing} images differ; the test needs {needed} to decide")
+    return stats.Verdict("within noise", f"p = {p_value:.2g} ≥ {stats.ALPHA}")
+
+
+def markdown(labels: np.ndarray, base_right: np.ndarray, head_right: np.ndarray, base_rev: str) -> str:
+    """The verdict line and a per-class table of right answers."""
+    counts = stats.paired(base_right, head_right)
+    found = verdict(counts)
+    delta = (counts.head_correct - counts.base_correct) / counts.n
     lines = [
         f"**{counts.n} images: `{base_rev}` {counts.base_correct} right → workspace {counts.head_correct} right "
-        f"({signed(head_accuracy - base_accuracy)}): {verdict.word}** ({verdict.reason})",
+        f"({signed(delta)}): {found.word}** ({found.reason})",
         "",
-        f"- {counts.only_base} right only at `{base_rev}`, {counts.only_head} only in the workspace. A few images "
-        "say little: McNemar's test needs at least 6 that only one model gets right to call a change at p < 0.05.",
+        f"- {counts.only_base} right only at `{base_rev}`, {counts.only_head} only in the workspace (McNemar's exact "
+        "test; add held-out images for a firmer answer).",
         "",
         f"| class | images | `{base_rev}` right | workspace right |",
         "|---|---|---|---|",
