@@ -57,10 +57,14 @@ def fallback_headline(base_name: str, base: float | None, head: float, why: str)
     return f"**Test accuracy: {shown or f'workspace {head:.4f}'}** (no verdict: {why})"
 
 
+def has_rows(table: str) -> bool:
+    """Whether DVC's Markdown table has rows (without any, DVC prints just the header, or nothing)."""
+    return len(table.strip().splitlines()) > 2
+
+
 def table_or_note(table: str, note: str) -> str:
-    """DVC's Markdown table, or `note` when it has no rows (DVC prints just the header, or nothing)."""
-    lines = table.strip().splitlines()
-    return "\n".join(lines) if len(lines) > 2 else f"_{note}_"
+    """DVC's Markdown table, or `note` when it has no rows."""
+    return table.strip() if has_rows(table) else f"_{note}_"
 
 
 def details(summary: str, body: str) -> str:
@@ -281,7 +285,7 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
         ),
         ("Plots", plots_section(rev, changes, write_plots(rev, plots_dir))),
     ]
-    if len(own_data.strip().splitlines()) > 2:  # own images added, removed or scored differently
+    if has_rows(own_data):  # own images added, removed or scored differently
         sections.insert(2, ("Own images (`dvc metrics diff`)", own_data.strip()))
     return sections
 
