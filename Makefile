@@ -76,13 +76,11 @@ test-fast: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m "not slow"
 
 # The tests that run the tiny pipeline, trained in bfloat16 (tests/helpers.py, TEST_PRECISION): what
-# `model.precision: auto` picks on CPUs with AMX, forced on any CPU. oneDNN runs bf16 convolutions only with
-# AVX512-BF16 (and no ONEDNN_MAX_CPU_ISA cap); elsewhere TensorFlow's own kernels emulate them, more slowly.
-ONEDNN_BF16 = $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && [ -z "$$ONEDNN_MAX_CPU_ISA" ] && echo yes)
-# BF16_TESTS narrows the run to some test files (.ci/run: those whose assertions depend on the trained numbers).
+# `model.precision: auto` picks on CPUs with AMX, forced on any CPU (emulated, more slowly, without AMX; with oneDNN
+# off where ONEDNN_MAX_CPU_ISA would make it abort: tests/conftest.py). BF16_TESTS narrows the run to some test
+# files (.ci/run: those whose assertions depend on the trained numbers).
 test-bf16: setup test-tools
-	FMNIST_TEST_PRECISION=mixed_bfloat16 $(if $(ONEDNN_BF16),,TF_ENABLE_ONEDNN_OPTS=0) \
-	  PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m pipeline $(BF16_TESTS)
+	FMNIST_TEST_PRECISION=mixed_bfloat16 PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m pipeline $(BF16_TESTS)
 
 # ruff (lint and format, configured in pyproject.toml) and mypy on src/: what CI runs before the tests.
 lint: deps

@@ -3,6 +3,7 @@
 Plain helpers (paths, the tiny model, `run`, `dvc`, ...) are in tests/helpers.py.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,26 @@ import pytest
 from filelock import FileLock
 
 from fmnist.lib.idx import ReleaseFile, parse_idx
+from fmnist.nn.machine import MIXED_BF16
 from fmnist.stages.fetch import read_verified
-from tests.helpers import copy_repo, dvc, encoded_release, garment_release, make_pipeline_repo, real_data_dir
+from tests.helpers import (
+    TEST_PRECISION,
+    bf16_env,
+    copy_repo,
+    dvc,
+    encoded_release,
+    garment_release,
+    make_pipeline_repo,
+    real_data_dir,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a bfloat16 run (`make test-bf16`), oneDNN off where this environment's ONEDNN_MAX_CPU_ISA would make bf16
+    abort (tests.helpers.bf16_env): set before any test module loads TensorFlow, and inherited by every process
+    the tests start."""
+    if TEST_PRECISION == MIXED_BF16:
+        os.environ.update(bf16_env())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

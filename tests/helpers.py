@@ -4,6 +4,7 @@ Fixtures live in conftest.py; everything here is a plain constant or function (`
 """
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from fmnist.lib import dvc_cli
 from fmnist.lib.files import DATA_DIR_ENV
 from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, encode_idx, sha256_hex
 from fmnist.lib.params import ModelParams
+from fmnist.nn import machine
 from fmnist.stages.fetch import find_file, local_candidates
 from fmnist.tools.predict_bench import varied_photo
 from fmnist.tools.presets import deep_merge
@@ -43,6 +45,15 @@ TINY_MODEL = ModelParams(
 # float32, or mixed_bfloat16 with FMNIST_TEST_PRECISION=mixed_bfloat16 (`make test-bf16`), the precision that
 # `model.precision: auto` picks on CPUs with AMX. Tests about one precision set it themselves.
 TEST_PRECISION = os.environ.get("FMNIST_TEST_PRECISION", "float32")
+
+
+def bf16_env() -> dict[str, str]:
+    """What a process that trains in bfloat16 needs in its environment here: oneDNN off where this environment caps
+    it below the AVX512 that bf16 needs on this CPU (`ONEDNN_MAX_CPU_ISA=AVX2 make test`: the train stage refuses
+    bf16 there); nothing elsewhere."""
+    aborts = machine.bf16_abort(machine.cpu_flags(), dict(os.environ), platform.machine())
+    return {"TF_ENABLE_ONEDNN_OPTS": "0"} if aborts else {}
+
 
 # The real params.yaml shrunk to a run of seconds: a small network, two epochs of 1,600 training images (100
 # steps), enough for seeds to agree within a few points (half as many steps at width 4 left one seed at 0.40 and

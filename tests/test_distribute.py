@@ -69,10 +69,12 @@ def test_local_cluster_gives_each_worker_the_same_cluster_and_its_own_index():
     assert configs[1]["cluster"]["worker"] == addresses and len(set(addresses)) == 2
 
 
-def test_a_lost_worker_becomes_one_clear_error():
+def test_a_lost_worker_becomes_one_clear_error_and_an_abort_on_one_machine_stays_itself():
     expected = r"lost contact with another worker .*UnavailableError: peer reset.*restart"
-    with pytest.raises(PipelineError, match=expected), peers_lost_as_error():
+    with pytest.raises(PipelineError, match=expected), peers_lost_as_error(multi_worker=True):
         raise tf.errors.UnavailableError(None, None, "peer reset\nGRPC details")
+    with pytest.raises(tf.errors.AbortedError, match="could not create a primitive"), peers_lost_as_error(False):
+        raise tf.errors.AbortedError(None, None, "could not create a primitive descriptor")
 
 
 # --- The train stage for real, on the tiny slice -------------------------------------------------------------

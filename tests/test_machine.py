@@ -6,6 +6,7 @@ import platform
 
 import pytest
 
+from fmnist.lib.errors import PipelineError
 from fmnist.nn import machine
 from fmnist.nn.machine import FLOAT32, MIXED_BF16, Choice, Resolution, choose, resolve_cpu, resolve_gpus
 
@@ -83,6 +84,34 @@ def test_x86_without_amx_uses_float32(flags):
 def test_an_amx_cpu_whose_onednn_cannot_use_it_uses_float32(env, named):
     resolution = resolve_cpu(X86_AMX, env, "x86_64")
     assert resolution.policy == FLOAT32 and named in resolution.reason
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "aborts"),
+    [
+        (X86_AMX, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),  # TensorFlow sends bf16 to a oneDNN without bf16 kernels
+        (X86_BF16, {"DNNL_MAX_CPU_ISA": "avx2"}, True),
+        (X86_AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, False),  # oneDNN emulates bf16 on AVX512 (checked)
+        (X86_AMX, {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}, False),  # Eigen emulates it
+        (X86_AVX2, {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1"}, False),  # TensorFlow keeps bf16 off
+        (X86_AMX, {}, False),
+    ],
+)
+def test_bf16_aborts_only_where_an_avx512_cpu_has_onednn_capped_below_avx512(flags, env, aborts):
+    reason = machine.bf16_abort(flags, env, "x86_64")
+    assert (reason is not None) == aborts
+    assert not aborts or f"ONEDNN_MAX_CPU_ISA={machine.max_cpu_isa(env)}" in reason
+
+
+def test_a_forced_bf16_that_would_abort_is_refused_in_one_line_before_any_work(monkeypatch):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: X86_AMX)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    with pytest.raises(PipelineError) as refused:
+        machine.training_policy("mixed_bfloat16")
+    assert "\n" not in str(refused.value) and "set TF_ENABLE_ONEDNN_OPTS=0" in str(refused.value)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # one of the fixes it names: TensorFlow's own kernels
+    assert machine.training_policy("mixed_bfloat16") == MIXED_BF16
 
 
 @pytest.mark.parametrize("cap", ["AVX512_CORE_AMX", "avx10_1_512_amx_fp16", "AVX10_2_AMX_2", "ALL", "default"])

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from fmnist.lib.dataset import CLASS_NAMES
-from tests.helpers import DVC_UP_TO_DATE, dvc, git_commit, real_data_dir, run, set_param, stages_run
+from tests.helpers import DVC_UP_TO_DATE, bf16_env, dvc, git_commit, real_data_dir, run, set_param, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_a_change_of_precision_shows_in_metrics_diff_and_the_bfloat16_model_eval
     if before == "mixed_bfloat16":
         assert_saved_in_float32_and_evaluates_anywhere(pipeline_copy)
     set_param(pipeline_copy, "model", "precision", after)
-    dvc(pipeline_copy, "repro", "train")
+    dvc(pipeline_copy, "repro", "train", env=bf16_env() if after == "mixed_bfloat16" else None)
     table = dvc(pipeline_copy, "metrics", "diff", "--all", "--md").stdout
     assert re.search(rf"\|\s*environment\.precision\s*\|\s*{before}\s*\|\s*{after}\s*\|", table), table
     if after == "mixed_bfloat16":

@@ -12,7 +12,7 @@ import yaml
 from fmnist.lib import runs
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import report
-from tests.helpers import REPO_ROOT, copy_repo, dvc, git_commit, run, set_param
+from tests.helpers import REPO_ROOT, bf16_env, copy_repo, dvc, git_commit, run, set_param
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "pr-report.yml"
 
@@ -149,7 +149,7 @@ def report_on(repo: Path, *args: str) -> str:
 def retrained(repo: Path, section: str, key: str, value) -> str:
     """Set one param, retrain and evaluate, then write the report against main; its text."""
     set_param(repo, section, key, value)
-    dvc(repo, "repro", "train", "evaluate")
+    dvc(repo, "repro", "train", "evaluate", env=bf16_env() if value == "mixed_bfloat16" else None)
     return report_on(repo)
 
 

@@ -87,11 +87,14 @@ def multi_worker_strategy(peer_timeout_s: float) -> tf.distribute.Strategy:
 
 
 @contextlib.contextmanager
-def peers_lost_as_error() -> Iterator[None]:
-    """Turn TensorFlow's errors for a lost or silent worker into one clear PipelineError."""
+def peers_lost_as_error(multi_worker: bool) -> Iterator[None]:
+    """With `multi_worker` (MultiWorkerMirroredStrategy), turn TensorFlow's errors for a lost or silent worker into
+    one clear PipelineError; on one machine the same error types mean something else (a kernel that aborted)."""
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as exc:
+        if not multi_worker:
+            raise
         first_line = re.sub(r"\{\{.*?\}\}\s*", "", str(exc).strip()).splitlines()[0]  # without TF's op name
         raise PipelineError(
             f"lost contact with another worker ({type(exc).__name__}: {first_line}); every worker "

@@ -4,9 +4,9 @@ Precision (`model.precision: auto`). bfloat16 halves the memory traffic of the c
 hardware gains from it: on x86 that is AMX. AVX512-BF16 alone has bf16 dot products only, and the default network
 trained slower in bf16 than in float32 there (213 s against 155 s on 2 cores of an Intel Xeon with avx512_bf16 and
 no AMX exposed). Without either, TensorFlow emulates bf16 (about 4x slower on an AVX2 CPU, 14x with oneDNN off)
-or, where the CPU flags promise bf16 but oneDNN is capped below it, aborts in the first convolution (tensorflow
-issues 56153, 61878). So `auto` reads what the machine reports *and* how oneDNN is configured in the environment:
-no timing, so the same machine and environment always resolve alike.
+or, where the CPU has AVX512 but oneDNN is capped below it, aborts in the first convolution (tensorflow issues
+56153, 61878), so a forced bf16 is refused there before any work. `auto` reads what the machine reports *and* how
+oneDNN is configured in the environment: no timing, so the same machine and environment always resolve alike.
 
 The record (metrics/train/metrics.json, `environment`). The same params give other weights on another CPU kind,
 kernel library, precision or thread count (TensorFlow and oneDNN promise determinism only on the same hardware
@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fmnist.lib.errors import PipelineError
 
 FLOAT32, MIXED_BF16 = "float32", "mixed_bfloat16"  # the Keras dtype policies a model is built under
 CPUINFO = Path("/proc/cpuinfo")  # Linux; elsewhere (macOS) the CPU claims nothing and its name comes from `platform`
@@ -159,7 +161,23 @@ def onednn_bf16_blocker(env: dict[str, str], machine: str) -> str | None:
         return "TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and TensorFlow's own kernels emulate bf16 (~14x slower)"
     cap = max_cpu_isa(env)
     if cap and is_x86(machine) and not keeps_amx(cap):
-        return f"ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from AMX, without which bf16 runs slower or aborts"
+        return f"ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from AMX, without which bf16 runs slower"
+    return None
+
+
+BELOW_AVX512 = frozenset({"sse41", "avx", "avx2"})  # oneDNN classes without a bf16 convolution (checked: TF 2.21)
+
+
+def bf16_abort(flags: frozenset[str], env: dict[str, str], machine: str) -> str | None:
+    """Why bf16 convolutions would abort under `env`, or None if they run (fast or not).
+
+    TensorFlow hands bf16 convolutions to oneDNN on any CPU with AVX512 (IsBF16SupportedByOneDNNOnThisCPU), and
+    oneDNN capped below AVX512 has no kernel for them: "could not create a primitive descriptor" in the first one.
+    """
+    cap = max_cpu_isa(env)
+    capped = CAP_CLASSES.get(cap) in BELOW_AVX512
+    if is_x86(machine) and "avx512f" in flags and onednn_on(flags, env, machine) and capped:
+        return f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below AVX512, where this CPU's bf16 convolutions abort"
     return None
 
 
@@ -215,15 +233,25 @@ def choose(requested: str, native: Resolution) -> Choice:
         return Choice(native.policy, f"precision: {native.policy} (auto: {native.reason})")
     if requested == MIXED_BF16 and native.policy != MIXED_BF16:
         warning = (
-            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run slower, or "
-            "to abort; set model.precision to auto or float32"
+            f"warning: model.precision is mixed_bfloat16, but {native.reason}: expect it to run slower; set "
+            "model.precision to auto or float32"
         )
         return Choice(requested, warning, is_warning=True)
     return Choice(requested, f"precision: {requested} (set in params.yaml)")
 
 
 def training_policy(requested: str) -> str:
-    """The Keras policy to train with for `model.precision` = `requested`; prints which, and why."""
+    """The Keras policy to train with for `model.precision` = `requested`; prints which, and why.
+
+    Raises PipelineError, before any work, for a bf16 that would abort in the first convolution (`bf16_abort`).
+    """
+    abort = bf16_abort(cpu_flags(), dict(os.environ), platform.machine()) if requested == MIXED_BF16 else None
+    if abort:
+        raise PipelineError(
+            f"model.precision is mixed_bfloat16, but {abort}; unset ONEDNN_MAX_CPU_ISA, set "
+            "TF_ENABLE_ONEDNN_OPTS=0 (bf16 in TensorFlow's own kernels, ~14x slower), or set model.precision to auto "
+            "or float32"
+        )
     choice = choose(requested, native_precision())
     print(choice.message, file=sys.stderr if choice.is_warning else sys.stdout, flush=True)
     return choice.policy

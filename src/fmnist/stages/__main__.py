@@ -1,6 +1,6 @@
 """`python -m fmnist.stages STAGE`: run one stage of the pipeline, as dvc.yaml's commands do.
 
-The process starts here: TensorFlow's defaults are set (fmnist.lib.startup) before the stage's module, and with
+The process starts here: TensorFlow's defaults are set (fmnist.lib.process) before the stage's module, and with
 it TensorFlow, is imported; then the stage's `main` runs, and an error in it becomes one line and an exit status.
 """
 

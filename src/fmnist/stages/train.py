@@ -245,7 +245,7 @@ def main() -> None:
     strategy = distribute.make_strategy(params.train)  # first: it configures TensorFlow's devices
     policy = machine.training_policy(params.model.precision)  # prints which precision, and why
     train, val = load_split("train"), load_split("val")
-    with distribute.peers_lost_as_error():
+    with distribute.peers_lost_as_error(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
         if distribute.is_chief(strategy):
             with files.atomic_dir(files.TRAIN_LOG_DIR) as log_dir:  # the logs and the model, both or neither
                 live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
