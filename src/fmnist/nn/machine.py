@@ -165,9 +165,6 @@ def onednn_bf16_blocker(env: dict[str, str], machine: str) -> str | None:
     return None
 
 
-BELOW_AVX512 = frozenset({"sse41", "avx", "avx2"})  # oneDNN classes without a bf16 convolution (checked: TF 2.21)
-
-
 def bf16_abort(flags: frozenset[str], env: dict[str, str], machine: str) -> str | None:
     """Why bf16 convolutions would abort under `env`, or None if they run (fast or not).
 
@@ -175,7 +172,8 @@ def bf16_abort(flags: frozenset[str], env: dict[str, str], machine: str) -> str 
     oneDNN capped below AVX512 has no kernel for them: "could not create a primitive descriptor" in the first one.
     """
     cap = max_cpu_isa(env)
-    capped = CAP_CLASSES.get(cap) in BELOW_AVX512
+    cap_class = CAP_CLASSES.get(cap)  # checked with TF 2.21: AVX2 aborts, AVX512_CORE and above run
+    capped = cap_class in ISA_ORDER and ISA_ORDER.index(cap_class) < ISA_ORDER.index("avx512")
     if is_x86(machine) and "avx512f" in flags and onednn_on(flags, env, machine) and capped:
         return f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below AVX512, where this CPU's bf16 convolutions abort"
     return None
