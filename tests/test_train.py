@@ -25,7 +25,7 @@ from fmnist.stages.train import (
     validation_batches,
     weights_fingerprint,
 )
-from tests.helpers import REPO_ROOT, TINY_MODEL, bf16_env
+from tests.helpers import REPO_ROOT, TINY_MODEL, bf16_env, run
 
 PARAMS = TrainParams(
     seed=0,
@@ -154,10 +154,7 @@ def check_bf16_model_saved_as_float32() -> None:
 def python_here(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -c code args` in a fresh process that imports this project and its tests; output captured."""
     path = f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'src'}"
-    process_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=process_env, capture_output=True, text=True
-    )
+    return run([sys.executable, "-c", code, *args], REPO_ROOT, check=False, env={"PYTHONPATH": path, **(env or {})})
 
 
 def test_a_model_trained_in_bfloat16_is_saved_as_the_same_weights_under_float32():
