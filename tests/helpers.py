@@ -20,9 +20,9 @@ from fmnist.lib import dvc_cli
 from fmnist.lib.files import DATA_DIR_ENV
 from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, encode_idx, sha256_hex
 from fmnist.lib.params import ModelParams
+from fmnist.lib.photo import varied_photo
 from fmnist.nn import machine
 from fmnist.stages.fetch import find_file, local_candidates
-from fmnist.tools.predict_bench import varied_photo
 from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.apps.photo import decode
 from fmnist.lib import files
 from fmnist.lib.dataset import CLASS_NAMES, Split, load_split, save_split
 from fmnist.lib.idx import read_raw_split
@@ -29,6 +28,7 @@ from fmnist.lib.own_data import (
     nearest_test_images,
 )
 from fmnist.lib.params import load_params
+from fmnist.lib.photo import decode
 from fmnist.stages.evaluate import own_test_answers, own_test_report
 from fmnist.stages.prepare import read_own_image, split_train_val
 from fmnist.tools import own_images

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.apps.photo import NoGarmentError, to_fashion_mnist
-from fmnist.tools.predict_bench import photo_like_jpeg
+from fmnist.lib.photo import NoGarmentError, photo_like_jpeg, to_fashion_mnist
 
 
 def garment(size=(60, 40), box=(15, 10, 45, 30), colour=(40, 60, 200), background="white") -> Image.Image:

@@ -23,8 +23,9 @@ from PIL import Image
 from fmnist import cli
 from fmnist.apps.predict import predict_sources
 from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.photo import photo_like_jpeg
 from fmnist.nn.model import build_model, save_model
-from fmnist.tools.predict_bench import photo_like_jpeg, write_photos
+from fmnist.tools.predict_bench import write_photos
 from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, run
 
 

@@ -32,11 +32,11 @@ from PIL import Image
 from fmnist.apps import serve
 from fmnist.apps.model_choice import ChosenModel
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
+from fmnist.lib.photo import photo_like_jpeg
 from fmnist.lib.process import free_port
 from fmnist.nn.inference import InferenceParams
 from fmnist.nn.model import build_model, save_model
 from fmnist.tools import loadtest
-from fmnist.tools.predict_bench import photo_like_jpeg
 from tests.helpers import TINY_MODEL, VENV_BIN
 from tests.servers import wait_for
 

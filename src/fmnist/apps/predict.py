@@ -4,7 +4,7 @@
                    [--tta none|flip|flip_shift] [--top 3] [--format table|json|csv] [--save-inputs DIR]
 
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
-standard input. Each image goes through fmnist.apps.photo (what the dataset's own conversion did), then the whole
+standard input. Each image goes through fmnist.lib.photo (what the dataset's own conversion did), then the whole
 set is predicted in batches by one loaded model, as `evaluate` predicts (fmnist.nn.inference, with the
 `inference` section of params.yaml: this directory's, or the registered model's commit's). A file that cannot be
 used gets one line on stderr, the others are still predicted, and the exit status is 1 if any failed.
@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 
 from fmnist.apps.model_choice import Prediction, add_model_arguments, chosen_model
-from fmnist.apps.photo import UnusableImage, decode
 from fmnist.lib import process
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
+from fmnist.lib.photo import UnusableImage, decode
 
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
 STDIN = "-"

@@ -49,11 +49,11 @@ from PIL import Image
 
 from fmnist.apps.batcher import MicroBatcher, Overloaded
 from fmnist.apps.model_choice import ChosenModel, Prediction, add_model_arguments, chosen_model
-from fmnist.apps.photo import UnusableImage, decode
 from fmnist.lib import files, process, runs
 from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams
+from fmnist.lib.photo import UnusableImage, decode
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes and resizes
@@ -203,7 +203,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         else:
             reason = exc.reason
         return web.json_response({"error": reason}, status=exc.status)
-    except UnusableImage as exc:  # the status comes from the kind of problem (fmnist.apps.photo)
+    except UnusableImage as exc:  # the status comes from the kind of problem (fmnist.lib.photo)
         return web.json_response({"error": str(exc)}, status=exc.http_status)
     except Overloaded as exc:
         return web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -48,3 +48,68 @@ def most_confused_pairs(matrix: np.ndarray, count: int) -> list[tuple[int, int, 
     cells = zip(*np.unravel_index(order, matrix.shape), strict=True)
     pairs = [(int(t), int(p), int(off_diagonal[t, p])) for t, p in cells]
     return [pair for pair in pairs if pair[2] > 0]
+
+
+# --- Calibration and unsure answers --------------------------------------------------------------------------------
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. 2017 (arXiv 1706.04599) report the calibration error
+
+
+def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared distance of each probability row (N, C) from the one-hot label: 0 is perfect, 2 worst."""
+    onehot = np.eye(probabilities.shape[1])[labels]
+    return float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per equal-width confidence bin with images in it: {confidence (the bin's centre), mean_confidence, accuracy,
+    images}, confidence being each image's highest probability."""
+    confidence = probabilities.max(axis=1)
+    right = probabilities.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # (k/bins, (k+1)/bins] -> k
+    rows = []
+    for k in range(bins):
+        inside = which == k
+        if inside.any():
+            rows.append(
+                {
+                    "confidence": (k + 0.5) / bins,
+                    "mean_confidence": float(confidence[inside].mean()),
+                    "accuracy": float(right[inside].mean()),
+                    "images": int(inside.sum()),
+                }
+            )
+    return rows
+
+
+def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the image-weighted mean gap between confidence and accuracy over the bins."""
+    rows = reliability(probabilities, labels, bins)
+    return float(sum(row["images"] * abs(row["accuracy"] - row["mean_confidence"]) for row in rows) / len(labels))
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """The probability that an image from `outside` scores higher than one from `inside` (ties count half): the
+    area under the ROC curve of telling them apart by the score, from the rank-sum (Mann-Whitney U)."""
+    from scipy.stats import rankdata  # (import cost: see fmnist.lib.stats)
+
+    ranks = rankdata(np.concatenate([inside, outside]))  # ties share their mean rank
+    outside_ranks = ranks[len(inside) :].sum()
+    return float((outside_ranks - len(outside) * (len(outside) + 1) / 2) / (len(inside) * len(outside)))
+
+
+def fpr_at_tpr(inside: np.ndarray, outside: np.ndarray, tpr: float = 0.95) -> float:
+    """The share of `outside` images taken for inside ones (score at or below the threshold) when the threshold
+    keeps `tpr` of the `inside` images: "FPR at 95% TPR" with the garments as positives."""
+    return float(np.mean(outside <= np.quantile(inside, tpr, method="higher")))
+
+
+def risk_coverage(scores: np.ndarray, right: np.ndarray, points: int = 100) -> list[dict[str, float]]:
+    """The error among the k surest answers (lowest scores), at coverage k / N = 1/points, 2/points, ..., 1."""
+    order = np.argsort(scores, kind="stable")
+    errors = np.cumsum(~right[order])
+    rows = []
+    for step in range(1, points + 1):
+        k = max(1, round(step / points * len(scores)))
+        rows.append({"coverage": k / len(scores), "risk": float(errors[k - 1] / k)})
+    return rows

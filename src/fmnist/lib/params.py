@@ -152,15 +152,45 @@ class InferenceParams:
 
 
 @dataclass(frozen=True)
+class NotGarmentsParams:
+    seed: int  # draws the letters, the noise and which images go to the choose part
+    images_per_set: int  # letters, uniform and Gaussian noise (the digits and flat images are fixed sets)
+    choose_fraction: float  # share of each set that methods and thresholds may be chosen with; the rest reports
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "not_garments.seed", "must be >= 0", self.seed)
+        _require(
+            10 <= self.images_per_set <= 100_000,
+            "not_garments.images_per_set",
+            "must be in 10..100000",
+            self.images_per_set,
+        )
+        _require(
+            0 < self.choose_fraction < 1,
+            "not_garments.choose_fraction",
+            "must be between 0 and 1",
+            self.choose_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class UnsureParams:
+    coverage: float  # share of validation images answered sure; the rest, the least familiar, are answered unsure
+
+    def __post_init__(self) -> None:
+        _require(0.5 <= self.coverage <= 1, "unsure.coverage", "must be in [0.5, 1]", self.coverage)
+
+
+@dataclass(frozen=True)
 class ExportParams:
-    int8_max_accuracy_drop: float  # write the int8-weight TFLite file only if it loses at most this test accuracy
+    float16_min_agreement: float  # write the float16-weight TFLite file only if it answers this share as the model
 
     def __post_init__(self) -> None:
         _require(
-            0 <= self.int8_max_accuracy_drop <= 1,
-            "export.int8_max_accuracy_drop",
+            0 <= self.float16_min_agreement <= 1,
+            "export.float16_min_agreement",
             "must be in [0, 1]",
-            self.int8_max_accuracy_drop,
+            self.float16_min_agreement,
         )
 
 
@@ -185,6 +215,8 @@ class Params:
     model: ModelParams
     train: TrainParams
     inference: InferenceParams
+    not_garments: NotGarmentsParams
+    unsure: UnsureParams
     export: ExportParams
     plot_errors: PlotErrorsParams
 

@@ -1,4 +1,4 @@
-"""The one way a trained model turns images into class probabilities.
+"""The one way a trained model turns images into answers: class probabilities and, once calibrated, "unsure".
 
 `evaluate` (the accuracy in metrics/test.json), `export` (the SavedModel's and TFLite's `serve` signature),
 `fmnist predict`, `fmnist serve`, the release smoke test and the benchmark all predict through this module, under
@@ -8,6 +8,12 @@ params.yaml's `inference` section, so the numbers reported are the numbers serve
 probabilities of the image and of its left-right mirror, at twice the compute (clothing looks the same mirrored,
 and the model trained on random mirror images); `flip_shift` adds both moved by one pixel in each direction, at
 ten times the compute.
+
+Besides the probabilities, each view yields what the unsure score is made of (fmnist.lib.calibration): its
+logits, for the energy, and the statistics of the network's activations, each channel's mean and spread over space
+in every feature map that enters a pooling or the flatten layer (one map per resolution, whatever the
+architecture). With a Calibration (the calibrate stage's), the probabilities are temperature-scaled and every
+image gets its unsure score and whether it passes the threshold, in the same graph, so exports carry them too.
 """
 
 from collections.abc import Callable
@@ -17,11 +23,14 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers, ops
 
-from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.lib.calibration import Calibration
+from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.params import InferenceParams
 
 WIDTH_AXIS = 2  # images are (N, height, width, channels): flipping this axis mirrors left and right
+SPACE_AXES = (1, 2)  # a feature map's height and width
 SHIFTS_1PX = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns): down, up, right, left
 
 
@@ -53,47 +62,121 @@ VIEWS = {tta: _views(tta) for tta in ("none", "flip", "flip_shift")}  # Inferenc
 def render(images: Any, view: View) -> Any:
     """`images` (N, 28, 28, 1) as `view` shows them: shifted with zero fill, mirrored."""
     if view.rows or view.columns:
-        padded = keras.ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])  # (N, 30, 30, 1), zeros around
+        padded = ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])  # (N, 30, 30, 1), zeros around
         height, width = IMAGE_SHAPE[:2]
         top, left = 1 - view.rows, 1 - view.columns
         images = padded[:, top : top + height, left : left + width, :]
-    return keras.ops.flip(images, axis=WIDTH_AXIS) if view.mirror else images
+    return ops.flip(images, axis=WIDTH_AXIS) if view.mirror else images
 
 
-def probabilities_graph(model: keras.Model, images: Any, tta: str) -> Any:
-    """uint8 images (N, 28, 28, 1) -> float32 probabilities (N, 10), as tensors (inside tf.function or an export).
+def with_feature_maps(model: keras.Model) -> keras.Model:
+    """The model with more outputs: its logits (N, 10), then the map entering each pooling layer and the flatten
+    layer, (N, H, W, C) from the finest resolution to the coarsest."""
+    entering = [layer.input for layer in model.layers if isinstance(layer, (layers.MaxPooling2D, layers.Flatten))]
+    return keras.Model(model.inputs, [model.outputs[0], *entering], name=f"{model.name}_with_maps")
 
-    The weighted mean of the softmax of every view that `tta` names.
+
+def statistics(feature_maps: list[Any]) -> Any:
+    """Each channel's mean and standard deviation over space, of every map: (N, D), D = 2 x all channels."""
+    parts = [ops.mean(m, axis=SPACE_AXES) for m in feature_maps] + [ops.std(m, axis=SPACE_AXES) for m in feature_maps]
+    return ops.concatenate([ops.cast(part, "float32") for part in parts], axis=1)
+
+
+def components_graph(mapped: keras.Model, images: Any, tta: str) -> dict[str, Any]:
+    """uint8 images (N, 28, 28, 1) -> the weighted means over `tta`'s views of what answers are made of:
+    probabilities (N, 10) float32 (the softmax of each view, averaged), logits (N, 10), statistics (N, D).
+
+    `mapped` is `with_feature_maps(model)`. Works on tensors (inside tf.function or an export) and on arrays.
     """
     views = VIEWS[tta]
     total = sum(view.weight for view in views)
-    predicted = [
-        keras.ops.softmax(model(render(images, view), training=False)) * (view.weight / total) for view in views
-    ]
-    return predicted[0] if len(predicted) == 1 else sum(predicted[1:], predicted[0])
+    sums: dict[str, Any] = {}
+    for view in views:
+        logits, *maps = mapped(render(images, view), training=False)
+        share = view.weight / total
+        for name, value in (
+            ("probabilities", ops.softmax(logits)),
+            ("logits", logits),
+            ("statistics", statistics(maps)),
+        ):
+            sums[name] = value * share if name not in sums else sums[name] + value * share
+    return sums
 
 
-def compiled(model: keras.Model, tta: str) -> Callable[[Any], Any]:
-    """`probabilities_graph` as one traced TensorFlow function for batches of any size (traced once)."""
-    signature = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")]
-    return tf.function(lambda images: probabilities_graph(model, images, tta), input_signature=signature)
+def energy(logits: Any) -> Any:
+    """-logsumexp of each row of logits (N, 10) -> (N,): high where no class fits (Liu et al. 2020)."""
+    return -ops.logsumexp(logits, axis=1)
+
+
+def nearest_class_distance(statistics: Any, class_means: np.ndarray, whitening: np.ndarray) -> Any:
+    """Squared Mahalanobis distance of each row of (N, D) statistics to the nearest of the (10, D) class means,
+    |(x - mean) @ L|^2 with the whitening L: (N,).
+
+    The means are subtracted before L multiplies: an int8 export stores L with a few percent of error, which then
+    stays a few percent of the distance rather than of |x @ L|, which is far larger.
+    """
+    centred = statistics[:, None, :] - ops.convert_to_tensor(class_means)[None]  # (N, 10, D)
+    whitened = ops.matmul(centred, ops.convert_to_tensor(whitening))  # (N, 10, D)
+    return ops.min(ops.sum(ops.square(whitened), axis=2), axis=1)
+
+
+def answers_graph(components: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
+    """Calibrated probabilities (N, 10), the unsure score (N,) and whether it is above the threshold (N,) bool."""
+    scaled = ops.log(ops.clip(components["probabilities"], 1e-12, 1.0)) / calibration.temperature
+    distance = nearest_class_distance(components["statistics"], calibration.class_means, calibration.whitening)
+    score = ops.maximum(  # each part in units of its own validation tail: 0 at the median, 1 at the tail
+        (energy(components["logits"]) - calibration.energy_centre)
+        / (calibration.energy_tail - calibration.energy_centre),
+        (distance - calibration.distance_centre) / (calibration.distance_tail - calibration.distance_centre),
+    )
+    return {"probabilities": ops.softmax(scaled), "unsure_score": score, "unsure": score > calibration.threshold}
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A batch's answers: probabilities, and the unsure score and verdict where the model is calibrated."""
+
+    probabilities: np.ndarray  # (N, 10) float32, each row summing to 1; temperature-scaled where calibrated
+    unsure_score: np.ndarray | None  # (N,) float32; None without a calibration
+    unsure: np.ndarray | None  # (N,) bool: score above the threshold; None without a calibration
 
 
 class Predictor:
-    """A model with its inference recipe: NumPy images in, NumPy probabilities out, in batches.
+    """A model with its inference recipe (and calibration, if any): NumPy images in, Answers out, in batches.
 
     Built once per model (tracing takes about a second); calling it is thread-safe, so a server can call it from
     worker threads.
     """
 
-    def __init__(self, model: keras.Model, params: InferenceParams) -> None:
-        self.model, self.params = model, params
-        self._probabilities = compiled(model, params.tta)
+    def __init__(self, model: keras.Model, params: InferenceParams, calibration: Calibration | None = None) -> None:
+        self.model, self.params, self.calibration = model, params, calibration
+        mapped = with_feature_maps(model)
+        signature = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name="images")]
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28, 1) uint8 -> (N, 10) float32 class probabilities, each row summing to 1."""
+        def answer(images: Any) -> dict[str, Any]:
+            parts = components_graph(mapped, images, params.tta)
+            if calibration is None:
+                return {"probabilities": parts["probabilities"]}
+            return answers_graph(parts, calibration)
+
+        self._answer = tf.function(answer, input_signature=signature)
+        self._components = tf.function(
+            lambda images: components_graph(mapped, images, params.tta), input_signature=signature
+        )
+
+    def __call__(self, images: np.ndarray) -> Answers:
+        """(N, 28, 28, 1) uint8 -> the Answers of the N images."""
+        found = self._batched(self._answer, images)
+        return Answers(found["probabilities"], found.get("unsure_score"), found.get("unsure"))
+
+    def components(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, 28, 28, 1) uint8 -> uncalibrated probabilities (N, 10), logits (N, 10), statistics (N, D)."""
+        return self._batched(self._components, images)
+
+    def _batched(self, function: Callable[[Any], dict[str, Any]], images: np.ndarray) -> dict[str, np.ndarray]:
         if images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images of shape (N, 28, 28, 1), got {images.dtype} {images.shape}")
         size = self.params.batch_size
-        batches = [self._probabilities(images[i : i + size]).numpy() for i in range(0, len(images), size)]
-        return np.concatenate(batches) if batches else np.zeros((0, NUM_CLASSES), np.float32)
+        # At least one call, empty or not, so that every output has its shape.
+        batches = [function(images[i : i + size]) for i in range(0, max(len(images), 1), size)]
+        return {name: np.concatenate([batch[name].numpy() for batch in batches]) for name in batches[0]}

@@ -10,7 +10,16 @@ import sys
 from fmnist.lib import process
 from fmnist.lib.errors import run_stage
 
-STAGES = ("fetch", "prepare", "train", "evaluate", "export", "plot_errors")  # dvc.yaml's, in its order
+STAGES = (
+    "fetch",
+    "prepare",
+    "not_garments",
+    "train",
+    "calibrate",
+    "evaluate",
+    "export",
+    "plot_errors",
+)  # dvc.yaml's, in its order
 
 
 def main(argv: list[str]) -> None:

@@ -1,28 +1,41 @@
-"""Stage `evaluate`: score the trained model on the validation split and on the full test set, alike.
+"""Stage `evaluate`: score the served model (calibration included) on validation, on the test set and on images
+that are not garments, alike.
 
-Both with the `inference` params (test-time augmentation included), so that a choice made on validation (a
-sweep's winner, a candidate) is judged on the figure the test set will give. Writes metrics/val.json (loss,
-accuracy, macro precision/recall/F1, each class's recall) and plots/val_confusion.csv for the validation split;
-metrics/test.json, metrics/per_class.json and plots/confusion.csv for the test set (one `actual,predicted` row per
-image, DVC's confusion template); data/predictions/test_probabilities.npy ((N, 10) float32, for plot_errors);
-metrics/own_test.json for the user's own held-out images, if prepare held some out (how many, how many right, per
-class).
+Everything goes through the same Predictor as `fmnist predict` and `fmnist serve` (the `inference` params, the
+calibration of models/calibration.npz), so a choice made on validation is judged on the figures the test set
+will give, and the figures are what users get. Writes:
+- metrics/val.json and metrics/test.json: accuracy, loss and macro-F1 (validation: each class's recall too); for
+  the test set also how well the confidence matches the accuracy (ECE, Brier, both before calibration too) and
+  the unsure answers: the share answered sure (coverage), their accuracy, and the share of photo-like garments
+  (test images made into JPEGs and converted back, as `fmnist bench-photos` makes them) that stay sure;
+- metrics/per_class.json: each class's precision, recall, F1 and support on the test set;
+- metrics/not_garments.json, plots/not_garments.csv: for each set of data/not_garments/report, how well the
+  unsure score tells it from the test images (AUROC, the FPR at 95% TPR) and the share answered unsure (a photo
+  the conversion refuses counts as unsure: it gets no garment label); the json holds the worst set's figures;
+- plots/reliability.csv (test accuracy against confidence, 15 bins) and plots/risk_coverage.csv (the test error
+  among the surest answers at each coverage);
+- answers/{val,test,not_garments}.csv: each image's answer (fmnist.lib.answers), what reviews compare;
+- data/predictions/test_probabilities.npy ((N, 10) float32, calibrated, for plot_errors) and
+  data/predictions/test_uncalibrated.npy (the same before calibration);
+- metrics/own_test.json for the user's own held-out images, if prepare held some out.
 """
 
-import csv
-import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmnist.lib import files, metrics
+from fmnist.lib import answers, files, metrics, photo
+from fmnist.lib.calibration import load_for
 from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT
 from fmnist.lib.params import load_params
-from fmnist.nn.inference import Predictor
+from fmnist.nn.inference import Answers, Predictor
 from fmnist.nn.model import load_model
+
+PHOTO_GARMENTS = 2000  # test images made into photo-like JPEGs (the first ones): how many stay sure once converted
 
 
 def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
@@ -34,19 +47,67 @@ def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
     }
 
 
-def confusion_csv(true: np.ndarray, predicted: np.ndarray) -> str:
-    """One `actual,predicted` row per image, by class name, for DVC's confusion template."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["actual", "predicted"])
-    writer.writerows((CLASS_NAMES[t], CLASS_NAMES[p]) for t, p in zip(true, predicted, strict=True))
-    return out.getvalue()
+def split_summary(found: Answers, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, loss and macro-F1 of the (calibrated) probabilities."""
+    summary = metrics.summary(found.probabilities, labels)
+    return {key: summary[key] for key in ("accuracy", "loss", "macro_f1")}
 
 
-def evaluated(predict: Predictor, split: Split) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """(probabilities (N, 10) float32, predicted classes (N,), summary metrics) of the model on one split."""
-    probabilities = predict(split.images)
-    return probabilities, probabilities.argmax(axis=1), metrics.summary(probabilities, split.labels)
+def unsure_summary(found: Answers, labels: np.ndarray, uncalibrated: np.ndarray) -> dict[str, Any]:
+    """The test figures of calibration and of the unsure answers (see the module docstring)."""
+    assert found.unsure is not None  # evaluate always has a calibration
+    sure = ~found.unsure
+    right = found.probabilities.argmax(axis=1) == labels
+    return {
+        "ece": metrics.ece(found.probabilities, labels),
+        "brier": metrics.brier(found.probabilities, labels),
+        "coverage": float(sure.mean()),
+        "sure_accuracy": float(right[sure].mean()) if sure.any() else 0.0,
+        "uncalibrated": {
+            "loss": metrics.cross_entropy(uncalibrated, labels),
+            "ece": metrics.ece(uncalibrated, labels),
+            "brier": metrics.brier(uncalibrated, labels),
+        },
+    }
+
+
+def photo_garments_sure(predict: Predictor, test: Split, count: int = PHOTO_GARMENTS) -> float:
+    """The share of the first `count` test images that stay sure once made into photos and converted back."""
+    photos = [photo.decode(photo.varied_photo(image[..., 0], i)) for i, image in enumerate(test.images[:count])]
+    unsure = predict(np.stack(photos)[..., None]).unsure
+    assert unsure is not None
+    return float(1 - unsure.mean())
+
+
+def not_garment_sets(root: Path = files.NOT_GARMENTS_DIR / "report") -> dict[str, tuple[np.ndarray, int]]:
+    """{set: (images (M, 28, 28, 1) uint8, photos the conversion refused)} of the not-garment report parts."""
+    refused = json.loads((root.parent / "refused.json").read_text())[root.name]
+    return {path.stem: (files.load_npy(path), refused.get(path.stem, 0)) for path in sorted(root.glob("*.npy"))}
+
+
+def not_garment_report(
+    predict: Predictor, test_scores: np.ndarray, sets: dict[str, tuple[np.ndarray, int]]
+) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray, int]]]:
+    """(a row per set: AUROC, FPR at 95% TPR, share unsure, images; {set: (scores, unsure flags, refused)}).
+
+    A refused photo is unsure and ranks above every scored image (it can never be taken for a garment).
+    """
+    rows, per_image = [], {}
+    for name, (images, refused) in sets.items():
+        found = predict(images)
+        assert found.unsure_score is not None and found.unsure is not None
+        scores = np.concatenate([found.unsure_score, np.full(refused, np.inf)])
+        rows.append(
+            {
+                "set": name,
+                "auroc": metrics.auroc(test_scores, scores),
+                "fpr_at_95_tpr": metrics.fpr_at_tpr(test_scores, scores),
+                "unsure": float((found.unsure.sum() + refused) / len(scores)),
+                "images": len(scores),
+            }
+        )
+        per_image[name] = (found.unsure_score, found.unsure, refused)
+    return rows, per_image
 
 
 def own_test_answers(
@@ -54,8 +115,8 @@ def own_test_answers(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(labels (N,), probabilities (N, 10)) of the own held-out images, None if prepare held none out.
 
-    `predict` maps uint8 images (N, 28, 28, 1) to probabilities: a fmnist.nn.inference.Predictor of any model, so
-    two models can be compared on the same own images (fmnist.lib.stats.paired).
+    `predict` maps uint8 images (N, 28, 28, 1) to probabilities, for any model, so that two models can be compared
+    on the same own images (fmnist.lib.stats.paired).
     """
     if not files.split_files(OWN_TEST_SPLIT, root)[0].is_file():
         return None
@@ -79,24 +140,62 @@ def own_test_report(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, 
     }
 
 
+def csv_rows(rows: list[dict[str, Any]]) -> bytes:
+    """A header and one line per row (the keys of the first row, in order): a DVC plot's data."""
+    keys = list(rows[0])
+    lines = [",".join(keys)] + [
+        ",".join(f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys) for row in rows
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def main() -> None:
     params = load_params().inference
-    predict = Predictor(load_model(files.MODEL_FILE), params)
+    predict = Predictor(load_model(files.MODEL_FILE), params, load_for(files.MODEL_FILE))
     val, test = load_split("val"), load_split("test")
-    _, val_predicted, val_summary = evaluated(predict, val)
-    val_matrix = metrics.confusion_matrix(val.labels, val_predicted, len(CLASS_NAMES))
+
+    found = predict(val.images)
+    val_summary = split_summary(found, val.labels)
+    val_matrix = metrics.confusion_matrix(val.labels, found.probabilities.argmax(axis=1), len(CLASS_NAMES))
     recall = {name: scores["recall"] for name, scores in per_class_report(val_matrix).items()}
     files.write_json(files.VAL_METRICS_FILE, {"val": {**val_summary, "recall": recall}})
-    files.write_bytes(files.VAL_CONFUSION_FILE, confusion_csv(val.labels, val_predicted).encode())
-    probabilities, predicted, summary = evaluated(predict, test)
-    files.save_npy(files.PREDICTIONS_FILE, probabilities)
+    files.write_bytes(
+        files.VAL_ANSWERS_FILE,
+        answers.split_csv(val.labels, found.probabilities, found.unsure_score, found.unsure).encode(),
+    )
+
+    found = predict(test.images)
+    assert found.unsure_score is not None and found.unsure is not None
+    uncalibrated = predict.components(test.images)["probabilities"]
+    summary = {
+        **split_summary(found, test.labels),
+        **unsure_summary(found, test.labels, uncalibrated),
+        "photo_sure": photo_garments_sure(predict, test),
+    }
     files.write_json(files.TEST_METRICS_FILE, {"test": summary})
-    matrix = metrics.confusion_matrix(test.labels, predicted, len(CLASS_NAMES))
+    matrix = metrics.confusion_matrix(test.labels, found.probabilities.argmax(axis=1), len(CLASS_NAMES))
     files.write_json(files.PER_CLASS_METRICS_FILE, per_class_report(matrix))
-    files.write_bytes(files.CONFUSION_FILE, confusion_csv(test.labels, predicted).encode())
-    own = own_test_answers(predict)
+    files.write_bytes(
+        files.TEST_ANSWERS_FILE,
+        answers.split_csv(test.labels, found.probabilities, found.unsure_score, found.unsure).encode(),
+    )
+    files.save_npy(files.PREDICTIONS_FILE, found.probabilities.astype(np.float32))
+    files.save_npy(files.UNCALIBRATED_PREDICTIONS_FILE, uncalibrated.astype(np.float32))
+    files.write_bytes(files.RELIABILITY_PLOT, csv_rows(metrics.reliability(found.probabilities, test.labels)))
+    right = found.probabilities.argmax(axis=1) == test.labels
+    files.write_bytes(files.RISK_COVERAGE_PLOT, csv_rows(metrics.risk_coverage(found.unsure_score, right)))
+
+    rows, per_image = not_garment_report(predict, found.unsure_score, not_garment_sets())
+    files.write_bytes(files.NOT_GARMENTS_PLOT, csv_rows(rows))
+    files.write_bytes(files.NOT_GARMENTS_ANSWERS_FILE, answers.not_garments_csv(per_image).encode())
+    worst = {"auroc": min(row["auroc"] for row in rows), "unsure": min(row["unsure"] for row in rows)}
+    files.write_json(files.NOT_GARMENTS_METRICS_FILE, {"not_garments": {"worst": worst}})
+
+    own = own_test_answers(lambda images: predict(images).probabilities)
     files.write_json(files.OWN_TEST_METRICS_FILE, {"own_test": own_test_report(*own) if own else {"images": 0}})
     print(
-        f"evaluate: validation accuracy {val_summary['accuracy']:.4f}; "
-        f"test accuracy {summary['accuracy']:.4f}, loss {summary['loss']:.4f}"
+        f"evaluate: validation accuracy {val_summary['accuracy']:.4f}; test accuracy "
+        f"{summary['accuracy']:.4f}, ECE {summary['ece']:.4f}, {summary['coverage']:.1%} answered sure "
+        f"({summary['sure_accuracy']:.4f} right); not garments: AUROC {worst['auroc']:.3f} and "
+        f"{worst['unsure']:.0%} answered unsure in the worst set"
     )

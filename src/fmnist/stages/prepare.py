@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist.apps import photo  # `fmnist predict`'s photo conversion, applied to own images: its one use here
-from fmnist.lib import files, own_data
+from fmnist.lib import files, own_data, photo  # photo: `fmnist predict`'s conversion, applied to own images
 from fmnist.lib.dataset import Split, save_split
 from fmnist.lib.idx import read_raw_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT, OwnDataError

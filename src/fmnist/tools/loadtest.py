@@ -46,9 +46,9 @@ from fmnist.lib.errors import PipelineError
 from fmnist.lib.files import DEBIAN_DIR
 from fmnist.lib.idx import parse_idx, read_maybe_gzip
 from fmnist.lib.params import TTA
+from fmnist.lib.photo import varied_photo
 from fmnist.lib.process import free_port
 from fmnist.nn.machine import cpu_model
-from fmnist.tools.predict_bench import varied_photo
 
 PHOTOS = 500  # distinct good JPEGs, cycled through
 WARM_UP_S = 3.0  # before each measured run: connections opened, thread pools and caches warm

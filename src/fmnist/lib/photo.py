@@ -127,3 +127,21 @@ def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     if bottom - top < MIN_GARMENT_PX or right - left < MIN_GARMENT_PX:
         raise NoGarmentError("no garment found: only a speck differs from the background")
     return left, top, right, bottom
+
+
+# --- The other way: a Fashion-MNIST image as a product photo, for measuring the conversion above ---------------
+
+
+def photo_like_jpeg(sample: np.ndarray, scale: int = 6, margins: tuple[int, int] = (30, 50)) -> bytes:
+    """A (28, 28) uint8 sample as a photo: dark garment on white, `scale` times larger, white margins, RGB JPEG."""
+    big = Image.fromarray(255 - sample).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (big.width + 2 * margins[0], big.height + 2 * margins[1]), "white")
+    canvas.paste(big, margins)
+    encoded = io.BytesIO()
+    canvas.save(encoded, format="JPEG", quality=90)
+    return encoded.getvalue()
+
+
+def varied_photo(sample: np.ndarray, index: int) -> bytes:
+    """`sample` (28, 28) as a photo-like JPEG whose size and margins vary with `index` (4-8x, 10-53 px)."""
+    return photo_like_jpeg(sample, scale=4 + index % 5, margins=(10 + 7 * (index % 6), 20 + 11 * (index % 4)))
