@@ -97,12 +97,17 @@ def remote_step(repo: Path, env: dict[str, str]) -> Step:
     return Step(result, pairs(files["GITHUB_OUTPUT"]), pairs(files["GITHUB_ENV"]))
 
 
-def set_up(repo: Path, secrets: dict[str, str]) -> dict[str, str]:
-    """dvc-remote.sh in `repo`, which must pass its check; the environment later steps get (secrets + its env)."""
+def set_up_step(repo: Path, secrets: dict[str, str]) -> Step:
+    """dvc-remote.sh in `repo`, which must pass its check; its run."""
     step = remote_step(repo, secrets)
     assert step.result.returncode == 0, step.result.stderr
     assert "reachable, credentials accepted" in step.result.stdout
-    return {**secrets, **step.github_env}
+    return step
+
+
+def set_up(repo: Path, secrets: dict[str, str]) -> dict[str, str]:
+    """dvc-remote.sh in `repo`, which must pass its check; the environment later steps get (secrets + its env)."""
+    return {**secrets, **set_up_step(repo, secrets).github_env}
 
 
 def workspace_state(repo: Path) -> dict[str, tuple[int, int, int]]:
@@ -551,9 +556,10 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
 
 def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     # A trains a change it does not commit and shares the run; B, a clone of A's commit with the same change,
-    # restores train and evaluate from the bucket's run-cache without running them, with A's metrics. DVC's own
-    # `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.run_cache says why).
+    # restores train and evaluate from the bucket's run-cache without running them, with A's metrics and plots.
+    # DVC's own `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.run_cache says why).
     repo_a, env = s3_repo.repo, s3_repo.env
+    assert "no run-cache yet" in s3_repo.step.result.stdout  # the check, before anything was pushed
     repo_b = git_clone(repo_a, tmp_path / "b")
     set_param(repo_a, "train", "epochs", 1)
     assert stages_run(dvc(repo_a, "repro", env=env).stdout) == ["train", "evaluate", "export", "plot_errors"]
@@ -562,9 +568,14 @@ def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     idiom = copy_repo(repo_b, tmp_path / "b-idiom")
     dvc(idiom, "pull", "--run-cache", env=env)
     assert stages_run(dvc(idiom, "repro", "--pull", "train", env=env).stdout) == ["train"]  # DVC's idiom: trained
-    sh([str(VENV_BIN / "fmnist"), "remote", "push"], repo_a, {**env, "PYTHONPATH": str(repo_a / "src")})
+    before = sh(["git", "status", "--porcelain"], repo_a).stdout
+    pushed = sh([str(VENV_BIN / "fmnist"), "remote", "push"], repo_a, {**env, "PYTHONPATH": str(repo_a / "src")})
+    assert "files sent" in pushed.stdout
+    assert sh(["git", "status", "--porcelain"], repo_a).stdout == before  # nothing left behind in A
+    assert "it holds a run-cache" in set_up_step(repo_b, env).result.stdout
     dvc(repo_b, "pull", "--run-cache", env=env)
     restored = dvc(repo_b, "repro", "--pull", env=env).stdout  # --pull: fetches what a run record restores
     assert stages_run(restored) == [] and "Stage 'train' is cached - skipping run" in restored, restored
-    for metrics in ("metrics/val.json", "metrics/test.json", "metrics/train/metrics.json"):
-        assert (repo_b / metrics).read_bytes() == (repo_a / metrics).read_bytes(), metrics
+    assert "Stage 'evaluate' is cached - skipping run" in restored, restored
+    for out in ("metrics/val.json", "metrics/test.json", "metrics/train", "plots/confusion.csv", MODEL):
+        assert contents(repo_b, out) == contents(repo_a, out), out
