@@ -37,7 +37,16 @@ from tests.helpers import (
     set_param,
     stages_run,
 )
-from tests.servers import Blackhole, SeaweedS3, SSHServer, refusing_port, s3_server, ssh_server, wait_for
+from tests.servers import (
+    Blackhole,
+    SeaweedS3,
+    SSHServer,
+    refusing_port,
+    s3_server,
+    silent_port,
+    ssh_server,
+    wait_for,
+)
 from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
 pytestmark = pytest.mark.slow
@@ -382,9 +391,10 @@ def data_repo(data_template: Path, tmp_path: Path) -> Path:
 
 
 S3_FAULTS = {
-    # fault: (what the one line must say, whether dvc pull/push run too)
-    "wrong-secret": (["credentials were refused (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"], True),
-    "unknown-key": (["credentials were refused (InvalidAccessKeyId)", "AWS_ACCESS_KEY_ID"], True),
+    # fault: (what the one line must say, whether dvc pull/push run too). The check looks the bucket up with a HEAD
+    # request (DVC's ls-url), whose 403 carries no error code: a wrong secret and an unknown key read the same.
+    "wrong-secret": (["credentials were refused (403)", "AWS_SECRET_ACCESS_KEY"], True),
+    "unknown-key": (["credentials were refused (403)", "AWS_ACCESS_KEY_ID"], True),
     "missing-bucket": (["the bucket does not exist", "url in .dvc/config"], True),
     "refused": (["cannot reach http://127.0.0.1:", "check endpointurl in .dvc/config"], True),
     # An endpoint that drops connections: the check stops at the first connect timeout (5 s). DVC's own pull or
@@ -392,6 +402,10 @@ S3_FAULTS = {
     # (measured: 114 s for the tiny pipeline's 21 objects on 2 loaded cores), so they are not run here: the
     # workflows never get to them, dvc-remote.sh fails first.
     "blackhole": (["cannot reach http://127.0.0.1:", "Connect timeout", "check endpointurl"], False),
+    # An endpoint that takes connections and never answers, with `read_timeout 10` committed: s3fs would repeat the
+    # timed-out read 5 times (botocore twice each, AWS_MAX_ATTEMPTS=2) and meet the check's 60 s deadline; the
+    # check gives the probe one attempt's connect and read timeouts and a margin (5 + 10 + 10 s) instead.
+    "silent": (["cannot reach http://127.0.0.1:", "no answer within 25 s", "check endpointurl"], False),
 }
 
 
@@ -401,7 +415,7 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
     repo_a, secrets = data_repo, s3_server.env()
     bucket = new_bucket(s3_server)
     with contextlib.ExitStack() as stack:
-        url, endpoint = f"s3://{bucket}/fmnist", s3_server.endpoint
+        url, endpoint, options = f"s3://{bucket}/fmnist", s3_server.endpoint, {}
         if fault == "wrong-secret":
             secrets["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
         elif fault == "unknown-key":
@@ -410,9 +424,11 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
             url = "s3://fmnist-no-such-bucket/fmnist"
         elif fault == "refused":
             endpoint = f"http://127.0.0.1:{stack.enter_context(refusing_port())}"
-        else:
+        elif fault == "blackhole":
             endpoint = f"http://127.0.0.1:{stack.enter_context(Blackhole()).port}"
-        add_remote(repo_a, url, endpointurl=endpoint, verify=True)  # committed by the maintainer, never pushed
+        else:
+            endpoint, options = f"http://127.0.0.1:{stack.enter_context(silent_port())}", {"read_timeout": 10}
+        add_remote(repo_a, url, endpointurl=endpoint, verify=True, **options)  # committed by the maintainer
 
         repo_b = git_clone(repo_a, tmp_path / "b")
         started = time.monotonic()
