@@ -82,11 +82,16 @@ test-fast: setup
 test-bf16: setup test-tools
 	FMNIST_TEST_PRECISION=mixed_bfloat16 PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m pipeline $(BF16_TESTS)
 
-# ruff (lint and format, configured in pyproject.toml) and mypy on src/: what CI runs before the tests.
+# ruff (lint and format), mypy on src/ and deptry, all configured in pyproject.toml: what CI runs before the tests.
+# deptry fails on an import of src/ that no dependency declares (or that only arrives through another package) and on
+# a dependency nothing imports; then on an import of the tests that neither the dependencies nor the test extra
+# declare (the tests import the test extra's packages, and need not import every dependency).
 lint: deps
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(BIN)/deptry src
+	$(BIN)/deptry tests --exclude '\.venv' --ignore DEP002,DEP004
 
 # The benchmark (docs/results.md). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
 bench: setup

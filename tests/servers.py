@@ -42,6 +42,16 @@ def refusing_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that takes connections and never answers while the block runs: it listens and never
+    accepts, so the kernel completes each handshake and the client waits for a reply until its read timeout."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     """Poll `condition` until it is true; fail the test naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -37,7 +37,16 @@ from tests.helpers import (
     set_param,
     stages_run,
 )
-from tests.servers import Blackhole, SeaweedS3, SSHServer, refusing_port, s3_server, ssh_server, wait_for
+from tests.servers import (
+    Blackhole,
+    SeaweedS3,
+    SSHServer,
+    refusing_port,
+    s3_server,
+    silent_port,
+    ssh_server,
+    wait_for,
+)
 from tests.test_remote import CACHED_OUTS, MODEL, contents, locked_md5
 
 pytestmark = pytest.mark.slow
@@ -97,12 +106,17 @@ def remote_step(repo: Path, env: dict[str, str]) -> Step:
     return Step(result, pairs(files["GITHUB_OUTPUT"]), pairs(files["GITHUB_ENV"]))
 
 
-def set_up(repo: Path, secrets: dict[str, str]) -> dict[str, str]:
-    """dvc-remote.sh in `repo`, which must pass its check; the environment later steps get (secrets + its env)."""
+def set_up_step(repo: Path, secrets: dict[str, str]) -> Step:
+    """dvc-remote.sh in `repo`, which must pass its check; its run."""
     step = remote_step(repo, secrets)
     assert step.result.returncode == 0, step.result.stderr
     assert "reachable, credentials accepted" in step.result.stdout
-    return {**secrets, **step.github_env}
+    return step
+
+
+def set_up(repo: Path, secrets: dict[str, str]) -> dict[str, str]:
+    """dvc-remote.sh in `repo`, which must pass its check; the environment later steps get (secrets + its env)."""
+    return {**secrets, **set_up_step(repo, secrets).github_env}
 
 
 def workspace_state(repo: Path) -> dict[str, tuple[int, int, int]]:
@@ -377,9 +391,10 @@ def data_repo(data_template: Path, tmp_path: Path) -> Path:
 
 
 S3_FAULTS = {
-    # fault: (what the one line must say, whether dvc pull/push run too)
-    "wrong-secret": (["credentials were refused (SignatureDoesNotMatch)", "AWS_SECRET_ACCESS_KEY"], True),
-    "unknown-key": (["credentials were refused (InvalidAccessKeyId)", "AWS_ACCESS_KEY_ID"], True),
+    # fault: (what the one line must say, whether dvc pull/push run too). The check looks the bucket up with a HEAD
+    # request (DVC's ls-url), whose 403 carries no error code: a wrong secret and an unknown key read the same.
+    "wrong-secret": (["credentials were refused (403)", "AWS_SECRET_ACCESS_KEY"], True),
+    "unknown-key": (["credentials were refused (403)", "AWS_ACCESS_KEY_ID"], True),
     "missing-bucket": (["the bucket does not exist", "url in .dvc/config"], True),
     "refused": (["cannot reach http://127.0.0.1:", "check endpointurl in .dvc/config"], True),
     # An endpoint that drops connections: the check stops at the first connect timeout (5 s). DVC's own pull or
@@ -387,6 +402,10 @@ S3_FAULTS = {
     # (measured: 114 s for the tiny pipeline's 21 objects on 2 loaded cores), so they are not run here: the
     # workflows never get to them, dvc-remote.sh fails first.
     "blackhole": (["cannot reach http://127.0.0.1:", "Connect timeout", "check endpointurl"], False),
+    # An endpoint that takes connections and never answers, with `read_timeout 10` committed: s3fs would repeat the
+    # timed-out read 5 times (botocore twice each, AWS_MAX_ATTEMPTS=2) and meet the check's 60 s deadline; the
+    # check gives the probe one attempt's connect and read timeouts and a margin (5 + 10 + 10 s) instead.
+    "silent": (["cannot reach http://127.0.0.1:", "no answer within 25 s", "check endpointurl"], False),
 }
 
 
@@ -396,7 +415,7 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
     repo_a, secrets = data_repo, s3_server.env()
     bucket = new_bucket(s3_server)
     with contextlib.ExitStack() as stack:
-        url, endpoint = f"s3://{bucket}/fmnist", s3_server.endpoint
+        url, endpoint, options = f"s3://{bucket}/fmnist", s3_server.endpoint, {}
         if fault == "wrong-secret":
             secrets["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
         elif fault == "unknown-key":
@@ -405,9 +424,11 @@ def test_s3_fault_is_one_line_in_bounded_time_and_changes_nothing(fault, s3_serv
             url = "s3://fmnist-no-such-bucket/fmnist"
         elif fault == "refused":
             endpoint = f"http://127.0.0.1:{stack.enter_context(refusing_port())}"
-        else:
+        elif fault == "blackhole":
             endpoint = f"http://127.0.0.1:{stack.enter_context(Blackhole()).port}"
-        add_remote(repo_a, url, endpointurl=endpoint, verify=True)  # committed by the maintainer, never pushed
+        else:
+            endpoint, options = f"http://127.0.0.1:{stack.enter_context(silent_port())}", {"read_timeout": 10}
+        add_remote(repo_a, url, endpointurl=endpoint, verify=True, **options)  # committed by the maintainer
 
         repo_b = git_clone(repo_a, tmp_path / "b")
         started = time.monotonic()
@@ -551,9 +572,10 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
 
 def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     # A trains a change it does not commit and shares the run; B, a clone of A's commit with the same change,
-    # restores train and evaluate from the bucket's run-cache without running them, with A's metrics. DVC's own
-    # `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.run_cache says why).
+    # restores train and evaluate from the bucket's run-cache without running them, with A's metrics and plots.
+    # DVC's own `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.run_cache says why).
     repo_a, env = s3_repo.repo, s3_repo.env
+    assert "no run-cache yet" in s3_repo.step.result.stdout  # the check, before anything was pushed
     repo_b = git_clone(repo_a, tmp_path / "b")
     set_param(repo_a, "train", "epochs", 1)
     assert stages_run(dvc(repo_a, "repro", env=env).stdout) == ["train", "evaluate", "export", "plot_errors"]
@@ -562,9 +584,14 @@ def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     idiom = copy_repo(repo_b, tmp_path / "b-idiom")
     dvc(idiom, "pull", "--run-cache", env=env)
     assert stages_run(dvc(idiom, "repro", "--pull", "train", env=env).stdout) == ["train"]  # DVC's idiom: trained
-    sh([str(VENV_BIN / "fmnist"), "remote", "push"], repo_a, {**env, "PYTHONPATH": str(repo_a / "src")})
+    before = sh(["git", "status", "--porcelain"], repo_a).stdout
+    pushed = sh([str(VENV_BIN / "fmnist"), "remote", "push"], repo_a, {**env, "PYTHONPATH": str(repo_a / "src")})
+    assert "files sent" in pushed.stdout
+    assert sh(["git", "status", "--porcelain"], repo_a).stdout == before  # nothing left behind in A
+    assert "it holds a run-cache" in set_up_step(repo_b, env).result.stdout
     dvc(repo_b, "pull", "--run-cache", env=env)
     restored = dvc(repo_b, "repro", "--pull", env=env).stdout  # --pull: fetches what a run record restores
     assert stages_run(restored) == [] and "Stage 'train' is cached - skipping run" in restored, restored
-    for metrics in ("metrics/val.json", "metrics/test.json", "metrics/train/metrics.json"):
-        assert (repo_b / metrics).read_bytes() == (repo_a / metrics).read_bytes(), metrics
+    assert "Stage 'evaluate' is cached - skipping run" in restored, restored
+    for out in ("metrics/val.json", "metrics/test.json", "metrics/train", "plots/confusion.csv", MODEL):
+        assert contents(repo_b, out) == contents(repo_a, out), out
