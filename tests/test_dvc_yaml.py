@@ -16,7 +16,9 @@ PACKAGE = REPO_ROOT / "src" / "fmnist"
 EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
     "fetch": ["fetch"],
     "prepare": ["prepare"],
+    "not_garments": ["not_garments"],
     "train": ["model", "train"],
+    "calibrate": ["inference", "unsure"],
     "evaluate": ["inference"],
     "export": ["export", "inference"],
     "plot_errors": ["plot_errors"],
@@ -24,25 +26,35 @@ EXPECTED_PARAMS = {  # which params.yaml sections each stage's main reads
 EXPECTED_DATA = {  # (data deps, outs) in terms of fmnist.lib.files
     "fetch": (set(), {files.RAW_DIR}),
     "prepare": ({files.RAW_DIR, files.EXTRA_DIR}, {files.PREPARED_DIR, files.DATA_METRICS_FILE}),
+    "not_garments": (set(), {files.NOT_GARMENTS_DIR}),
     "train": (
         {files.PREPARED_DIR},
         {files.MODEL_FILE, files.TRAIN_LOG_DIR / "plots", files.TRAIN_LOG_DIR / "metrics.json"},
     ),
+    "calibrate": ({files.MODEL_FILE, files.PREPARED_DIR}, {files.CALIBRATION_FILE, files.CALIBRATION_METRICS_FILE}),
     "evaluate": (
-        {files.MODEL_FILE, files.PREPARED_DIR},
+        {files.MODEL_FILE, files.CALIBRATION_FILE, files.PREPARED_DIR, files.NOT_GARMENTS_DIR},
         {
-            files.PREDICTIONS_FILE,
-            files.CONFUSION_FILE,
-            files.VAL_CONFUSION_FILE,
+            files.PREDICTIONS_FILE.parent,
+            files.VAL_ANSWERS_FILE,
+            files.TEST_ANSWERS_FILE,
+            files.NOT_GARMENTS_ANSWERS_FILE,
             files.VAL_METRICS_FILE,
             files.TEST_METRICS_FILE,
             files.PER_CLASS_METRICS_FILE,
+            files.NOT_GARMENTS_METRICS_FILE,
             files.OWN_TEST_METRICS_FILE,
+            files.NOT_GARMENTS_PLOT,
+            files.RELIABILITY_PLOT,
+            files.RISK_COVERAGE_PLOT,
         },
     ),
-    "export": ({files.MODEL_FILE, files.PREPARED_DIR}, {files.EXPORT_DIR, files.EXPORT_METRICS_FILE}),
+    "export": (
+        {files.MODEL_FILE, files.CALIBRATION_FILE, files.PREPARED_DIR},
+        {files.EXPORT_DIR, files.EXPORT_METRICS_FILE},
+    ),
     "plot_errors": (
-        {files.PREPARED_DIR, files.PREDICTIONS_FILE, files.TRAIN_PLOTS_DIR},
+        {files.PREPARED_DIR, files.PREDICTIONS_FILE.parent, files.TRAIN_PLOTS_DIR},
         {
             files.RANDOM_PREDICTIONS_PLOT,
             files.MISCLASSIFIED_PLOT,

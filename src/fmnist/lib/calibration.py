@@ -65,11 +65,12 @@ class Calibration:
         fix = "`dvc repro calibrate` fits it again"
         try:
             with np.load(path, allow_pickle=False) as stored:
-                values = {field.name: stored[field.name] for field in fields(cls)}
+                missing = [field.name for field in fields(cls) if field.name not in stored.files]
+                values = {field.name: stored[field.name] for field in fields(cls) if field.name not in missing}
         except (OSError, ValueError) as exc:
             raise CalibrationError(f"{path} cannot be read ({exc}); {fix}") from None
-        except KeyError as exc:
-            raise CalibrationError(f"{path} lacks {exc}; {fix}") from None
+        if missing:
+            raise CalibrationError(f"{path} lacks {', '.join(missing)}; {fix}")
         arrays = {"class_means", "whitening"}
         return cls(**{name: value if name in arrays else value.item() for name, value in values.items()})
 
@@ -141,5 +142,6 @@ def centre_and_tail(values: np.ndarray, tail_quantile: float) -> tuple[float, fl
 
 
 def coverage_threshold(scores: np.ndarray, coverage: float) -> float:
-    """The score at or below which a `coverage` share of `scores` lies (validation: those answered sure)."""
+    """The lowest score at or below which at least a `coverage` share of `scores` lies (validation: those answered
+    sure)."""
     return float(np.quantile(scores, coverage, method="higher"))

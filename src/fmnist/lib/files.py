@@ -37,6 +37,7 @@ TRAIN_PLOTS_DIR = TRAIN_LOG_DIR / "plots"  # train: one TSV per metric, one row 
 VAL_CURVE_FILE = TRAIN_PLOTS_DIR / "metrics/eval/accuracy.tsv"  # train: validation accuracy after each epoch
 PREDICTIONS_FILE = Path("data/predictions/test_probabilities.npy")  # evaluate: (10000, 10) float32, calibrated
 UNCALIBRATED_PREDICTIONS_FILE = PREDICTIONS_FILE.with_name("test_uncalibrated.npy")  # evaluate: the same, before
+UNSURE_SCORES_FILE = PREDICTIONS_FILE.with_name("test_unsure_scores.npy")  # evaluate: (10000,) float32
 VAL_METRICS_FILE = Path("metrics/val.json")  # evaluate: the validation split, what choices are made on
 TEST_METRICS_FILE = Path("metrics/test.json")  # evaluate
 PER_CLASS_METRICS_FILE = Path("metrics/per_class.json")  # evaluate
@@ -55,6 +56,7 @@ RANDOM_PREDICTIONS_PLOT = Path("plots/random_predictions.png")  # plot_errors
 MISCLASSIFIED_PLOT = Path("plots/misclassified.png")  # plot_errors
 CONFUSED_PAIRS_PLOT = Path("plots/confused_pairs.png")  # plot_errors
 TRAINING_CURVES_PLOT = Path("plots/training_curves.png")  # plot_errors
+UNSURE_PLOT = Path("plots/unsure.png")  # plot_errors
 SEEDS_FILE = Path("metrics/seeds.json")  # `fmnist seeds`: test accuracy of the current params over several seeds
 
 

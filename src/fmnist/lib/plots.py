@@ -103,3 +103,53 @@ def frontier(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def unsure_figure(
+    reliability: Mapping[str, Sequence[Mapping[str, float]]],
+    risk: Sequence[Mapping[str, float]],
+    sure_share: float,
+    not_garments: Sequence[tuple[str, float]],
+    title: str,
+) -> Figure:
+    """Three panels on what the confidence means: accuracy against confidence per bin for each of `reliability`
+    ({label: fmnist.lib.metrics.reliability rows}), the error among the surest answers at each coverage (`risk`:
+    fmnist.lib.metrics.risk_coverage rows) with the share answered sure marked, and the share of each
+    not-garment set answered unsure ((set, share) pairs)."""
+    fig = Figure(figsize=(12, 3.8))
+    calibration_ax, risk_ax, sets_ax = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    calibration_ax.plot([0, 1], [0, 1], color="#8c959f", linestyle=":", linewidth=1, label="confidence = accuracy")
+    for (label, rows), color in zip(reliability.items(), ("#8c959f", "#0969da"), strict=False):
+        confidence = [row["mean_confidence"] for row in rows]
+        calibration_ax.plot(
+            confidence, [row["accuracy"] for row in rows], marker="o", markersize=3, color=color, label=label
+        )
+    calibration_ax.set(xlabel="confidence (mean of the bin)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    calibration_ax.set_title("Confidence against accuracy", fontsize=10)
+    calibration_ax.legend(fontsize=7, loc="upper left")
+    risk_ax.plot([row["coverage"] for row in risk], [row["risk"] for row in risk], color="#0969da")
+    risk_ax.axvline(sure_share, color=WRONG_COLOR, linestyle="--", linewidth=1)
+    risk_ax.annotate(
+        f" answered sure: {sure_share:.1%}",
+        (sure_share, 0),
+        xycoords=("data", "axes fraction"),
+        xytext=(0, 6),
+        textcoords="offset points",
+        ha="right",
+        fontsize=7,
+        color=WRONG_COLOR,
+    )
+    risk_ax.set(xlabel="share answered (surest first)", ylabel="error among them", xlim=(0, 1))
+    risk_ax.set_title("Error against coverage", fontsize=10)
+    risk_ax.grid(alpha=0.3)
+    names, shares = [name for name, _ in not_garments], [share for _, share in not_garments]
+    sets_ax.barh(range(len(names)), shares, color=CORRECT_COLOR)
+    sets_ax.set_yticks(range(len(names)), [name.replace("_", " ") for name in names], fontsize=7)
+    sets_ax.invert_yaxis()
+    for i, share in enumerate(shares):
+        sets_ax.text(share, i, f" {share:.0%}", va="center", fontsize=7)
+    sets_ax.set(xlabel="share answered unsure", xlim=(0, 1.25))
+    sets_ax.set_title("Images that are not garments", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -15,8 +15,8 @@ will give, and the figures are what users get. Writes:
 - plots/reliability.csv (test accuracy against confidence, 15 bins) and plots/risk_coverage.csv (the test error
   among the surest answers at each coverage);
 - answers/{val,test,not_garments}.csv: each image's answer (fmnist.lib.answers), what reviews compare;
-- data/predictions/test_probabilities.npy ((N, 10) float32, calibrated, for plot_errors) and
-  data/predictions/test_uncalibrated.npy (the same before calibration);
+- data/predictions/: for plot_errors, test_probabilities.npy ((N, 10) float32, calibrated),
+  test_uncalibrated.npy (the same before calibration) and test_unsure_scores.npy ((N,) float32);
 - metrics/own_test.json for the user's own held-out images, if prepare held some out.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.lib import answers, files, metrics, photo
-from fmnist.lib.calibration import load_for
+from fmnist.lib.calibration import load_for, temperature_scaled
 from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT
 from fmnist.lib.params import load_params
@@ -69,6 +69,12 @@ def unsure_summary(found: Answers, labels: np.ndarray, uncalibrated: np.ndarray)
             "brier": metrics.brier(uncalibrated, labels),
         },
     }
+
+
+def before_calibration(probabilities: np.ndarray, predict: Predictor) -> np.ndarray:
+    """The probabilities before temperature scaling: scaling by 1/T undoes scaling by T (each row renormalised)."""
+    assert predict.calibration is not None
+    return temperature_scaled(probabilities, 1 / predict.calibration.temperature)
 
 
 def photo_garments_sure(predict: Predictor, test: Split, count: int = PHOTO_GARMENTS) -> float:
@@ -166,7 +172,7 @@ def main() -> None:
 
     found = predict(test.images)
     assert found.unsure_score is not None and found.unsure is not None
-    uncalibrated = predict.components(test.images)["probabilities"]
+    uncalibrated = before_calibration(found.probabilities, predict)
     summary = {
         **split_summary(found, test.labels),
         **unsure_summary(found, test.labels, uncalibrated),
@@ -181,6 +187,7 @@ def main() -> None:
     )
     files.save_npy(files.PREDICTIONS_FILE, found.probabilities.astype(np.float32))
     files.save_npy(files.UNCALIBRATED_PREDICTIONS_FILE, uncalibrated.astype(np.float32))
+    files.save_npy(files.UNSURE_SCORES_FILE, found.unsure_score.astype(np.float32))
     files.write_bytes(files.RELIABILITY_PLOT, csv_rows(metrics.reliability(found.probabilities, test.labels)))
     right = found.probabilities.argmax(axis=1) == test.labels
     files.write_bytes(files.RISK_COVERAGE_PLOT, csv_rows(metrics.risk_coverage(found.unsure_score, right)))

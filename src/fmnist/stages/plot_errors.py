@@ -1,16 +1,20 @@
 """Stage `plot_errors`: pictures of the model for people: its test predictions, its mistakes, how it learned.
 
 Writes plots/random_predictions.png (a seeded random sample), plots/misclassified.png (a seeded sample of the
-errors), plots/confused_pairs.png (which true -> predicted mistakes are most common) and
-plots/training_curves.png (loss and accuracy after each epoch, from the train stage's dvclive logs).
+errors), plots/confused_pairs.png (which true -> predicted mistakes are most common),
+plots/training_curves.png (loss and accuracy after each epoch, from the train stage's dvclive logs) and
+plots/unsure.png (what the confidence means: its calibration, the error among the sure answers, and how often
+images that are not garments are answered unsure, from evaluate's outputs).
 """
 
+import csv
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from fmnist.lib import files, metrics, plots
+from fmnist.lib.calibration import Calibration
 from fmnist.lib.dataset import NUM_CLASSES, load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import load_params
@@ -50,6 +54,23 @@ def logged_curves() -> dict[str, dict[str, list[float]]]:
     }
 
 
+def unsure_figure(test_labels: np.ndarray, probabilities: np.ndarray) -> Figure:
+    """plots/unsure.png from evaluate's predictions, its unsure scores and its not-garment figures."""
+    scores = files.load_npy(files.UNSURE_SCORES_FILE)  # (N,) float32
+    threshold = Calibration.load(files.CALIBRATION_FILE).threshold
+    before = files.load_npy(files.UNCALIBRATED_PREDICTIONS_FILE)
+    reliability = {
+        f"before calibration (ECE {metrics.ece(before, test_labels):.3f})": metrics.reliability(before, test_labels),
+        f"served (ECE {metrics.ece(probabilities, test_labels):.3f})": metrics.reliability(probabilities, test_labels),
+    }
+    right = probabilities.argmax(axis=1) == test_labels
+    with open(files.NOT_GARMENTS_PLOT, newline="") as table:
+        sets = [(row["set"], float(row["unsure"])) for row in csv.DictReader(table)]
+    return plots.unsure_figure(
+        reliability, metrics.risk_coverage(scores, right), float(np.mean(scores <= threshold)), sets, "Saying unsure"
+    )
+
+
 def main() -> None:
     params = load_params().plot_errors
     test = load_split("test")
@@ -76,6 +97,7 @@ def main() -> None:
             pairs, matrix.sum(axis=1), f"The {len(pairs)} most common mistakes"
         ),
         files.TRAINING_CURVES_PLOT: plots.training_curves(logged_curves(), "Training, epoch by epoch"),
+        files.UNSURE_PLOT: unsure_figure(test.labels, probabilities),
     }
     for target, fig in figures.items():
         save_figure(fig, target)
