@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = answers(list(sample_photos()))
     counts = {kind: sum(answer.startswith(kind) for _, answer in rows) for kind in ("refused", "unsure", "sure")}
+    summary = f"{len(rows)} photos: {counts['refused']} refused, {counts['unsure']} unsure, {counts['sure']} sure."
     text = "\n".join(
-        ["| photo | answer |", "|---|---|", *(f"| {name} | {answer} |" for name, answer in rows), ""]
-        + [f"{len(rows)} photos: {counts['refused']} refused, {counts['unsure']} unsure, {counts['sure']} sure."]
+        ["| photo | answer |", "|---|---|", *(f"| {name} | {answer} |" for name, answer in rows), "", summary]
     )
     print(text)
     if args.out:

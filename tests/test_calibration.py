@@ -54,7 +54,7 @@ def test_class_gaussians_give_scipys_mahalanobis_distance():
 def test_dead_features_still_invert():
     rng = np.random.default_rng(3)
     features = np.concatenate([rng.normal(size=(500, 4)), np.zeros((500, 2))], axis=1)  # two channels never fire
-    means, whitening = calibration.fit_class_gaussians(features, np.arange(500) % 10, 10)
+    _, whitening = calibration.fit_class_gaussians(features, np.arange(500) % 10, 10)
     assert np.isfinite(whitening).all()
 
 
@@ -67,7 +67,7 @@ def test_the_threshold_leaves_the_asked_share_of_scores_at_or_below_it():
 
 
 def test_a_score_that_does_not_vary_is_refused_with_the_fix():
-    with pytest.raises(CalibrationError, match="does not vary.*dvc repro train"):
+    with pytest.raises(CalibrationError, match=r"does not vary.*dvc repro train"):
         calibration.centre_and_tail(np.ones(100), 0.99)
 
 
@@ -114,5 +114,5 @@ def test_a_damaged_or_incomplete_file_is_one_line_naming_the_fix(fitted, tmp_pat
     with pytest.raises(CalibrationError, match=r"broken.npz cannot be read .*dvc repro calibrate"):
         Calibration.load(tmp_path / "broken.npz")
     np.savez(tmp_path / "partial.npz", temperature=np.array(1.0))
-    with pytest.raises(CalibrationError, match="partial.npz lacks model_md5, tta, energy_centre"):
+    with pytest.raises(CalibrationError, match=r"partial\.npz lacks model_md5, tta, energy_centre"):
         Calibration.load(tmp_path / "partial.npz")

@@ -57,7 +57,7 @@ class Calibration:
         """Write the calibration as one .npz (plain arrays, no pickled objects)."""
         arrays = {field.name: np.asarray(getattr(self, field.name)) for field in fields(self)}
         with files.atomic_path(path) as tmp, open(tmp, "wb") as out:
-            np.savez(out, **arrays)
+            np.savez(out, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> "Calibration":
