@@ -1,15 +1,19 @@
-"""The benchmark: its table (mean ± sd over seeds, time ratios to the first row) and how it runs commands."""
+"""The benchmark: its table (mean ± sd over seeds, time ratios to the first row), how it runs commands, and a
+preset's run on the tiny pipeline: the train stage, then the accuracy that evaluate reports."""
 
+import json
 import sys
 
 import pytest
+import yaml
 
+from fmnist.lib import files
 from fmnist.lib.errors import PipelineError
-from fmnist.tools.bench import Result, accuracy_cell, parse_seeds, table, timed
+from fmnist.tools.bench import Result, accuracy_cell, parse_seeds, predicted, run_preset, table, timed
 
 
-def run(name: str, seed: int, accuracy: float | None, train: float, evaluate: float = 2.0) -> Result:
-    return Result(name, seed, accuracy, train, evaluate, parameters=1234, epochs=3, compute="CPU eigen, float32")
+def run(name: str, seed: int, accuracy: float | None, train: float, predict: float = 2.0) -> Result:
+    return Result(name, seed, accuracy, train, predict, parameters=1234, epochs=3, compute="CPU eigen, float32")
 
 
 def test_accuracy_is_the_mean_and_sample_sd_over_seeds_or_a_dash():
@@ -22,7 +26,7 @@ def test_table_gives_mean_times_and_ratios_to_the_first_row():
     seed = [run("seed script", 0, 0.90, 98), run("seed script", 1, 0.91, 78)]
     fast = [run("fast", 0, 0.92, 20), run("fast", 1, 0.93, 30)]
     header, _, first, second = table([seed, fast], "test").splitlines()
-    assert header.startswith("| run | test accuracy | train + evaluate (s) |")
+    assert header.startswith("| run | test accuracy | train + predict (s) | train (s) | predict (s) |")
     assert first.startswith("| seed script | 0.9050 ± 0.0071 | 90 ± 14 | 88 ± 14 | 2.0 ± 0.0 | 1.00x | 0, 1 |")
     assert "| 0.30x |" in second  # 27 s / 90 s: means of both rows
     assert second.endswith("| 1,234 | 3 | CPU eigen, float32 |")
@@ -47,3 +51,17 @@ def test_timed_copies_the_output_to_stderr_only_when_asked(tmp_path, capsys):
 def test_a_failing_command_names_itself_and_its_exit_code(tmp_path):
     with pytest.raises(PipelineError, match=r"failed in .* \(exit 3\)"):
         timed([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {})
+
+
+@pytest.mark.slow
+def test_a_preset_runs_the_train_stage_alone_and_scores_as_evaluate_does(pipeline_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(pipeline_copy)  # where the bench runs: data/raw and data/prepared here
+    reported = json.loads(files.TEST_METRICS_FILE.read_text())["test"]["accuracy"]  # evaluate's, calibrated
+    accuracy, parameters, seconds = predicted(pipeline_copy, "test")  # the committed model, uncalibrated
+    assert accuracy == reported and parameters > 0 and seconds > 0
+    params = yaml.safe_load(files.PARAMS_FILE.read_text())
+    found = run_preset("default", params, 0, "test", tmp_path, {})  # seed 0 again: the committed model again
+    assert found.accuracy == reported and found.train_seconds > found.predict_seconds > 0
+    workspace = tmp_path / "default-0"
+    assert (workspace / files.MODEL_FILE).is_file()
+    assert not (workspace / files.CALIBRATION_FILE).exists() and not (workspace / files.TEST_METRICS_FILE).exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmnist.lib.answers import SplitAnswers
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import charts, compare
 from tests.helpers import REPO_ROOT
@@ -78,8 +79,12 @@ def sides_with_curves() -> tuple[compare.Side, compare.Side]:
     rng = np.random.default_rng(1)
     base_predicted = np.where(rng.random(10_000) < 0.9, actual, (actual + 1) % 10)
     head_predicted = np.where(rng.random(10_000) < 0.92, actual, (actual + 1) % 10)
-    base = compare.Side("`main`", actual, base_predicted, None, None, True, (0.80, 0.86, 0.90))
-    head = compare.Side("workspace", actual, head_predicted, None, None, True, (0.81, 0.88, 0.92))
+    base = compare.Side(
+        "`main`", SplitAnswers(actual, base_predicted, None, None), None, None, True, (0.80, 0.86, 0.90)
+    )
+    head = compare.Side(
+        "workspace", SplitAnswers(actual, head_predicted, None, None), None, None, True, (0.81, 0.88, 0.92)
+    )
     return base, head
 
 

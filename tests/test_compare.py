@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fmnist.lib.answers import SplitAnswers
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import compare
 
@@ -24,8 +25,13 @@ def seeds(accuracies: list[float], current: bool = True) -> dict:
     return {"seeds": {"runs": runs, "fingerprint": "f" if current else "old"}}
 
 
+def answered(wrong: np.ndarray) -> SplitAnswers:
+    """The test answers of a model that gets the images at `wrong` wrong (classes only, as an older commit's)."""
+    return SplitAnswers(ACTUAL, predictions(wrong), None, None)
+
+
 def side(name: str, wrong: np.ndarray, record: dict | None = None, environment: dict | None = ENVIRONMENT):
-    return compare.Side(name, ACTUAL, predictions(wrong), environment, record, seeds_current=True)
+    return compare.Side(name, answered(wrong), environment, record, seeds_current=True)
 
 
 RNG = np.random.default_rng(0)
@@ -71,22 +77,14 @@ def test_different_environments_open_the_report_with_what_differs():
 
 
 def test_two_seed_records_are_compared_when_the_head_has_its_own():
-    head = compare.Side(
-        "workspace", ACTUAL, predictions(BASE_WRONG), ENVIRONMENT, seeds([0.9410, 0.9402, 0.9415]), True
-    )
+    head = compare.Side("workspace", answered(BASE_WRONG), ENVIRONMENT, seeds([0.9410, 0.9402, 0.9415]), True)
     sections = compare.comparison(side("`main`", BASE_WRONG, SPREAD), head).sections
     over_seeds = dict(sections)["Over seeds"]
     assert "`main` 0.9340 ± 0.0014 (n = 5) → workspace 0.9409 ± 0.0007 (n = 3)" in over_seeds
     assert "**better**" in over_seeds
 
 
-def test_answers_come_from_the_confusion_csv_and_other_test_sets_are_refused():
-    actual, predicted = compare.answers_from_confusion("actual,predicted\nBag,Bag\nShirt,T-shirt/top\n")
-    assert actual.tolist() == [8, 6] and predicted.tolist() == [8, 0]
-    with pytest.raises(ValueError, match="header actual,predicted"):
-        compare.answers_from_confusion("a,b\n")
-    with pytest.raises(ValueError, match="not two class names"):
-        compare.answers_from_confusion("actual,predicted\nBag,Hat\n")
-    other = compare.Side("workspace", ACTUAL[::-1], ACTUAL[::-1], None, None, False)
-    with pytest.raises(ValueError, match="did not predict the same test images"):
+def test_models_that_answered_other_test_images_are_refused():
+    other = compare.Side("workspace", SplitAnswers(ACTUAL[::-1], ACTUAL[::-1], None, None), None, None, False)
+    with pytest.raises(ValueError, match=r"did not predict the same test images \(answers/test.csv differs"):
         compare.comparison(side("`main`", BASE_WRONG), other)

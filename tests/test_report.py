@@ -1,5 +1,7 @@
 """`fmnist report`: the formatting functions, the CI workflow that posts it, a real two-commit run."""
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -10,7 +12,9 @@ import pytest
 import yaml
 
 from fmnist.lib import runs
+from fmnist.lib.answers import SplitAnswers
 from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.stats import VERDICTS
 from fmnist.tools import report
 from tests.helpers import REPO_ROOT, bf16_env, copy_repo, dvc, git_commit, run, set_param
 
@@ -47,10 +51,15 @@ def test_parse_ls_tree_and_compare_blobs_find_changed_added_and_removed_files():
 
 
 def test_plots_section_names_each_changed_plot_and_the_index():
-    changes = {"metrics/train/plots/metrics/eval/loss.tsv": "changed", "plots/confusion.csv": "changed"}
+    changes = {
+        "metrics/train/plots/metrics/eval/loss.tsv": "changed",
+        "answers/test.csv": "changed",
+        "plots/confusion.csv": "removed",
+    }
     text = report.plots_section("main", changes, Path("report/plots/index.html"))
     assert "- `metrics/train/plots/metrics/eval/loss.tsv` (training curves): changed" in text
-    assert "- `plots/confusion.csv` (confusion matrix): changed" in text
+    assert "- `answers/test.csv` (each test image's answer, and the confusion matrix): changed" in text
+    assert "- `plots/confusion.csv` (confusion matrix (before answers/test.csv)): removed" in text
     assert "`report/plots/index.html`" in text
     assert "No plot file differs from `main`" in report.plots_section("main", {}, Path("x/index.html"))
 
@@ -60,6 +69,15 @@ def test_build_report_puts_the_headline_first_then_the_sections_in_order():
     assert text.splitlines()[:3] == [report.TITLE, "", "**headline**"]
     assert text.index("### Params\n\np-table") < text.index("### Metrics\n\nm-table")
     assert text.endswith("m-table\n")
+
+
+def test_retraining_a_base_reruns_the_stages_its_own_dvc_yaml_has(tmp_path):
+    (tmp_path / "dvc.yaml").write_text((REPO_ROOT / "dvc.yaml").read_text())
+    assert report.retraining_stages(tmp_path) == ["train", "calibrate", "evaluate"]
+    older = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    del older["stages"]["calibrate"]  # a base from before the calibrate stage
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(older))
+    assert report.retraining_stages(tmp_path) == ["train", "evaluate"]
 
 
 # The CI workflow.
@@ -215,9 +233,11 @@ def test_report_against_a_base_without_metrics_and_an_unknown_base(pipeline_copy
     fmnist_cli(repo, "report", "--base", "HEAD", "--out", "first.md", "--plots-dir", "first-plots")
     text = (repo / "first.md").read_text()
     assert (
-        f"**Test accuracy: workspace {accuracy_of(repo):.4f}** (no verdict: `HEAD` has no plots/confusion.csv" in text
+        f"**Test accuracy: workspace {accuracy_of(repo):.4f}** (no verdict: `HEAD` has no answers/test.csv (nor the "
+        "older plots/confusion.csv)" in text
     )
-    assert "(confusion matrix): added" in text
+    assert "- `answers/test.csv` (each test image's answer, and the confusion matrix): added" in text
+    assert "### Calibration and unsure answers" not in text  # nothing to compare with
     assert (repo / "first-plots" / "index.html").is_file()
 
     result = fmnist_cli(repo, "report", "--base", "no-such-branch", "--out", "bad.md", check=False)
@@ -235,3 +255,103 @@ def test_retrain_base_trains_the_base_again_here_in_a_worktree_and_compares_with
         f"workspace {accuracy_of(reseeded_copy):.4f}"
     )
     assert run(["git", "worktree", "list"], reseeded_copy).stdout.count("\n") == 1  # the temporary one is gone
+
+
+# The calibration and unsure answers, on two real commits.
+
+
+def recorded_test(repo: Path, rev: str | None = None) -> dict:
+    """metrics/test.json's `test` in the workspace, or at the git revision `rev`."""
+    text = (
+        (repo / "metrics/test.json").read_text()
+        if rev is None
+        else run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout
+    )
+    return json.loads(text)["test"]
+
+
+def set_figures(repo: Path, rev: str | None = None) -> dict[str, dict[str, str]]:
+    """plots/not_garments.csv (evaluate's figures per not-garment set) in the workspace or at `rev`: {set: row}."""
+    path = "plots/not_garments.csv"
+    text = (repo / path).read_text() if rev is None else run(["git", "show", f"{rev}:{path}"], repo).stdout
+    return {row["set"]: row for row in csv.DictReader(io.StringIO(text))}
+
+
+def row_cells(text: str, label: str) -> list[str]:
+    """The cells of the report's table row whose first cell starts with `label`."""
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def section_of(text: str, heading: str) -> str:
+    """The body of the report's `### heading` section."""
+    return text.split(f"### {heading}\n\n", 1)[1].split("\n### ", 1)[0].strip()
+
+
+@pytest.mark.slow
+def test_the_calibration_section_compares_both_commits_figures_with_intervals_and_verdicts(reseeded_copy):
+    text = section_of(report_on(reseeded_copy), "Calibration and unsure answers")
+    base, head = recorded_test(reseeded_copy, "main"), recorded_test(reseeded_copy)
+    ece = row_cells(text, "ECE")
+    # From each image's answer (its confidence rounded to 4 decimals): evaluate's ECE, to within that rounding.
+    assert float(ece[1]) == pytest.approx(base["ece"], abs=0.0005) and float(ece[2]) == pytest.approx(
+        head["ece"], abs=0.0005
+    )
+    for label, key in (("coverage", "coverage"), ("accuracy of the sure answers", "sure_accuracy")):
+        cells = row_cells(text, label)
+        assert cells[1:3] == [f"{base[key]:.4f}", f"{head[key]:.4f}"], label
+        low, high = (float(end) for end in cells[4].split(" to "))
+        assert low <= float(cells[3]) <= high, label  # the interval holds the difference of the two
+    assert row_cells(text, "coverage")[5].startswith("none: near 0.95 is the goal")
+    for label, key in (("NLL", "loss"), ("photo-like garments", "photo_sure")):  # no per-image data: as recorded
+        cells = row_cells(text, label)
+        assert cells[1:3] == [f"{base[key]:.4f}", f"{head[key]:.4f}"] and cells[4].startswith("—"), label
+    base_sets, head_sets = set_figures(reseeded_copy, "main"), set_figures(reseeded_copy)
+    assert base_sets.keys() == head_sets.keys() and len(base_sets) >= 8
+    for name in base_sets:
+        unsure = row_cells(text, f"{name}: answered unsure")
+        assert unsure[1:3] == [base_sets[name]["unsure"], head_sets[name]["unsure"]], name
+    judged = [row_cells(text, label)[5] for label in ("ECE", "NLL", "accuracy of the sure", "photo-like", "digits:")]
+    assert set(judged) <= set(VERDICTS)
+    # `fmnist seeds --n 2` at main recorded every compared figure, so each has its seed spread there.
+    assert "No seed spread" not in text
+    if "unsure_score" in SplitAnswers.__dataclass_fields__:  # once fmnist.lib.answers reads the test scores
+        for name in base_sets:
+            auroc = row_cells(text, f"{name}: AUROC")
+            assert float(auroc[1]) == pytest.approx(float(base_sets[name]["auroc"]), abs=0.002), name
+    else:
+        assert "No AUROC: the test images' unsure scores (answers/test.csv) were not read." in text
+
+
+def legacy_branch(repo: Path, rev: str = "main") -> str:
+    """A branch `legacy` on a commit holding `rev`'s tree as the pipeline left it before answers/: the test
+    answers' classes in plots/confusion.csv, no answers/ (made in a separate index: the workspace stays)."""
+    confusion = "".join(
+        ",".join(line.split(",")[:2]) + "\n"
+        for line in run(["git", "show", f"{rev}:answers/test.csv"], repo).stdout.splitlines()
+    )
+    written = repo.parent / "confusion.csv"
+    written.write_text(confusion)
+    index = {"GIT_INDEX_FILE": str(repo.parent / "legacy-index")}
+    run(["git", "read-tree", rev], repo, env=index)
+    run(["git", "rm", "-q", "-r", "--cached", "answers"], repo, env=index)
+    blob = run(["git", "hash-object", "-w", str(written)], repo).stdout.strip()
+    run(["git", "update-index", "--add", "--cacheinfo", f"100644,{blob},plots/confusion.csv"], repo, env=index)
+    tree = run(["git", "write-tree"], repo, env=index).stdout.strip()
+    commit = run(["git", "commit-tree", tree, "-p", rev, "-m", "before answers/"], repo).stdout.strip()
+    run(["git", "branch", "legacy", commit], repo)
+    return "legacy"
+
+
+@pytest.mark.slow
+def test_a_base_from_before_answers_is_compared_on_accuracy_and_says_it_has_no_unsure_answers(reseeded_copy):
+    base = legacy_branch(reseeded_copy)
+    fmnist_cli(reseeded_copy, "report", "--base", base)
+    text = (reseeded_copy / "report.md").read_text()
+    assert f"**Test accuracy: `legacy` {accuracy_of(reseeded_copy, 'main'):.4f} → workspace" in text.splitlines()[2]
+    calibration = section_of(text, "Calibration and unsure answers")
+    assert calibration == (
+        "_`legacy` recorded no unsure answers (answers/test.csv without confidence and unsure columns, or only "
+        "plots/confusion.csv: a commit from before the calibrate stage), so there is nothing to compare._"
+    )
+    assert "- `plots/confusion.csv` (confusion matrix (before answers/test.csv)): removed" in text

@@ -1,7 +1,13 @@
 """`fmnist seeds` without running DVC: the record it writes and the errors it gives (the real run: test_report)."""
 
+import statistics
+from pathlib import Path
+
+import numpy as np
 import pytest
 
+from fmnist.lib import answers, files, runs
+from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
 from fmnist.tools import seeds
 
@@ -38,3 +44,60 @@ def test_one_seed_is_refused_and_so_is_a_workspace_without_dvc_lock(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=r"dvc\.lock is missing; run `dvc repro` first"):
         seeds.run_seeds(3)
+
+
+def with_figures(accuracy: float, ece: float, digits_unsure: float) -> dict:
+    """result() with the figures of calibration and unsure answers that metrics_of reads from a run of today's code."""
+    figures = {"ece": ece, "loss": 0.2, "coverage": 0.95, "sure_accuracy": 0.95, "photo_sure": 0.94}
+    return {**result(accuracy), **figures, "worst_auroc": 0.98, "not_garments": {"digits": {"unsure": digits_unsure}}}
+
+
+def test_the_record_keeps_each_runs_calibration_figures_and_their_spread_for_the_report():
+    results = {0: with_figures(0.93, 0.016, 0.95), 1: with_figures(0.94, 0.020, 0.97)}
+    record = seeds.record(results, {0: "a", 1: "b"}, "f", "c")
+    found = record["seeds"]
+    assert found["runs"][1]["ece"] == 0.020 and found["runs"][0]["not_garments"] == {"digits": {"unsure": 0.95}}
+    assert found["figures"]["ece"] == {
+        "mean": pytest.approx(0.018),
+        "sd": pytest.approx(statistics.stdev([0.016, 0.02])),
+    }
+    assert set(found["figures"]) == set(seeds.FIGURES)
+    # What the report reads of it: the spread of each figure, the not-garment sets' included.
+    assert runs.seed_sd(record, "ece") == pytest.approx(found["figures"]["ece"]["sd"])
+    assert runs.seed_sd(record, "not_garments", "digits", "unsure") == pytest.approx(statistics.stdev([0.95, 0.97]))
+
+
+def test_a_figure_that_one_run_lacks_gets_no_spread():
+    results = {0: with_figures(0.93, 0.016, 0.95), 1: result(0.94)}  # seed 1 ran older code
+    found = seeds.record(results, {0: "a", 1: "b"}, "f", "c")["seeds"]
+    assert found["figures"] == {} and "ece" not in found["runs"][1]
+    assert runs.seed_sd({"seeds": found}, "ece") is None
+
+
+def experiment(test: dict, worst: dict | None = None) -> dict:
+    """An experiment's `dvc exp show --json` data: its metrics files."""
+    metrics = {
+        "metrics/test.json": {"data": {"test": test}},
+        "metrics/val.json": {"data": {"val": {"accuracy": 0.94}}},
+        "metrics/per_class.json": {"data": {name: {"recall": 0.9} for name in CLASS_NAMES}},
+        "metrics/train/metrics.json": {"data": {"environment": {"cpu": "AMD EPYC"}}},
+    }
+    if worst is not None:
+        metrics["metrics/not_garments.json"] = {"data": {"not_garments": {"worst": worst}}}
+    return {"metrics": metrics}
+
+
+def test_a_runs_figures_come_from_its_metrics_and_its_answers():
+    test = {"accuracy": 0.5, "ece": 0.02, "loss": 0.3, "coverage": 0.5, "sure_accuracy": 1.0, "photo_sure": 0.8}
+    labels, probabilities = np.array([0, 1]), np.eye(10)[[0, 0]]
+    letters = (np.array([0.5, 3.0, 1.0]), np.array([False, True, True]), 1)  # and one refused photo
+    committed = {
+        answers.SPLIT_FILES["test"]: answers.split_csv(labels, probabilities, np.array([0.1, 2.0]), np.array([0, 1])),
+        files.NOT_GARMENTS_ANSWERS_FILE: answers.not_garments_csv({"letters": letters}),
+    }
+    found = seeds.metrics_of(experiment(test, {"auroc": 0.97, "unsure": 0.9}), committed.get)
+    assert {key: found[key] for key in seeds.TEST_FIGURES} == {key: test[key] for key in seeds.TEST_FIGURES}
+    assert found["worst_auroc"] == 0.97 and found["accuracy"] == 0.5 and found["recall"]["Bag"] == 0.9
+    assert found["not_garments"]["letters"]["unsure"] == pytest.approx(3 / 4)  # the refused photo is unsure
+    older = seeds.metrics_of(experiment({"accuracy": 0.5}), {Path("plots/confusion.csv"): "actual,predicted\n"}.get)
+    assert set(older) == {"val_accuracy", "accuracy", "recall", "environment"}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fmnist.lib import stats
+from fmnist.lib import metrics, stats
 
 
 @pytest.mark.parametrize(
@@ -95,3 +95,108 @@ def test_spreads_compare_with_welchs_test():
     assert stats.compare_spreads(base, same).word == "within noise"
     assert stats.compare_spreads(base, better).word == "better"
     assert stats.compare_spreads(base, stats.Spread((0.94,))).word == "inconclusive"
+
+
+# The paired bootstrap of statistics of per-image arrays, against the metrics computed directly.
+
+RNG = np.random.default_rng(7)
+
+
+def probabilities(n: int) -> np.ndarray:
+    """(n, 10) rows of a softmax, some sharp and some flat."""
+    logits = RNG.normal(0, 1, (n, 10)) * RNG.uniform(0.5, 6, (n, 1))
+    found = np.exp(logits)
+    return found / found.sum(axis=1, keepdims=True)
+
+
+def test_weighted_statistics_of_the_samples_themselves_are_the_plain_metrics():
+    probs, labels = probabilities(400), RNG.integers(0, 10, 400)
+    confidence, right = probs.max(axis=1), probs.argmax(axis=1) == labels
+    sure = RNG.random(400) < 0.9
+    assert stats.on_samples(stats.weighted_ece(confidence, right), [400]) == pytest.approx(
+        metrics.ece(probs, labels), abs=1e-6
+    )
+    assert stats.on_samples(stats.weighted_mean(sure), [400]) == pytest.approx(sure.mean())
+    assert stats.on_samples(stats.weighted_ratio(right & sure, sure), [400]) == pytest.approx(right[sure].mean())
+    inside = RNG.normal(0, 1, 400).round(1)  # rounded: ties between the samples, which count half
+    outsides = [RNG.normal(1, 1, 30).round(1), np.concatenate([RNG.normal(0.5, 1, 20).round(1), [np.inf] * 3])]
+    found = stats.on_samples(stats.weighted_aurocs(inside, outsides, 0, (1, 2)), [400, 30, 23])
+    assert found == pytest.approx([metrics.auroc(inside, outside) for outside in outsides], abs=1e-6)
+
+
+def test_the_paired_bootstrap_is_the_quantile_of_the_metrics_on_resampled_images():
+    n, m, resamples = 60, 25, 300
+    probs, labels = probabilities(n), RNG.integers(0, 10, n)
+    other = probabilities(n)  # the head model: other probabilities for the same images
+    base_scores, head_scores = RNG.normal(0, 1, n), RNG.normal(0, 1, n)
+    outside = RNG.normal(1, 1, m)
+    base = stats.stacked(
+        stats.weighted_ece(probs.max(axis=1), probs.argmax(axis=1) == labels),
+        stats.weighted_aurocs(base_scores, [outside], 0, (1,)),
+    )
+    head = stats.stacked(
+        stats.weighted_ece(other.max(axis=1), other.argmax(axis=1) == labels),
+        stats.weighted_aurocs(head_scores, [outside + 0.3], 0, (1,)),
+    )
+    low, high = stats.paired_bootstrap(base, head, [n, m], resamples=resamples, seed=3)
+
+    # The same resamples as index lists: each image as often as the resample drew it, both models alike.
+    deltas = []
+    test_counts = np.concatenate(list(stats.resample_counts(n, resamples, (3, 0))))
+    set_counts = np.concatenate(list(stats.resample_counts(m, resamples, (3, 1))))
+    for test_row, set_row in zip(test_counts, set_counts, strict=True):
+        images = np.repeat(np.arange(n), test_row.astype(int))
+        drawn = np.repeat(np.arange(m), set_row.astype(int))
+        ece = metrics.ece(other[images], labels[images]) - metrics.ece(probs[images], labels[images])
+        auroc = metrics.auroc(head_scores[images], outside[drawn] + 0.3) - metrics.auroc(
+            base_scores[images], outside[drawn]
+        )
+        deltas.append((ece, auroc))
+    direct_low, direct_high = np.quantile(np.array(deltas), [0.025, 0.975], axis=0)
+    assert low == pytest.approx(direct_low, abs=1e-5) and high == pytest.approx(direct_high, abs=1e-5)
+    assert (low < high).all()
+
+
+def test_resamples_draw_every_sample_size_with_replacement_and_repeat_with_their_seed():
+    counts = np.concatenate(list(stats.resample_counts(50, 600, 1)))
+    assert counts.shape == (600, 50) and (counts.sum(axis=1) == 50).all()
+    assert 0.3 < (counts == 0).mean() < 0.44  # each image left out of a resample with probability (1 - 1/50)^50
+    assert np.array_equal(counts, np.concatenate(list(stats.resample_counts(50, 600, 1))))
+
+
+def test_a_paired_bootstrap_of_accuracy_agrees_with_the_counts_bootstrap():
+    base_right = RNG.random(10_000) < 0.936
+    head_right = np.where(RNG.random(10_000) < 0.97, base_right, ~base_right)  # ~300 images answered otherwise
+    low, high = stats.paired_bootstrap(stats.weighted_mean(base_right), stats.weighted_mean(head_right), [10_000])
+    expected = stats.bootstrap_interval(stats.paired(base_right, head_right))
+    assert (low, high) == pytest.approx(expected, abs=0.0006)  # two Monte Carlo draws of the same interval
+
+
+@pytest.mark.parametrize(
+    ("delta", "interval", "sd", "lower_is_better", "word"),
+    [
+        (-0.01, (-0.015, -0.005), 0.001, True, "better"),  # ECE down, beyond 2√2 x 0.001 = 0.0028
+        (-0.01, (-0.015, -0.005), 0.001, False, "worse"),  # an AUROC down
+        (0.01, (0.005, 0.015), 0.001, True, "worse"),
+        (0.002, (0.001, 0.003), 0.001, False, "within noise"),  # the interval excludes 0, seeds move it as far
+        (0.01, (-0.002, 0.02), 0.001, False, "inconclusive"),  # beyond seed noise, the interval holds 0
+        (0.01, (0.005, 0.015), None, False, "inconclusive"),  # no seed spread: never better or worse
+        (0.001, (-0.002, 0.004), None, False, "within noise"),
+        (0.001, None, 0.001, True, "within noise"),  # no per-image data: seeds alone can say "within noise"
+        (0.01, None, 0.001, True, "inconclusive"),  # ... never "better" or "worse"
+        (0.0, None, None, True, "inconclusive"),
+    ],
+)
+def test_the_interval_verdict_needs_the_interval_and_the_seed_spread_to_agree(
+    delta, interval, sd, lower_is_better, word
+):
+    assert stats.interval_verdict(delta, interval, sd, lower_is_better).word == word
+
+
+@pytest.mark.parametrize("sd", [None, 0.001, 0.01])
+@pytest.mark.parametrize("interval", [(-0.03, -0.01), (-0.01, 0.01), (0.001, 0.03)])
+@pytest.mark.parametrize("delta", [-0.02, -0.002, 0.0, 0.004, 0.02])
+def test_with_an_interval_the_rule_is_the_accuracy_verdicts_with_the_interval_as_the_test(delta, interval, sd):
+    significant = interval[0] > 0 or interval[1] < 0
+    accuracy_rule = stats.verdict(delta, 0.0 if significant else 1.0, sd, base=0.9)  # far above chance
+    assert stats.interval_verdict(delta, interval, sd).word == accuracy_rule.word

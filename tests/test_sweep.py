@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist.lib import files
+from fmnist.lib import answers, files
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
@@ -43,8 +43,15 @@ def test_the_prefix_must_be_able_to_start_a_git_ref_name():
             check_prefix(bad)
 
 
-def confusion(right: np.ndarray) -> str:
-    """plots/val_confusion.csv of a model that gets the images of `right` right (every true class: T-shirt/top)."""
+def answers_csv(right: np.ndarray) -> str:
+    """answers/val.csv of a model that gets the images of `right` right (every true class: T-shirt/top), as the
+    evaluate stage writes it."""
+    probabilities = np.eye(10)[np.where(right, 0, 1)]
+    return answers.split_csv(np.zeros(len(right), int), probabilities, np.zeros(len(right)), np.zeros(len(right), bool))
+
+
+def legacy_csv(right: np.ndarray) -> str:
+    """plots/val_confusion.csv, what a commit from before answers/ recorded: the classes only."""
     rows = [f"T-shirt/top,{'T-shirt/top' if r else 'Trouser'}" for r in right]
     return "actual,predicted\n" + "\n".join(rows) + "\n"
 
@@ -76,7 +83,13 @@ def test_the_ranking_chooses_on_validation_and_says_who_is_as_good_a_choice():
     close = best.copy()
     close[np.flatnonzero(best)[:12]] = False  # 12 images fewer: 0.002 below, what seeds alone move it
     poor = rng.random(6000) < 0.85
-    answers = {"rev-s-2": best, "rev-s-1": close, "rev-s-3": poor}
+    # s-1 ran before answers/ existed: its commit holds only plots/val_confusion.csv.
+    files_at = {
+        ("rev-s-2", answers.SPLIT_FILES["val"]): answers_csv(best),
+        ("rev-s-1", answers.LEGACY_FILES["val"]): legacy_csv(close),
+        ("rev-s-3", answers.SPLIT_FILES["val"]): answers_csv(poor),
+        ("base", files.SEEDS_FILE): SEEDS,
+    }
     show = show_json(
         BASE,
         {
@@ -88,7 +101,7 @@ def test_the_ranking_chooses_on_validation_and_says_who_is_as_good_a_choice():
     )
 
     def read_at(rev: str, path: Path) -> str | None:
-        return SEEDS if (rev, path) == ("base", files.SEEDS_FILE) else confusion(answers[rev])
+        return files_at.get((rev, path))
 
     lines = ranking(show, "s", read_at).splitlines()
     assert lines[0] == "| rank | experiment | val accuracy | against the best | params changed |"
@@ -100,6 +113,11 @@ def test_the_ranking_chooses_on_validation_and_says_who_is_as_good_a_choice():
     assert "0.9990" not in "\n".join(lines)  # no other test accuracy is shown
     with pytest.raises(PipelineError, match="no experiments named t-N"):
         ranking(show, "t", read_at)
+    del files_at[("rev-s-3", answers.SPLIT_FILES["val"])]  # an experiment without answers: no verdict on it
+    assert ranking(show, "s", read_at).splitlines()[4].endswith("| no verdict (no answers/val.csv) | (none) |")
+    files_at[("rev-s-3", answers.SPLIT_FILES["val"])] = "actual,predicted\nHat,Bag\n"
+    with pytest.raises(PipelineError, match=r"^experiment s-3: answers/val.csv has a row that does not start"):
+        ranking(show, "s", read_at)
 
 
 def test_a_sweep_without_validation_metrics_is_one_line_naming_the_experiment():

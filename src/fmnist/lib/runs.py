@@ -17,7 +17,9 @@ import yaml
 from fmnist.lib import files
 from fmnist.lib.stats import Spread
 
-SEED_RECORD_STAGES = ("train", "evaluate")  # the stages whose code and params decide test accuracy
+# The stages whose code and params decide the test figures (accuracy, calibration, unsure answers): what `fmnist
+# seeds` reruns per seed, and what its fingerprint hashes.
+SEED_RECORD_STAGES = ("train", "calibrate", "evaluate")
 
 
 def workspace_commit() -> str | None:
@@ -67,13 +69,17 @@ def differences(committed: dict[str, Any], current: dict[str, Any]) -> list[str]
     ]
 
 
+def number(value: Any) -> float | None:
+    """A JSON number as a float, None for anything else (true and false included)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def accuracy_in(parsed: Any, split: str) -> float | None:
     """`<split>.accuracy` of a parsed metrics file (metrics/test.json: "test", metrics/val.json: "val"), or None."""
     try:
-        value = parsed[split]["accuracy"]
+        return number(parsed[split]["accuracy"])
     except (KeyError, TypeError):
         return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def test_accuracy(test_metrics: Any) -> float | None:
@@ -87,10 +93,10 @@ def val_accuracy(val_metrics: Any) -> float | None:
 
 
 def fingerprint(lock_text: str | None) -> str | None:
-    """A hash of what decides test accuracy but the seed: the train and evaluate stages' code and params.
+    """A hash of what decides the test figures but the seed: the code and params of SEED_RECORD_STAGES.
 
     Read from dvc.lock (the md5 of every source file, the params values), so a seed record made for other code
-    or params shows up as stale. None without a dvc.lock that has both stages.
+    or params shows up as stale. None without a dvc.lock that has all of those stages.
     """
     try:
         stages = yaml.safe_load(lock_text or "")["stages"]
@@ -106,14 +112,25 @@ def fingerprint(lock_text: str | None) -> str | None:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def seed_spread(record: Any, key: str = "accuracy") -> Spread | None:
-    """The test accuracies (`key` "val_accuracy": the validation ones) of a metrics/seeds.json (parsed), None if it
-    holds none."""
+def seed_spread(record: Any, *path: str) -> Spread | None:
+    """One figure of every run of a metrics/seeds.json (parsed), at `path` in each run's record: the test accuracy
+    by default, ("val_accuracy",) the validation one, ("ece",), ("not_garments", "digits", "auroc"), ... None where
+    the record, or one of its runs, has none (a record made before that figure was recorded)."""
     try:
-        accuracies = tuple(float(run[key]) for run in record["seeds"]["runs"])
+        values = []
+        for run in record["seeds"]["runs"]:
+            for key in path or ("accuracy",):
+                run = run[key]
+            values.append(float(run))
     except (KeyError, TypeError, ValueError):
         return None
-    return Spread(accuracies) if accuracies else None
+    return Spread(tuple(values)) if values else None
+
+
+def seed_sd(record: Any, *path: str) -> float | None:
+    """The seed standard deviation of the figure at `path` (see seed_spread), None without 2 runs that record it."""
+    spread = seed_spread(record, *path)
+    return spread.sd if spread is not None and len(spread.accuracies) > 1 else None
 
 
 def class_spreads(record: Any) -> dict[str, Spread]:
@@ -124,3 +141,12 @@ def class_spreads(record: Any) -> dict[str, Spread]:
         return {name: Spread(tuple(float(run["recall"][name]) for run in runs)) for name in names}
     except (KeyError, TypeError, ValueError, IndexError):
         return {}
+
+
+def output_md5(lock_text: str | None, stage: str, path: Path) -> str | None:
+    """The MD5 that dvc.lock records for output `path` of `stage`, None where it records none."""
+    try:
+        outs = yaml.safe_load(lock_text or "")["stages"][stage]["outs"]
+        return next(str(out["md5"]) for out in outs if out["path"] == path.as_posix())
+    except (yaml.YAMLError, KeyError, TypeError, StopIteration):
+        return None

@@ -1,17 +1,17 @@
 """The noise-aware part of the report: is the workspace's model really better or worse than the base's?
 
-Pure: it takes what the report read (each side's per-image predictions, environment and seed record) and returns
-Markdown. The statistics are in fmnist.lib.stats, the rule and how to read it in docs/comparing-runs.md.
+Pure: it takes what the report read (each side's per-image answers, environment and seed record) and returns
+Markdown. The statistics are in fmnist.lib.stats, the rule and how to read it in docs/comparing-runs.md; the section
+on calibration and unsure answers is fmnist.tools.compare_unsure's.
 """
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fmnist.lib import files, runs, stats
+from fmnist.lib import answers, files, runs, stats
+from fmnist.lib.answers import SplitAnswers
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import charts
 
@@ -23,34 +23,39 @@ SETTLE = (
 
 
 @dataclass(frozen=True)
+class Unsure:
+    """What a side recorded of its calibration and unsure answers besides each test image's answer."""
+
+    test_scores: np.ndarray | None  # (N,) float unsure score of each test image; None where its answers give none
+    not_garments: dict[str, tuple[np.ndarray, np.ndarray]]  # {set: ((M,) float scores, +inf for a photo the
+    # conversion refused; (M,) bool unsure)} from answers/not_garments.csv; {} without it
+    loss: float | None  # metrics/test.json's test.loss: the negative log-likelihood, calibrated
+    photo_sure: float | None  # metrics/test.json's test.photo_sure: photo-like test garments answered sure
+    target: float | None  # params.yaml's unsure.coverage: the validation coverage the threshold was set for
+    images: str | None  # dvc.lock's MD5 of data/not_garments: which not-garment images the sets held
+
+
+@dataclass(frozen=True)
 class Side:
     """One side of the comparison (the base revision, or the workspace) as the report read it."""
 
     name: str  # "`main`" or "workspace", as shown in the report
-    actual: np.ndarray  # (N,) true class indices of the test images, in test-set order
-    predicted: np.ndarray  # (N,) predicted class indices
+    test: SplitAnswers  # its answer to each test image (fmnist.lib.answers), in test-set order
     environment: dict[str, Any] | None  # metrics/train/metrics.json's environment, None if not recorded
     seeds: Any  # metrics/seeds.json (parsed), None if there is none
     seeds_current: bool  # whether that seed record was measured for this side's code and params
     curve: tuple[float, ...] = ()  # validation accuracy after each training epoch (dvclive's), () if unknown
+    unsure: Unsure | None = None  # None for a commit from before calibration (its answers have no unsure flags)
+
+    @property
+    def actual(self) -> np.ndarray:
+        """(N,) true class indices of the test images."""
+        return self.test.actual
 
     @property
     def right(self) -> np.ndarray:
         """(N,) bool: which test images this side's model gets right."""
-        return self.actual == self.predicted
-
-
-def answers_from_confusion(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(actual, predicted) class indices from plots/confusion.csv (one `actual,predicted` row per test image)."""
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or rows[0] != ["actual", "predicted"]:
-        raise ValueError(f"{files.CONFUSION_FILE} does not start with the header actual,predicted")
-    try:
-        pairs = [(CLASS_NAMES.index(actual), CLASS_NAMES.index(predicted)) for actual, predicted in rows[1:]]
-    except ValueError as exc:
-        raise ValueError(f"{files.CONFUSION_FILE} has a row that is not two class names ({exc})") from None
-    found = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    return found[:, 0], found[:, 1]
+        return self.test.right
 
 
 def curve_from_tsv(text: str | None) -> tuple[float, ...]:
@@ -68,8 +73,7 @@ def signed(delta: float) -> str:
 
 def seed_sd(side: Side) -> float | None:
     """The seed standard deviation of a side's test accuracy, None without a record of 2+ seeds."""
-    spread = runs.seed_spread(side.seeds)
-    return spread.sd if spread is not None and len(spread.accuracies) > 1 else None
+    return runs.seed_sd(side.seeds)
 
 
 def environment_banner(base: Side, head: Side) -> str | None:
@@ -215,7 +219,7 @@ def comparison(base: Side, head: Side) -> Comparison:
     """The comparison of two sides that predicted the same test images."""
     if not np.array_equal(base.actual, head.actual):
         raise ValueError(
-            f"{base.name} and the {head.name} did not predict the same test images ({files.CONFUSION_FILE} "
+            f"{base.name} and the {head.name} did not predict the same test images ({answers.SPLIT_FILES['test']} "
             "differs in its actual column), so they cannot be compared image by image"
         )
     text, verdict = headline(base, head)

@@ -26,8 +26,11 @@ def right_answers(split: Split, base_rev: str, base_commit: str) -> tuple[np.nda
     from fmnist.nn.inference import Predictor  # TensorFlow loads only when there are own images to answer
     from fmnist.nn.model import load_model
 
-    base_answers = Predictor(load_model(base.path), registry.inference_params(base))(split.images).argmax(axis=1)
-    head_answers = Predictor(load_model(files.MODEL_FILE), load_params().inference)(split.images).argmax(axis=1)
+    # Uncalibrated: temperature scaling keeps each image's most probable class, all that right or wrong reads.
+    base_predict = Predictor(load_model(base.path), registry.inference_params(base))
+    head_predict = Predictor(load_model(files.MODEL_FILE), load_params().inference)
+    base_answers = base_predict(split.images).probabilities.argmax(axis=1)
+    head_answers = head_predict(split.images).probabilities.argmax(axis=1)
     return base_answers == split.labels, head_answers == split.labels
 
 

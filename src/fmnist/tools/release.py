@@ -7,24 +7,27 @@
     fmnist release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
 
 `promote` compares the version with the one the stage holds now, as `fmnist report` compares two commits (each
-commit's per-image test answers, plots/confusion.csv, and the seed spread recorded there, metrics/seeds.json),
+commit's per-image test answers, answers/test.csv or an older commit's plots/confusion.csv, read by
+fmnist.lib.answers, and the seed spread recorded there, metrics/seeds.json),
 and assigns the stage (`gto assign`, a git tag: push it with `git push --tags`) only if the verdict is not one
 that --fail-on names; otherwise it stops with exit status 3 and one line. `check-assignment` judges a stage
 assignment tag that exists already (one pushed by hand) against the assignment before it: the workflow deletes
 a refused tag, so the stage goes back to the version it held.
 
-`card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, export.json).
+`card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, not_garments.json,
+export.json).
 """
 
 import argparse
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
-from fmnist.lib import files, process
+from fmnist.lib import answers, process
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.idx import RELEASE_FILES
@@ -103,7 +106,10 @@ def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
     head = read_side(f"{ARTIFACT} {candidate}", Reader(version_commit(candidate, repo)))
     if base is None or head is None:
         missing = current if base is None else candidate
-        raise PipelineError(f"{ARTIFACT} {missing}'s commit has no {files.CONFUSION_FILE}: it cannot be compared")
+        raise PipelineError(
+            f"{ARTIFACT} {missing}'s commit has no {answers.SPLIT_FILES['test']} (nor the older "
+            f"{answers.LEGACY_FILES['test']}): it cannot be compared"
+        )
     try:
         return comparison(base, head).verdict
     except ValueError as exc:
@@ -138,8 +144,30 @@ def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> 
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model
 
+    # Uncalibrated: temperature scaling keeps each image's most probable class, which is all the accuracy reads.
     predict = Predictor(load_model(model_path), workspace_inference(tta=None))
-    return float(np.mean(predict(images).argmax(axis=1) == labels))
+    return float(np.mean(predict(images).probabilities.argmax(axis=1) == labels))
+
+
+def calibration_lines(test: dict[str, Any], worst: dict[str, Any] | None) -> list[str]:
+    """The card's lines on calibration and unsure answers, from metrics/test.json's `test` and the worst
+    not-garment set of metrics/not_garments.json; none for metrics from before the calibrate stage."""
+    if "ece" not in test:
+        return []
+    lines = [
+        "",
+        f"Calibrated: expected calibration error {test['ece']:.4f}. {test['coverage']:.1%} of the test images are "
+        f"answered sure, {test['sure_accuracy']:.2%} of those right; {test['photo_sure']:.1%} of photo-like test "
+        "garments stay sure.",
+    ]
+    if worst is not None:
+        lines += [
+            "",
+            f"Images that are not garments (digits, letters, noise, flat images, and photos of each): in the worst "
+            f"set, {worst['unsure']:.1%} answered unsure, and the unsure score tells them from the test garments "
+            f"with an AUROC of {worst['auroc']:.3f}.",
+        ]
+    return lines
 
 
 def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("metrics")) -> str:
@@ -148,6 +176,8 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
     per_class = json.loads((metrics_dir / "per_class.json").read_text())
     export_file = metrics_dir / "export.json"
     exports = json.loads(export_file.read_text())["export"] if export_file.is_file() else {}
+    not_garments_file = metrics_dir / "not_garments.json"
+    worst = json.loads(not_garments_file.read_text())["not_garments"]["worst"] if not_garments_file.is_file() else None
     lines = [
         f"# {ARTIFACT} {version}" + (f" ({stage})" if stage else ""),
         "",
@@ -157,13 +187,16 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
         "",
         f"- `model.keras`: input uint8 images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), 0-255, garment light "
         "on black; output logits (N, 10). Load with `keras.models.load_model(path, safe_mode=True)`.",
-        "- `export/saved_model`: signature `serve`, input `images` uint8 (N, 28, 28, 1), output probabilities (N, 10).",
+        "- `export/saved_model`: signature `serve`, input `images` uint8 (N, 28, 28, 1), outputs `probabilities` "
+        "(N, 10) float32, calibrated, `unsure_score` (N,) float32 and `unsure` (N,) bool: the image is not a garment "
+        "the model knows, or one it hesitates over.",
         "- `export/*.tflite`: the same signature for LiteRT.",
         f"- Classes, by output index: {', '.join(f'{i} {name}' for i, name in enumerate(CLASS_NAMES))}.",
         "",
         "## Results on the 10,000 test images",
         "",
         f"Accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, loss {test['loss']:.4f}.",
+        *calibration_lines(test, worst),
         "",
         "| class | precision | recall | F1 |",
         "|---|---|---|---|",
@@ -172,11 +205,11 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
     if exports:
         lines += [
             "",
-            "| file | size (kB) | test accuracy | largest probability difference from Keras |",
-            "|---|---|---|---|",
+            "| file | size (kB) | test images answered as `model.keras` answers them (class and unsure) |",
+            "|---|---|---|",
         ]
         lines += [
-            f"| {name} | {m['size_kb']:,} | {m['test_accuracy']:.4f} | {m['max_abs_diff']:.2g} |"
+            f"| {name} | {m['size_kb']:,} | {m['agreement']:.2%} |"
             for name, m in exports.items()
             if m.get("written", True)
         ]

@@ -6,8 +6,10 @@ Compares the workspace with a base revision and writes report.md. First whether 
 both accuracies, the difference with a paired 95% interval, McNemar's test on the test images that only one of
 the two models gets right, the seed spread recorded at the base (metrics/seeds.json) and a verdict by a stated
 rule (docs/comparing-runs.md), per class too; a banner when the two models were trained in different
-environments. If the workspace holds your own held-out images (docs/own-data.md), both models answer them and are
-compared image by image (the base's model comes from the DVC cache or remote: the one thing that needs either).
+environments. Then calibration and the unsure answers (ECE, coverage, each not-garment set's AUROC and share
+answered unsure...) by the same rule, with paired bootstrap intervals (fmnist.tools.compare_unsure). If the
+workspace holds your own held-out images (docs/own-data.md), both models answer them and are compared image by
+image (the base's model comes from the DVC cache or remote: the one thing that needs either).
 Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the side-by-side plots
 of `dvc plots diff`. Everything else it reads is committed (cache: false).
 Run it from the repository root after `dvc repro` (or `dvc pull`); report.md and report/ are git-ignored.
@@ -24,21 +26,35 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fmnist.lib import files, runs
+import yaml
+
+from fmnist.lib import answers, files, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.stats import VERDICTS, Verdict
-from fmnist.tools import own_images
-from fmnist.tools.compare import Side, answers_from_confusion, comparison, curve_from_tsv, signed
+from fmnist.tools import compare_unsure, own_images
+from fmnist.tools.compare import Side, comparison, curve_from_tsv, signed
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (files.VAL_METRICS_FILE, files.TEST_METRICS_FILE, files.TRAIN_METRICS_FILE)  # shown in full
+SUMMARY_METRICS = (  # shown in full
+    files.VAL_METRICS_FILE,
+    files.TEST_METRICS_FILE,
+    files.NOT_GARMENTS_METRICS_FILE,
+    files.CALIBRATION_METRICS_FILE,
+    files.TRAIN_METRICS_FILE,
+)
 OWN_DATA_METRICS = (files.DATA_METRICS_FILE, files.OWN_TEST_METRICS_FILE)  # shown where they changed
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
-    files.CONFUSION_FILE: "confusion matrix",
-    files.VAL_CONFUSION_FILE: "validation confusion matrix",
+    files.TEST_ANSWERS_FILE: "each test image's answer, and the confusion matrix",
+    files.VAL_ANSWERS_FILE: "each validation image's answer, and the confusion matrix",
+    files.NOT_GARMENTS_ANSWERS_FILE: "unsure score of each image that is not a garment",
+    files.NOT_GARMENTS_PLOT: "how well the unsure score tells each not-garment set from the test images",
+    files.RELIABILITY_PLOT: "test accuracy against confidence",
+    files.RISK_COVERAGE_PLOT: "test error among the surest answers",
+    answers.LEGACY_FILES["test"]: "confusion matrix (before answers/test.csv)",
+    answers.LEGACY_FILES["val"]: "validation confusion matrix (before answers/val.csv)",
     files.TRAIN_PLOTS_DIR: "training curves",
     files.MISCLASSIFIED_PLOT: "misclassified test images",
     files.RANDOM_PREDICTIONS_PLOT: "random test predictions",
@@ -136,18 +152,19 @@ def check_base(rev: str) -> None:
 
 def read_side(name: str, read: Callable[[Path], str | None]) -> Side | None:
     """A side of the comparison from the files `read` returns (text or None); None without per-image answers."""
-    confusion = read(files.CONFUSION_FILE)
-    if confusion is None:
-        return None
     try:
-        actual, predicted = answers_from_confusion(confusion)
+        test = answers.read(read, "test")
+        unsure = compare_unsure.read_unsure(read, test) if test is not None else None
     except ValueError as exc:
         raise PipelineError(f"{name}: {exc}; run `dvc repro evaluate` there") from None
+    if test is None:
+        return None
     seeds = runs.json_or_none(read(files.SEEDS_FILE))
     recorded = seeds.get("seeds", {}).get("fingerprint") if isinstance(seeds, dict) else None
     current = recorded is not None and recorded == runs.fingerprint(read(files.DVC_LOCK_FILE))
     environment = runs.environment_of(runs.json_or_none(read(files.TRAIN_METRICS_FILE)))
-    return Side(name, actual, predicted, environment, seeds, current, curve_from_tsv(read(files.VAL_CURVE_FILE)))
+    curve = curve_from_tsv(read(files.VAL_CURVE_FILE))
+    return Side(name, test, environment, seeds, current, curve, unsure)
 
 
 class Reader:
@@ -183,12 +200,20 @@ def retrained_base(rev: str, environment: dict[str, Any] | None) -> Side | None:
             side = read_side(name, Reader(root=tree))
             if side is not None and side.environment != environment:
                 print(f"report: retraining {rev} on this machine in {tree} (one training run)", flush=True)
-                dvc("repro", "--force", "--no-run-cache", "--single-item", "train", "evaluate", cwd=tree, echo=True)
+                again = retraining_stages(tree)
+                dvc("repro", "--force", "--no-run-cache", "--single-item", *again, cwd=tree, echo=True)
                 side = read_side(name, Reader(root=tree))
             return side
         finally:
             git("worktree", "remove", "--force", str(tree))
             shutil.rmtree(tree, ignore_errors=True)
+
+
+def retraining_stages(tree: Path) -> list[str]:
+    """The stages of runs.SEED_RECORD_STAGES that the dvc.yaml in `tree` has (a base from before the calibrate stage
+    trains and evaluates only), in that order."""
+    stages = yaml.safe_load((tree / "dvc.yaml").read_text())["stages"]
+    return [name for name in runs.SEED_RECORD_STAGES if name in stages]
 
 
 def workspace_accuracy() -> float:
@@ -301,13 +326,17 @@ def compared(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], Verdi
     if head is None or base is None:
         where = "the workspace" if head is None else f"`{rev}`"
         base_accuracy = runs.test_accuracy(runs.json_or_none(runs.committed_text(files.TEST_METRICS_FILE, rev)))
-        why = f"{where} has no {files.CONFUSION_FILE}, the per-image predictions the comparison needs"
+        why = (
+            f"{where} has no {answers.SPLIT_FILES['test']} (nor the older {answers.LEGACY_FILES['test']}), the "
+            "per-image answers the comparison needs"
+        )
         return fallback_headline(f"`{rev}`", base_accuracy, head_accuracy, why), [], None
     try:
         found = comparison(base, head)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
-    return found.top, found.sections, found.verdict
+    calibration = (compare_unsure.HEADING, compare_unsure.section(base, head))
+    return found.top, [*found.sections, calibration], found.verdict
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,27 +2,36 @@
 
     fmnist seeds [--n 5]
 
-Runs `dvc exp run --temp --force --single-item -S train.seed=K train evaluate` for K = 0 .. n-1, each a DVC
-experiment named seed<K>-<fingerprint> (a second call reuses the runs that the first one finished), then writes
-metrics/seeds.json: every seed's validation and test accuracy and per-class test recall, their means and
-standard deviations, where they ran, and the fingerprint of the code and params they measured
-(fmnist.lib.runs.fingerprint). Commit it: the report reads it at the base of a pull request to tell a real change
-from a change of seed, and `fmnist sweep collect` its validation spread. To spread the runs over machines, run
-the same overrides with `fmnist sweep` instead.
+Runs `dvc exp run --temp --force --single-item -S train.seed=K train calibrate evaluate` for K = 0 .. n-1, each a
+DVC experiment named seed<K>-<fingerprint> (a second call reuses the runs that the first one finished), then
+writes metrics/seeds.json: every seed's validation and test accuracy and per-class test recall, its test figures
+of calibration and unsure answers (ECE, loss, coverage, accuracy of the sure answers, photo-like garments answered
+sure, the worst not-garment set's AUROC, and each set's AUROC and share answered unsure as the report computes
+them), their means and standard deviations, where they ran, and the fingerprint of the code and params they
+measured (fmnist.lib.runs.fingerprint). Commit it: the report reads it at the base of a pull request to tell a
+real change from a change of seed, and `fmnist sweep collect` its validation spread. To spread the runs over
+machines, run the same overrides with `fmnist sweep` instead.
 """
 
 import argparse
 import json
 import statistics
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from fmnist.lib import files, runs
+from fmnist.lib import answers, files, runs
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.runs import SEED_RECORD_STAGES
-from fmnist.tools.sweep import experiments, metrics_file
+from fmnist.tools import compare_unsure
+from fmnist.tools.sweep import experiments_with_revs, metrics_file
 
 MIN_SEEDS = 2  # a standard deviation needs two
+# Each run's test figures of calibration and unsure answers, as metrics/test.json names them (and the worst
+# not-garment set's AUROC, from metrics/not_garments.json): the spreads the report's calibration section reads.
+TEST_FIGURES = ("ece", "loss", "coverage", "sure_accuracy", "photo_sure")
+FIGURES = (*TEST_FIGURES, "worst_auroc")
 
 
 def experiment_name(seed: int, fingerprint: str) -> str:
@@ -30,8 +39,10 @@ def experiment_name(seed: int, fingerprint: str) -> str:
     return f"seed{seed}-{fingerprint[:8]}"
 
 
-def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
-    """An experiment's validation and test accuracy, per-class recall and environment (`dvc exp show --json`)."""
+def metrics_of(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict[str, Any]:
+    """An experiment's validation and test accuracy, per-class recall, environment (its `dvc exp show --json`
+    data) and figures of calibration and unsure answers (with `read`, a file's text at its commit; figures it
+    lacks, as a run of older code would, are left out)."""
     per_class = metrics_file(data, files.PER_CLASS_METRICS_FILE) or {}
     accuracy = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
     val_accuracy = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
@@ -45,14 +56,44 @@ def metrics_of(data: dict[str, Any]) -> dict[str, Any]:
         "accuracy": accuracy,
         "recall": {name: scores["recall"] for name, scores in per_class.items()},
         "environment": runs.environment_of(metrics_file(data, files.TRAIN_METRICS_FILE)),
+        **unsure_figures(data, read),
     }
+
+
+def unsure_figures(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict[str, Any]:
+    """{ece, loss, coverage, sure_accuracy, photo_sure, worst_auroc, not_garments: {set: {auroc, unsure}}} of an
+    experiment: its metrics files' figures, and each set's computed from its answers as the report computes them."""
+    test = (metrics_file(data, files.TEST_METRICS_FILE) or {}).get("test", {})
+    worst = (metrics_file(data, files.NOT_GARMENTS_METRICS_FILE) or {}).get("not_garments", {}).get("worst", {})
+    found = {key: test[key] for key in TEST_FIGURES if runs.number(test.get(key)) is not None}
+    if runs.number(worst.get("auroc")) is not None:
+        found["worst_auroc"] = worst["auroc"]
+    try:
+        test_answers = answers.read(read, "test")
+        unsure = compare_unsure.read_unsure(read, test_answers) if test_answers is not None else None
+    except ValueError as exc:
+        raise PipelineError(
+            f"an experiment's answers cannot be read ({exc}); run `dvc exp show` to see which"
+        ) from None
+    if test_answers is not None and unsure is not None and unsure.not_garments:
+        found["not_garments"] = compare_unsure.set_values(test_answers, unsure)
+    return found
+
+
+def spread_of(results: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """{mean, sd} of one figure over the runs' `results` (metrics_of's), None unless every run records it."""
+    values = [result[key] for result in results if key in result]
+    if len(values) < len(results) or len(values) < MIN_SEEDS:
+        return None
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values)}
 
 
 def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprint: str, commit: str) -> dict[str, Any]:
     """The contents of metrics/seeds.json for the runs of `results` ({seed: metrics_of(...)})."""
-    accuracies = [results[seed]["accuracy"] for seed in sorted(results)]
-    val_accuracies = [results[seed]["val_accuracy"] for seed in sorted(results)]
-    environments = [results[seed]["environment"] for seed in sorted(results)]
+    ordered = [results[seed] for seed in sorted(results)]
+    accuracies = [result["accuracy"] for result in ordered]
+    val_accuracies = [result["val_accuracy"] for result in ordered]
+    environments = [result["environment"] for result in ordered]
     return {
         "seeds": {
             "n": len(accuracies),
@@ -69,9 +110,12 @@ def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprin
                     "val_accuracy": results[seed]["val_accuracy"],
                     "accuracy": results[seed]["accuracy"],
                     "recall": results[seed]["recall"],
+                    **{key: results[seed][key] for key in (*FIGURES, "not_garments") if key in results[seed]},
                 }
                 for seed in sorted(results)
             ],
+            # Mean and sd of each figure of calibration and unsure answers that every run records.
+            "figures": {key: found for key in FIGURES if (found := spread_of(ordered, key)) is not None},
             # One environment if every run had the same, else the first and a note: the spread then mixes in machines.
             "environment": environments[0] if all(e == environments[0] for e in environments) else "mixed",
             "fingerprint": fingerprint,
@@ -80,10 +124,10 @@ def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprin
     }
 
 
-def finished_experiments() -> dict[str, dict[str, Any]]:
-    """{name: data} of the experiments on every commit: a run of the same fingerprint counts whichever commit it
-    started from (commits that changed neither train nor evaluate keep the fingerprint)."""
-    return experiments(json.loads(dvc("exp", "show", "--json", "--all-commits").stdout))
+def finished_experiments() -> dict[str, tuple[str, dict[str, Any]]]:
+    """{name: (commit, data)} of the experiments on every commit: a run of the same fingerprint counts whichever
+    commit it started from (commits that changed none of SEED_RECORD_STAGES keep the fingerprint)."""
+    return experiments_with_revs(json.loads(dvc("exp", "show", "--json", "--all-commits").stdout))
 
 
 def run_seeds(count: int) -> dict[str, Any]:
@@ -94,7 +138,9 @@ def run_seeds(count: int) -> dict[str, Any]:
         raise PipelineError(f"{files.DVC_LOCK_FILE} is missing; run `dvc repro` first, then `fmnist seeds`")
     fingerprint = runs.fingerprint(files.DVC_LOCK_FILE.read_text())
     if fingerprint is None:
-        raise PipelineError(f"{files.DVC_LOCK_FILE} has no train and evaluate stages; run `dvc repro` first")
+        raise PipelineError(
+            f"{files.DVC_LOCK_FILE} lacks one of the stages {', '.join(SEED_RECORD_STAGES)}; run `dvc repro` first"
+        )
     # The fingerprint names dvc.lock's code and params: the experiments must run exactly those.
     if stale := json.loads(dvc("status", "--json", *SEED_RECORD_STAGES).stdout or "{}"):
         raise PipelineError(
@@ -110,7 +156,7 @@ def run_seeds(count: int) -> dict[str, Any]:
         print(f"seeds: running {name} (train.seed={seed})", flush=True)
         overrides = ["--set-param", f"train.seed={seed}"]
         # --force: trained here, not restored from DVC's run cache (another machine's run); --single-item: only
-        # train and evaluate, on the data the workspace's dvc.lock names.
+        # SEED_RECORD_STAGES, in that order, on the data the workspace's dvc.lock names.
         dvc(
             "exp",
             "run",
@@ -127,8 +173,13 @@ def run_seeds(count: int) -> dict[str, Any]:
     missing = [name for name in names.values() if name not in done]
     if missing:
         raise PipelineError(f"DVC shows no experiments named {', '.join(missing)}; see `dvc exp show`")
-    results = {seed: metrics_of(done[name]) for seed, name in names.items()}
+    results = {seed: metrics_of(done[name][1], committed_at(done[name][0])) for seed, name in names.items()}
     return record(results, names, fingerprint, runs.workspace_commit() or "unknown")
+
+
+def committed_at(rev: str) -> Callable[[Path], str | None]:
+    """A reader of the files committed at `rev` (an experiment's commit holds its answers/, cache: false)."""
+    return lambda path: runs.committed_text(path, rev)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

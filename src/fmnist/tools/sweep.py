@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.lib import files, runs, stats
+from fmnist.lib import answers, files, runs, stats
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
-from fmnist.tools.compare import answers_from_confusion
 
 # Reads a file committed at a git revision: (revision, path) -> its text, or None.
 ReadAt = Callable[[str, Path], str | None]
@@ -158,8 +157,7 @@ def candidates(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> list
                 f"experiment {name} has no {files.VAL_METRICS_FILE} (validation metrics): it failed, or ran code "
                 "older than the evaluate stage that writes them; rerun the sweep from this commit"
             )
-        confusion = read_at(rev, files.VAL_CONFUSION_FILE)
-        right = None if confusion is None else np.equal(*answers_from_confusion(confusion))
+        right = validation_right(name, rev, read_at)
         changed = ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k, object()) != v) or "(none)"
         test = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
         found.append(Candidate(name, rev, changed, val, right, test))
@@ -170,10 +168,20 @@ def candidates(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> list
     return sorted(found, key=lambda c: (-c.val_accuracy, c.name))
 
 
+def validation_right(name: str, rev: str, read_at: ReadAt) -> np.ndarray | None:
+    """(N,) bool: which validation images experiment `name` (commit `rev`) gets right, from its answers
+    (answers/val.csv, or an older commit's plots/val_confusion.csv); None where it has neither."""
+    try:
+        found = answers.read(lambda path: read_at(rev, path), "val")
+    except ValueError as exc:
+        raise PipelineError(f"experiment {name}: {exc}; rerun the sweep from this commit") from None
+    return None if found is None else found.right
+
+
 def against_best(best: Candidate, other: Candidate, seed_sd: float | None) -> str:
     """The report's verdict on `other` against `best`, image by image on the validation split."""
     if best.right is None or other.right is None:
-        return f"no verdict (no {files.VAL_CONFUSION_FILE})"
+        return f"no verdict (no {answers.SPLIT_FILES['val']})"
     counts = stats.paired(best.right, other.right)
     p_value = stats.mcnemar_p(counts.only_base, counts.only_head)
     return stats.verdict(counts.delta, p_value, seed_sd, best.val_accuracy).word
