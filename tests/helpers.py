@@ -63,6 +63,7 @@ TINY_OVERRIDES = {
     "model": {"width": 8, "dense_units": 32, "precision": TEST_PRECISION},
     "train": {"epochs": 2, "batch_size": 32, "warmup_fraction": 0.0},
     "inference": {"tta": "none"},
+    "not_garments": {"images_per_set": 40},
     "plot_errors": {"n_random": 8, "n_misclassified": 8},
 }
 
@@ -268,3 +269,61 @@ def git_commit(repo: Path, message: str) -> None:
     """Stage everything and commit (dvclive needs a commit to exist)."""
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", message], repo)
+
+
+# --- Calibrated models: what `fmnist predict` and `fmnist serve` need to answer unsure ----------------------------
+
+
+def calibrate_beside(
+    model_path: Path,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    tta: str = "none",
+    coverage: float = 0.95,
+) -> Path:
+    """Fit the calibration of the model file `model_path` as the calibrate stage does (`fitted`: the activation
+    statistics on the `train` images and labels, the rest on `val`'s, with the views of `tta`) and save it beside
+    the model, where fmnist.lib.calibration.load_for looks; its path. Images are (N, 28, 28, 1) uint8."""
+    import tempfile
+
+    from fmnist.lib import files
+    from fmnist.lib.dataset import Split, save_split
+    from fmnist.lib.params import InferenceParams
+    from fmnist.nn.inference import Predictor
+    from fmnist.nn.model import load_model
+    from fmnist.stages.calibrate import fitted
+
+    model_path, before = Path(model_path).resolve(), Path.cwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # the stage's relative paths: data/prepared, models/model.keras
+        try:
+            save_split(Split(*val), "val")
+            files.MODEL_FILE.parent.mkdir(parents=True)
+            shutil.copy(model_path, files.MODEL_FILE)  # `fitted` records the MD5 of this file: the same bytes
+            predict = Predictor(load_model(files.MODEL_FILE), InferenceParams(tta=tta, batch_size=256))
+            found = fitted(predict, *train, coverage)
+        finally:
+            os.chdir(before)
+    target = model_path.parent / files.CALIBRATION_FILE.name
+    found.save(target)
+    return target
+
+
+def calibrated_tiny_model(directory: Path, garments: dict[str, np.ndarray], tta: str = "none") -> Path:
+    """A tiny model trained for a few seconds on 200 synthetic training garments, saved as `directory`/model.keras
+    with its calibration (the other 100 as validation) beside it; its path. Its answers have the form of a real
+    model's (some garments sure, blank images unsure), not its accuracy."""
+    import keras
+
+    from fmnist.nn.model import build_model, save_model
+    from fmnist.stages.train import one_hot
+
+    images, labels = garments["train-images-idx3-ubyte"][..., None], garments["train-labels-idx1-ubyte"]
+    keras.utils.set_random_seed(0)
+    model = build_model(TINY_MODEL, seed=0)
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(images[:200], one_hot(labels[:200]), batch_size=20, epochs=5, verbose=0)
+    path = directory / "model.keras"
+    save_model(model, path)
+    calibrate_beside(path, (images[:200], labels[:200]), (images[200:], labels[200:]), tta)
+    return path

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fmnist.lib import answers, metrics, stats
-from fmnist.lib.answers import SplitAnswers
+from fmnist.lib.answers import Answers, SplitAnswers
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.tools import compare, compare_unsure
 
@@ -23,16 +23,16 @@ DIGITS = RNG.normal(3, 1, 900)  # scores of a set that is easy to tell from the 
 
 
 def answered(confidence: float, unsure: np.ndarray = UNSURE) -> SplitAnswers:
-    """Test answers with one confidence for every image (0.936 is calibrated, being the accuracy)."""
-    return SplitAnswers(ACTUAL, PREDICTED, np.full(N, confidence), unsure)
+    """Test answers with one confidence for every image (0.936 is calibrated, being the accuracy), the rest of the
+    probability spread evenly over the other nine classes."""
+    actual_probability = np.where(WRONG, (1 - confidence) / 9, confidence)
+    return SplitAnswers(ACTUAL, PREDICTED, np.full(N, confidence), unsure, actual_probability, TEST_SCORES)
 
 
 def recorded(digits_unsure: np.ndarray, **changes) -> compare.Unsure:
-    """A side's unsure answers: the digits set (answered unsure where `digits_unsure`), loss, photo_sure, target."""
+    """A side's unsure answers: the digits set (answered unsure where `digits_unsure`), photo_sure, target."""
     fields = {
-        "test_scores": TEST_SCORES,
         "not_garments": {"digits": (DIGITS, digits_unsure)},
-        "loss": 0.195,
         "photo_sure": 0.94,
         "target": 0.95,
         "images": "abc.dir",
@@ -77,19 +77,21 @@ def cells(text: str, label: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_a_better_calibrated_head_is_better_on_ece_and_the_rest_is_within_noise():
+def test_a_better_calibrated_head_is_better_on_ece_and_nll_and_the_rest_is_within_noise():
     accuracy = 1 - WRONG.mean()
     base = side("`main`", answered(0.99), recorded(DIGITS_UNSURE))  # overconfident: ECE about 0.05
-    head = side("workspace", answered(accuracy), recorded(DIGITS_UNSURE, loss=0.196))  # calibrated: ECE 0
+    head = side("workspace", answered(accuracy), recorded(DIGITS_UNSURE))  # calibrated: ECE 0
     text = compare_unsure.section(base, head)
-    assert text.splitlines()[0] == "**Moved beyond noise: ECE (calibration error) better.**"
+    assert text.splitlines()[0] == "**Moved beyond noise: ECE (calibration error) better; NLL (test loss) better.**"
     ece = cells(text, "ECE")
     base_ece = 0.99 - accuracy  # one bin: |accuracy - confidence|
     assert ece[:4] == ["ECE (calibration error), lower is better", f"{base_ece:.4f}", "0.0000", f"{-base_ece:.4f}"]
     low, high = (float(x) for x in ece[4].split(" to "))
     # A resample's accuracy is off the head's confidence either way: its ECE is 0 or more, so Δ is -base_ece at least.
     assert low == pytest.approx(-base_ece, abs=1e-4) and -base_ece < high < 0 and ece[5] == "better"
-    assert cells(text, "NLL")[3:] == ["+0.0010", compare_unsure.NO_DATA, "within noise"]  # within 2√2 sd of seeds
+    nll = [float(-np.mean(np.log(side.test.actual_probability))) for side in (base, head)]
+    assert cells(text, "NLL")[1:4] == [f"{nll[0]:.4f}", f"{nll[1]:.4f}", f"{nll[1] - nll[0]:+.4f}"]
+    assert cells(text, "NLL")[5] == "better"  # far beyond 2√2 sd of the seeds' loss
     assert cells(text, "accuracy of the sure answers")[1:4] == [
         f"{(~WRONG & ~UNSURE).sum() / (~UNSURE).sum():.4f}"
     ] * 2 + ["±0.0000"]
@@ -140,22 +142,15 @@ def test_sets_of_other_images_are_not_compared_and_a_side_without_unsure_answers
     assert "plots/confusion.csv" in line
 
 
-def test_without_the_test_images_scores_there_is_no_auroc_and_a_note_says_so():
-    base = side("`main`", answered(0.936), recorded(DIGITS_UNSURE, test_scores=None))
-    text = compare_unsure.section(base, side("workspace", answered(0.936), recorded(DIGITS_UNSURE)))
-    assert "digits: AUROC" not in text and "No AUROC: the test images' unsure scores" in text
-    assert cells(text, "digits: answered unsure")[3] == "±0.0000"
-
-
 def files_of(tmp_path: Path, probabilities: np.ndarray, labels: np.ndarray, unsure: np.ndarray) -> dict[Path, str]:
     """A side's files as evaluate and DVC write them: answers, metrics/test.json, params.yaml, dvc.lock."""
     refused = 2
     sets = {"letters": (np.array([0.5, 2.5, 1.0]), np.array([False, True, True]), refused)}
     lock = {"stages": {"not_garments": {"outs": [{"path": "data/not_garments", "md5": "123.dir"}]}}}
     return {
-        answers.SPLIT_FILES["test"]: answers.split_csv(labels, probabilities, np.zeros(len(labels)), unsure),
+        answers.SPLIT_FILES["test"]: answers.split_csv(labels, Answers(probabilities, np.zeros(len(labels)), unsure)),
         Path("answers/not_garments.csv"): answers.not_garments_csv(sets),
-        Path("metrics/test.json"): '{"test": {"accuracy": 0.5, "loss": 0.25, "photo_sure": 0.9}}',
+        Path("metrics/test.json"): '{"accuracy": 0.5, "loss": 0.25, "photo_sure": 0.9}',
         Path("params.yaml"): yaml.safe_dump({"unsure": {"coverage": 0.9}}),
         Path("dvc.lock"): yaml.safe_dump(lock),
     }
@@ -170,7 +165,7 @@ def test_a_sides_unsure_answers_are_read_from_its_files(tmp_path):
     scores, flags = found.not_garments["letters"]
     assert scores.tolist() == [0.5, 2.5, 1.0, np.inf, np.inf]  # refused photos rank above every score
     assert flags.tolist() == [False, True, True, True, True]
-    assert (found.loss, found.photo_sure, found.target, found.images) == (0.25, 0.9, 0.9, "123.dir")
+    assert (found.photo_sure, found.target, found.images) == (0.9, 0.9, "123.dir")
     legacy = {Path("plots/confusion.csv"): "actual,predicted\nBag,Bag\n"}
     assert compare_unsure.read_unsure(legacy.get, answers.read(legacy.get, "test")) is None
 

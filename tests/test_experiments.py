@@ -27,7 +27,7 @@ def exp_params(data: dict) -> dict:
 
 def exp_accuracy(data: dict) -> float:
     """The test accuracy an experiment reached (metrics/test.json)."""
-    return data["metrics"]["metrics/test.json"]["data"]["test"]["accuracy"]
+    return data["metrics"]["metrics/test.json"]["data"]["accuracy"]
 
 
 def committed(repo: Path) -> dict:
@@ -39,7 +39,7 @@ def committed(repo: Path) -> dict:
 def test_exp_run_with_set_param_is_listed_with_its_params_and_metrics(pipeline_copy):
     repo = pipeline_copy
     baseline = committed(repo)
-    baseline_accuracy = json.loads((repo / "metrics" / "test.json").read_text())["test"]["accuracy"]
+    baseline_accuracy = json.loads((repo / "metrics" / "test.json").read_text())["accuracy"]
     assert (baseline["inference"]["tta"], baseline["inference"]["batch_size"]) != ("flip", 500)
 
     # Mirror-averaged predictions of the committed model: evaluate alone reruns, no training.
@@ -54,7 +54,7 @@ def test_exp_run_with_set_param_is_listed_with_its_params_and_metrics(pipeline_c
     accuracy = exp_accuracy(found["mirrored"])
     assert accuracy != baseline_accuracy  # evaluated with its own params: other answers
     # `dvc exp run` leaves the experiment's results in the workspace: the same numbers as listed.
-    assert json.loads((repo / "metrics" / "test.json").read_text())["test"]["accuracy"] == accuracy
+    assert json.loads((repo / "metrics" / "test.json").read_text())["accuracy"] == accuracy
     assert yaml.safe_load((repo / "params.yaml").read_text())["inference"]["tta"] == "flip"
 
 

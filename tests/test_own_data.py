@@ -2,6 +2,7 @@
 held-out split, the leak threshold on the real data, and real DVC runs (slow): a clone that adds photos and one
 that pulls them, a fresh clone without any, and photos imported from a data registry."""
 
+import csv
 import hashlib
 import io
 import json
@@ -149,9 +150,11 @@ def prepare(repo: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fmnist.stages", "prepare"], cwd=repo, capture_output=True, text=True)
 
 
-def counts(repo: Path) -> dict:
-    """metrics/data.json's own images per split and class."""
-    return json.loads((repo / files.DATA_METRICS_FILE).read_text())["own_images"]
+def counts(repo: Path) -> tuple[dict, dict]:
+    """(metrics/data.json: own images in training and held out; plots/own_images.csv: {class: (train, held out)})."""
+    totals = json.loads((repo / files.DATA_METRICS_FILE).read_text())
+    rows = list(csv.DictReader(io.StringIO((repo / files.OWN_IMAGES_PLOT).read_text())))
+    return totals, {row["class"]: (int(row["own_train"]), int(row["own_test"])) for row in rows}
 
 
 @pytest.mark.parametrize("extra", ["as committed", "absent"])
@@ -166,7 +169,8 @@ def test_without_own_images_prepare_writes_exactly_what_the_dataset_alone_gives(
     assert prepare(workspace).returncode == 0
     written = {p.name: p.read_bytes() for p in (workspace / files.PREPARED_DIR).iterdir()}
     assert written == {p.name: p.read_bytes() for p in (tmp_path / "alone").iterdir()}
-    assert counts(workspace)["train"]["total"] == counts(workspace)[OWN_TEST_SPLIT]["total"] == 0
+    totals, per_class = counts(workspace)
+    assert totals == {} and set(per_class.values()) == {(0, 0)}  # no own images: no metric to show, zero per class
 
 
 def test_own_photos_join_the_training_split_converted_and_never_validation_or_test(workspace):
@@ -190,9 +194,9 @@ def test_own_photos_join_the_training_split_converted_and_never_validation_or_te
     assert sorted(image.tobytes() for image in own.images) == sorted(decode(p.read_bytes()).tobytes() for p in photos)
     assert list(after[OWN_TEST_SPLIT].labels) == [SHIRT, SHIRT]
     assert sorted(own.labels) == sorted([SHIRT] * 12 + [COAT] * 3)
-    found = counts(workspace)
-    assert (found["train"]["Shirt"], found["train"]["Coat"], found["train"]["total"]) == (10, 3, 13)
-    assert (found[OWN_TEST_SPLIT]["Shirt"], found[OWN_TEST_SPLIT]["total"]) == (2, 2)
+    totals, per_class = counts(workspace)
+    assert totals == {"own_train": 13, "own_test": 2}
+    assert (per_class["Shirt"], per_class["Coat"], per_class["Bag"]) == ((10, 2), (3, 0), (0, 0))
     assert "(13 own)" in result.stdout
 
 
@@ -353,14 +357,14 @@ def test_a_clone_that_adds_photos_trains_on_them_and_another_clone_pulls_the_sam
     photos = write_garment_photos(a / files.EXTRA_DIR / "shirt", SHIRT, 12)
     dvc(a, "add", "data/extra/shirt")
     git_commit(a, "12 photos of our shirts")
-    assert stages_run(dvc(a, "repro").stdout) == ["prepare", "train", "evaluate", "export", "plot_errors"]
+    assert stages_run(dvc(a, "repro").stdout) == ["prepare", "train", "calibrate", "evaluate", "export", "plot_errors"]
     after = {name: load_split(name, a / files.PREPARED_DIR) for name in ("train", OWN_TEST_SPLIT)}
     grown = len(before.labels)
     assert after["train"].images[:grown].tobytes() == before.images.tobytes()
     own = np.concatenate([after["train"].images[grown:], after[OWN_TEST_SPLIT].images])[..., 0]
     assert sorted(i.tobytes() for i in own) == sorted(decode(p.read_bytes()).tobytes() for p in photos)
     assert len(after["train"].labels) == grown + 10 and set(after["train"].labels[grown:]) == {SHIRT}
-    own_test = json.loads((a / files.OWN_TEST_METRICS_FILE).read_text())["own_test"]
+    own_test = json.loads((a / files.OWN_TEST_METRICS_FILE).read_text())
     assert own_test["images"] == 2 and own_test["classes"]["Shirt"]["images"] == 2
     # The report runs main's model (from the DVC cache) and the new one on the held-out photos.
     env = {"PYTHONPATH": str(a / "src"), "XDG_CACHE_HOME": str(tmp_path / "fetched-models")}

@@ -310,7 +310,7 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
     dvc(collector, "exp", "apply", best, env=collector_env)
     dvc(collector, "pull", env=collector_env)  # the best experiment's outputs, from the bucket
     assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
-    assert round(json.loads((collector / "metrics/val.json").read_text())["val"]["accuracy"], 4) == best_accuracy
+    assert round(json.loads((collector / "metrics/val.json").read_text())["accuracy"], 4) == best_accuracy
     assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == locked_md5(collector, predictions)
     assert (collector / MODEL).is_file()
 

@@ -122,8 +122,8 @@ def fmnist_cli(repo: Path, *args: str, check: bool = True) -> subprocess.Complet
 def accuracy_of(repo: Path, rev: str | None = None) -> float:
     """test.accuracy of metrics/test.json in the workspace, or at the git revision `rev`."""
     if rev is None:
-        return json.loads((repo / "metrics" / "test.json").read_text())["test"]["accuracy"]
-    return json.loads(run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout)["test"]["accuracy"]
+        return json.loads((repo / "metrics" / "test.json").read_text())["accuracy"]
+    return json.loads(run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout)["accuracy"]
 
 
 @pytest.fixture(scope="module")
@@ -261,13 +261,13 @@ def test_retrain_base_trains_the_base_again_here_in_a_worktree_and_compares_with
 
 
 def recorded_test(repo: Path, rev: str | None = None) -> dict:
-    """metrics/test.json's `test` in the workspace, or at the git revision `rev`."""
+    """metrics/test.json in the workspace, or at the git revision `rev`."""
     text = (
         (repo / "metrics/test.json").read_text()
         if rev is None
         else run(["git", "show", f"{rev}:metrics/test.json"], repo).stdout
     )
-    return json.loads(text)["test"]
+    return json.loads(text)
 
 
 def set_figures(repo: Path, rev: str | None = None) -> dict[str, dict[str, str]]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fmnist.lib import answers, files, runs
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.answers import Answers
 from fmnist.lib.errors import PipelineError
 from fmnist.tools import seeds
 
@@ -74,30 +74,29 @@ def test_a_figure_that_one_run_lacks_gets_no_spread():
     assert runs.seed_sd({"seeds": found}, "ece") is None
 
 
-def experiment(test: dict, worst: dict | None = None) -> dict:
+def experiment(test: dict) -> dict:
     """An experiment's `dvc exp show --json` data: its metrics files."""
-    metrics = {
-        "metrics/test.json": {"data": {"test": test}},
-        "metrics/val.json": {"data": {"val": {"accuracy": 0.94}}},
-        "metrics/per_class.json": {"data": {name: {"recall": 0.9} for name in CLASS_NAMES}},
-        "metrics/train/metrics.json": {"data": {"environment": {"cpu": "AMD EPYC"}}},
-    }
-    if worst is not None:
-        metrics["metrics/not_garments.json"] = {"data": {"not_garments": {"worst": worst}}}
-    return {"metrics": metrics}
+    return {"metrics": {"metrics/test.json": {"data": test}, "metrics/val.json": {"data": {"accuracy": 0.94}}}}
 
 
 def test_a_runs_figures_come_from_its_metrics_and_its_answers():
-    test = {"accuracy": 0.5, "ece": 0.02, "loss": 0.3, "coverage": 0.5, "sure_accuracy": 1.0, "photo_sure": 0.8}
+    test = {
+        **{"accuracy": 0.5, "ece": 0.02, "loss": 0.3, "coverage": 0.5, "sure_accuracy": 1.0, "photo_sure": 0.8},
+        **{"worst_auroc": 0.97, "worst_unsure": 0.9},
+    }
     labels, probabilities = np.array([0, 1]), np.eye(10)[[0, 0]]
     letters = (np.array([0.5, 3.0, 1.0]), np.array([False, True, True]), 1)  # and one refused photo
     committed = {
-        answers.SPLIT_FILES["test"]: answers.split_csv(labels, probabilities, np.array([0.1, 2.0]), np.array([0, 1])),
+        answers.SPLIT_FILES["test"]: answers.split_csv(
+            labels, Answers(probabilities, np.array([0.1, 2.0]), np.array([0, 1]))
+        ),
         files.NOT_GARMENTS_ANSWERS_FILE: answers.not_garments_csv({"letters": letters}),
+        files.TRAIN_METRICS_FILE: '{"environment": {"cpu": "AMD EPYC"}}',
     }
-    found = seeds.metrics_of(experiment(test, {"auroc": 0.97, "unsure": 0.9}), committed.get)
-    assert {key: found[key] for key in seeds.TEST_FIGURES} == {key: test[key] for key in seeds.TEST_FIGURES}
-    assert found["worst_auroc"] == 0.97 and found["accuracy"] == 0.5 and found["recall"]["Bag"] == 0.9
+    found = seeds.metrics_of(experiment(test), committed.get)
+    assert {key: found[key] for key in seeds.FIGURES} == {key: test[key] for key in seeds.FIGURES}
+    assert found["accuracy"] == 0.5 and found["environment"] == {"cpu": "AMD EPYC"}
+    assert found["recall"] == {"T-shirt/top": 1.0, "Trouser": 0.0}  # from the answers: both called T-shirt/top
     assert found["not_garments"]["letters"]["unsure"] == pytest.approx(3 / 4)  # the refused photo is unsure
     older = seeds.metrics_of(experiment({"accuracy": 0.5}), {Path("plots/confusion.csv"): "actual,predicted\n"}.get)
-    assert set(older) == {"val_accuracy", "accuracy", "recall", "environment"}
+    assert set(older) == {"val_accuracy", "accuracy", "recall", "environment"} and older["environment"] is None

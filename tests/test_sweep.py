@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fmnist.lib import answers, files
+from fmnist.lib.answers import Answers
 from fmnist.lib.errors import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
@@ -47,7 +48,9 @@ def answers_csv(right: np.ndarray) -> str:
     """answers/val.csv of a model that gets the images of `right` right (every true class: T-shirt/top), as the
     evaluate stage writes it."""
     probabilities = np.eye(10)[np.where(right, 0, 1)]
-    return answers.split_csv(np.zeros(len(right), int), probabilities, np.zeros(len(right)), np.zeros(len(right), bool))
+    return answers.split_csv(
+        np.zeros(len(right), int), Answers(probabilities, np.zeros(len(right)), np.zeros(len(right), bool))
+    )
 
 
 def legacy_csv(right: np.ndarray) -> str:

@@ -1,10 +1,11 @@
 """Each image's answer, as the evaluate stage writes them and as the report, the sweep and the release gate read them.
 
 answers/val.csv and answers/test.csv hold one row per image of the split, in the split's order:
-`actual,predicted,confidence,unsure_score,unsure` (class names; the calibrated probability of the predicted class;
-the unsure score and 1 where it is above the threshold). DVC draws their confusion matrices from the first two
-columns (dvc.yaml). answers/not_garments.csv holds one row per image of the not-garment sets' report parts:
-`set,unsure_score,unsure`, a photo that the conversion refused with an empty score and unsure 1.
+`actual,predicted,confidence,actual_probability,unsure_score,unsure` (class names; the calibrated probability of
+the predicted class and of the true one; the unsure score and 1 where it is above the threshold). DVC draws their
+confusion matrices from the first two columns (dvc.yaml). answers/not_garments.csv holds one row per image of
+the not-garment sets' report parts: `set,unsure_score,unsure`, a photo that the conversion refused with an empty
+score and unsure 1.
 
 Commits from before answers/ existed kept only `actual,predicted` in plots/confusion.csv and
 plots/val_confusion.csv: `read` falls back to those, without confidence or unsure.
@@ -23,8 +24,17 @@ from fmnist.lib.dataset import CLASS_NAMES
 
 SPLIT_FILES = {"val": files.VAL_ANSWERS_FILE, "test": files.TEST_ANSWERS_FILE}
 LEGACY_FILES = {"val": Path("plots/val_confusion.csv"), "test": Path("plots/confusion.csv")}  # actual,predicted
-HEADER = ["actual", "predicted", "confidence", "unsure_score", "unsure"]
+HEADER = ["actual", "predicted", "confidence", "actual_probability", "unsure_score", "unsure"]
 NOT_GARMENTS_HEADER = ["set", "unsure_score", "unsure"]
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A batch's answers: probabilities, and the unsure score and verdict where the model is calibrated."""
+
+    probabilities: np.ndarray  # (N, 10) float32, each row summing to 1; temperature-scaled where calibrated
+    unsure_score: np.ndarray | None  # (N,) float32; None without a calibration
+    unsure: np.ndarray | None  # (N,) bool: score above the threshold; None without a calibration
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,8 @@ class SplitAnswers:
     predicted: np.ndarray  # (N,) int64 predicted class indices
     confidence: np.ndarray | None  # (N,) float64 calibrated probability of the predicted class; None before answers/
     unsure: np.ndarray | None  # (N,) bool: answered unsure; None where the model could not say so
+    actual_probability: np.ndarray | None = None  # (N,) float64 calibrated probability of the true class
+    unsure_score: np.ndarray | None = None  # (N,) float64; None where the model could not say unsure
 
     @property
     def right(self) -> np.ndarray:
@@ -42,18 +54,17 @@ class SplitAnswers:
         return self.actual == self.predicted
 
 
-def split_csv(
-    labels: np.ndarray, probabilities: np.ndarray, unsure_score: np.ndarray | None, unsure: np.ndarray | None
-) -> str:
-    """The rows of answers/<split>.csv for (N,) labels, (N, 10) probabilities and (N,) scores and flags (or None)."""
+def split_csv(labels: np.ndarray, found: Answers) -> str:
+    """The rows of answers/<split>.csv for (N,) labels and the model's Answers to those N images."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
-    predicted = probabilities.argmax(axis=1)
-    for i, (label, guess) in enumerate(zip(labels, predicted, strict=True)):
-        score = "" if unsure_score is None else f"{unsure_score[i]:.4f}"
-        flag = "" if unsure is None else int(unsure[i])
-        writer.writerow([CLASS_NAMES[label], CLASS_NAMES[guess], f"{probabilities[i, guess]:.4f}", score, flag])
+    probabilities = found.probabilities
+    for i, (label, guess) in enumerate(zip(labels, probabilities.argmax(axis=1), strict=True)):
+        score = "" if found.unsure_score is None else f"{found.unsure_score[i]:.4f}"
+        flag = "" if found.unsure is None else int(found.unsure[i])
+        confidences = (f"{probabilities[i, guess]:.4f}", f"{probabilities[i, label]:.6f}")
+        writer.writerow([CLASS_NAMES[label], CLASS_NAMES[guess], *confidences, score, flag])
     return out.getvalue()
 
 
@@ -70,12 +81,14 @@ def parse_split(text: str, name: Path) -> SplitAnswers:
     if rows[0] != HEADER:  # a legacy file: the classes only
         return SplitAnswers(actual, predicted, None, None)
     try:
-        confidence = np.array([float(row[2]) for row in rows[1:]])
-        flags = [row[4] for row in rows[1:]]
-        unsure = np.array([flag == "1" for flag in flags]) if all(flags) else None
+        confidence, actual_probability = (np.array([float(row[k]) for row in rows[1:]]) for k in (2, 3))
+        scores, flags = [row[4] for row in rows[1:]], [row[5] for row in rows[1:]]
+        calibrated = all(flags)  # an uncalibrated model's answers leave both empty
+        unsure_score = np.array([float(score) for score in scores]) if calibrated else None
+        unsure = np.array([flag == "1" for flag in flags]) if calibrated else None
     except (ValueError, IndexError) as exc:
-        raise ValueError(f"{name} has a row without a confidence or an unsure flag ({exc})") from None
-    return SplitAnswers(actual, predicted, confidence, unsure)
+        raise ValueError(f"{name} has a row without its confidences or its unsure answer ({exc})") from None
+    return SplitAnswers(actual, predicted, confidence, unsure, actual_probability, unsure_score)
 
 
 def read(read_file: Callable[[Path], str | None], split: str) -> SplitAnswers | None:

@@ -80,10 +80,10 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def load_for(model: Path) -> Calibration:
-    """The calibration beside the model file `model` (CALIBRATION_FILE's name in its directory), checked to be the
-    one fitted for it; a CalibrationError saying what is missing or wrong and how to fit it."""
-    path = Path(model).parent / files.CALIBRATION_FILE.name
+def load_for(model: Path, path: Path | None = None) -> Calibration:
+    """The calibration at `path` (default: beside the model file `model`, CALIBRATION_FILE's name in its directory),
+    checked to be the one fitted for `model`; a CalibrationError saying what is missing or wrong and how to fit it."""
+    path = path or Path(model).parent / files.CALIBRATION_FILE.name
     fix = "`dvc repro calibrate` fits one" if Path(model) == files.MODEL_FILE else "calibrate that model first"
     if not path.is_file():
         raise CalibrationError(f"{model} has no calibration beside it ({path}); {fix}")

@@ -167,6 +167,6 @@ def held_out(labels: np.ndarray, fraction: float, min_images: int, rng: np.rando
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
-    """{every class name: images of it, "total": all}, for metrics/data.json."""
+    """{every class name: images of it}, for plots/own_images.csv."""
     counts = np.bincount(labels, minlength=len(CLASS_NAMES))
-    return {**{name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)}, "total": int(counts.sum())}
+    return {name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)}

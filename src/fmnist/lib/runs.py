@@ -74,22 +74,22 @@ def number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def accuracy_in(parsed: Any, split: str) -> float | None:
-    """`<split>.accuracy` of a parsed metrics file (metrics/test.json: "test", metrics/val.json: "val"), or None."""
-    try:
-        return number(parsed[split]["accuracy"])
-    except (KeyError, TypeError):
-        return None
+def split_figures(parsed: Any, split: str) -> dict[str, Any]:
+    """The figures of a parsed metrics/test.json or metrics/val.json: its keys, or those under `split` ("test",
+    "val") in a file of a commit that nested them so; {} for anything else."""
+    if isinstance(parsed, dict) and isinstance(parsed.get(split), dict):
+        return dict(parsed[split])
+    return dict(parsed) if isinstance(parsed, dict) else {}
 
 
 def test_accuracy(test_metrics: Any) -> float | None:
-    """test.accuracy of a metrics/test.json (parsed), None if it has none."""
-    return accuracy_in(test_metrics, "test")
+    """The accuracy of a metrics/test.json (parsed), None if it has none."""
+    return number(split_figures(test_metrics, "test").get("accuracy"))
 
 
 def val_accuracy(val_metrics: Any) -> float | None:
-    """val.accuracy of a metrics/val.json (parsed), None if it has none."""
-    return accuracy_in(val_metrics, "val")
+    """The accuracy of a metrics/val.json (parsed), None if it has none."""
+    return number(split_figures(val_metrics, "val").get("accuracy"))
 
 
 def fingerprint(lock_text: str | None) -> str | None:

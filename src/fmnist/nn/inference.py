@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration
 from fmnist.lib.dataset import IMAGE_SHAPE
 from fmnist.lib.params import InferenceParams
@@ -130,15 +131,6 @@ def answers_graph(components: dict[str, Any], calibration: Calibration) -> dict[
         (distance - calibration.distance_centre) / (calibration.distance_tail - calibration.distance_centre),
     )
     return {"probabilities": ops.softmax(scaled), "unsure_score": score, "unsure": score > calibration.threshold}
-
-
-@dataclass(frozen=True)
-class Answers:
-    """A batch's answers: probabilities, and the unsure score and verdict where the model is calibrated."""
-
-    probabilities: np.ndarray  # (N, 10) float32, each row summing to 1; temperature-scaled where calibrated
-    unsure_score: np.ndarray | None  # (N,) float32; None without a calibration
-    unsure: np.ndarray | None  # (N,) bool: score above the threshold; None without a calibration
 
 
 class Predictor:

@@ -10,8 +10,8 @@ oneDNN is configured in the environment: no timing, so the same machine and envi
 
 The record (metrics/train/metrics.json, `environment`). The same params give other weights on another CPU kind,
 kernel library, precision or thread count (TensorFlow and oneDNN promise determinism only on the same hardware
-and thread count), so the train stage records those beside its metrics: `dvc metrics diff` then shows a change of
-machine, and `fmnist report` warns when base and head ran in different ones.
+and thread count), so the train stage records those with the run, in git: `fmnist report` names what differs when
+base and head ran in different ones.
 
 The CPU facts come from /proc/cpuinfo (read here only). TensorFlow is imported by the functions that ask it
 (GPUs, threads, versions), so `fmnist loadtest` can name the CPU without loading it.

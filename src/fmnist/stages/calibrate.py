@@ -8,7 +8,7 @@ chosen on the validation split only (fmnist.lib.calibration says what and why; d
   `unsure.coverage` of the validation images lie.
 
 Writes models/calibration.npz, beside the model it belongs to (with the model's MD5: with another model it is
-refused), and metrics/calibration.json (the temperature and the threshold, for `dvc metrics diff`).
+refused).
 """
 
 import dataclasses
@@ -27,7 +27,7 @@ from fmnist.nn.model import load_model
 
 def fitted(predict: Predictor, train_images: np.ndarray, train_labels: np.ndarray, coverage: float) -> Calibration:
     """The calibration of `predict`'s model: statistics fitted on the training images, the rest on validation."""
-    val = load_split("val")
+    val = load_split("val", files.PREPARED_DIR)
     parts = predict.components(val.images)
     temperature = fitting.fit_temperature(parts["probabilities"], val.labels)
     statistics = predict.components(train_images)["statistics"]
@@ -56,13 +56,9 @@ def fitted(predict: Predictor, train_images: np.ndarray, train_labels: np.ndarra
 def main() -> None:
     params = load_params()
     predict = Predictor(load_model(files.MODEL_FILE), params.inference)
-    train = load_split("train")
+    train = load_split("train", files.PREPARED_DIR)
     found = fitted(predict, train.images, train.labels, params.unsure.coverage)
     found.save(files.CALIBRATION_FILE)
-    files.write_json(
-        files.CALIBRATION_METRICS_FILE,
-        {"calibration": {"temperature": found.temperature, "threshold": found.threshold}},
-    )
     print(
         f"calibrate: temperature {found.temperature:.3f}, unsure above {found.threshold:.3f} "
         f"({found.coverage:.0%} of validation answered sure) -> {files.CALIBRATION_FILE}"

@@ -4,20 +4,19 @@ that are not garments, alike.
 Everything goes through the same Predictor as `fmnist predict` and `fmnist serve` (the `inference` params, the
 calibration of models/calibration.npz), so a choice made on validation is judged on the figures the test set
 will give, and the figures are what users get. Writes:
-- metrics/val.json and metrics/test.json: accuracy, loss and macro-F1 (validation: each class's recall too); for
-  the test set also how well the confidence matches the accuracy (ECE, Brier, both before calibration too) and
-  the unsure answers: the share answered sure (coverage), their accuracy, and the share of photo-like garments
-  (test images made into JPEGs and converted back, as `fmnist bench-photos` makes them) that stay sure;
-- metrics/per_class.json: each class's precision, recall, F1 and support on the test set;
-- metrics/not_garments.json, plots/not_garments.csv: for each set of data/not_garments/report, how well the
-  unsure score tells it from the test images (AUROC, the FPR at 95% TPR) and the share answered unsure (a photo
-  the conversion refuses counts as unsure: it gets no garment label); the json holds the worst set's figures;
-- plots/reliability.csv (test accuracy against confidence, 15 bins) and plots/risk_coverage.csv (the test error
-  among the surest answers at each coverage);
+- what a review decides on, for `dvc metrics diff` (each file's keys flat, "accuracy" first):
+  metrics/val.json (accuracy, loss, macro_f1) and metrics/test.json (the same, and how far the confidence can be
+  trusted: ece and brier, the share answered sure (coverage) and their accuracy, the share of photo-like test
+  garments that stay sure, and the AUROC and share answered unsure of the worst not-garment set);
+  metrics/own_test.json for the user's own held-out images, if prepare held some out;
+- plots/per_class.csv (each class's precision, recall, F1 on validation and test), plots/calibration.csv (ECE,
+  loss and Brier before and after calibration), plots/reliability.csv (test accuracy against confidence, 15
+  bins), plots/risk_coverage.csv (the test error among the surest answers at each coverage) and
+  plots/not_garments.csv (per set of data/not_garments/report: AUROC against the test images, FPR at 95% TPR,
+  share answered unsure, a photo the conversion refuses counting as unsure);
 - answers/{val,test,not_garments}.csv: each image's answer (fmnist.lib.answers), what reviews compare;
-- data/predictions/: for plot_errors, test_probabilities.npy ((N, 10) float32, calibrated),
-  test_uncalibrated.npy (the same before calibration) and test_unsure_scores.npy ((N,) float32);
-- metrics/own_test.json for the user's own held-out images, if prepare held some out.
+- data/predictions/, for plot_errors: test_probabilities.npy ((N, 10) float32, calibrated), test_uncalibrated.npy
+  (before calibration) and test_unsure_scores.npy ((N,) float32).
 """
 
 import json
@@ -28,23 +27,29 @@ from typing import Any
 import numpy as np
 
 from fmnist.lib import answers, files, metrics, photo
+from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import load_for, temperature_scaled
 from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT
 from fmnist.lib.params import load_params
-from fmnist.nn.inference import Answers, Predictor
+from fmnist.nn.inference import Predictor
 from fmnist.nn.model import load_model
 
 PHOTO_GARMENTS = 2000  # test images made into photo-like JPEGs (the first ones): how many stay sure once converted
 
 
-def per_class_report(matrix: np.ndarray) -> dict[str, dict[str, float]]:
-    """{class name: {precision, recall, f1, support}} from a confusion matrix."""
-    scores = metrics.per_class_scores(matrix)
-    return {
-        name: {key: float(values[i]) if key != "support" else int(values[i]) for key, values in scores.items()}
+def per_class_rows(split: str, labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """plots/per_class.csv's rows of one split: each class's precision, recall, F1 and support."""
+    scores = metrics.per_class_scores(metrics.confusion_matrix(labels, predicted, len(CLASS_NAMES)))
+    return [
+        {
+            "split": split,
+            "class": name,
+            **{key: float(scores[key][i]) for key in ("precision", "recall", "f1")},
+            "support": int(scores["support"][i]),
+        }
         for i, name in enumerate(CLASS_NAMES)
-    }
+    ]
 
 
 def split_summary(found: Answers, labels: np.ndarray) -> dict[str, float]:
@@ -53,7 +58,7 @@ def split_summary(found: Answers, labels: np.ndarray) -> dict[str, float]:
     return {key: summary[key] for key in ("accuracy", "loss", "macro_f1")}
 
 
-def unsure_summary(found: Answers, labels: np.ndarray, uncalibrated: np.ndarray) -> dict[str, Any]:
+def unsure_summary(found: Answers, labels: np.ndarray) -> dict[str, float]:
     """The test figures of calibration and of the unsure answers (see the module docstring)."""
     assert found.unsure is not None  # evaluate always has a calibration
     sure = ~found.unsure
@@ -63,12 +68,20 @@ def unsure_summary(found: Answers, labels: np.ndarray, uncalibrated: np.ndarray)
         "brier": metrics.brier(found.probabilities, labels),
         "coverage": float(sure.mean()),
         "sure_accuracy": float(right[sure].mean()) if sure.any() else 0.0,
-        "uncalibrated": {
-            "loss": metrics.cross_entropy(uncalibrated, labels),
-            "ece": metrics.ece(uncalibrated, labels),
-            "brier": metrics.brier(uncalibrated, labels),
-        },
     }
+
+
+def calibration_rows(served: np.ndarray, uncalibrated: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    """plots/calibration.csv's rows: ECE, loss and Brier of the test probabilities before and after calibration."""
+    return [
+        {
+            "probabilities": name,
+            "ece": metrics.ece(probabilities, labels),
+            "loss": metrics.cross_entropy(probabilities, labels),
+            "brier": metrics.brier(probabilities, labels),
+        }
+        for name, probabilities in (("before calibration", uncalibrated), ("served", served))
+    ]
 
 
 def before_calibration(probabilities: np.ndarray, predict: Predictor) -> np.ndarray:
@@ -157,52 +170,47 @@ def csv_rows(rows: list[dict[str, Any]]) -> bytes:
 
 def main() -> None:
     params = load_params().inference
-    predict = Predictor(load_model(files.MODEL_FILE), params, load_for(files.MODEL_FILE))
-    val, test = load_split("val"), load_split("test")
+    predict = Predictor(load_model(files.MODEL_FILE), params, load_for(files.MODEL_FILE, files.CALIBRATION_FILE))
+    val, test = load_split("val", files.PREPARED_DIR), load_split("test", files.PREPARED_DIR)
 
     found = predict(val.images)
     val_summary = split_summary(found, val.labels)
-    val_matrix = metrics.confusion_matrix(val.labels, found.probabilities.argmax(axis=1), len(CLASS_NAMES))
-    recall = {name: scores["recall"] for name, scores in per_class_report(val_matrix).items()}
-    files.write_json(files.VAL_METRICS_FILE, {"val": {**val_summary, "recall": recall}})
-    files.write_bytes(
-        files.VAL_ANSWERS_FILE,
-        answers.split_csv(val.labels, found.probabilities, found.unsure_score, found.unsure).encode(),
-    )
+    files.write_json(files.VAL_METRICS_FILE, val_summary)
+    per_class = per_class_rows("val", val.labels, found.probabilities.argmax(axis=1))
+    files.write_bytes(files.VAL_ANSWERS_FILE, answers.split_csv(val.labels, found).encode())
 
     found = predict(test.images)
     assert found.unsure_score is not None and found.unsure is not None
     uncalibrated = before_calibration(found.probabilities, predict)
+    right = found.probabilities.argmax(axis=1) == test.labels
+    rows, per_image = not_garment_report(predict, found.unsure_score, not_garment_sets())
     summary = {
         **split_summary(found, test.labels),
-        **unsure_summary(found, test.labels, uncalibrated),
+        **unsure_summary(found, test.labels),
         "photo_sure": photo_garments_sure(predict, test),
+        "worst_auroc": min(row["auroc"] for row in rows),
+        "worst_unsure": min(row["unsure"] for row in rows),
     }
-    files.write_json(files.TEST_METRICS_FILE, {"test": summary})
-    matrix = metrics.confusion_matrix(test.labels, found.probabilities.argmax(axis=1), len(CLASS_NAMES))
-    files.write_json(files.PER_CLASS_METRICS_FILE, per_class_report(matrix))
-    files.write_bytes(
-        files.TEST_ANSWERS_FILE,
-        answers.split_csv(test.labels, found.probabilities, found.unsure_score, found.unsure).encode(),
-    )
+    files.write_json(files.TEST_METRICS_FILE, summary)
+    per_class += per_class_rows("test", test.labels, found.probabilities.argmax(axis=1))
+    files.write_bytes(files.PER_CLASS_PLOT, csv_rows(per_class))
+    files.write_bytes(files.TEST_ANSWERS_FILE, answers.split_csv(test.labels, found).encode())
     files.save_npy(files.PREDICTIONS_FILE, found.probabilities.astype(np.float32))
     files.save_npy(files.UNCALIBRATED_PREDICTIONS_FILE, uncalibrated.astype(np.float32))
     files.save_npy(files.UNSURE_SCORES_FILE, found.unsure_score.astype(np.float32))
+    files.write_bytes(
+        files.CALIBRATION_PLOT, csv_rows(calibration_rows(found.probabilities, uncalibrated, test.labels))
+    )
     files.write_bytes(files.RELIABILITY_PLOT, csv_rows(metrics.reliability(found.probabilities, test.labels)))
-    right = found.probabilities.argmax(axis=1) == test.labels
     files.write_bytes(files.RISK_COVERAGE_PLOT, csv_rows(metrics.risk_coverage(found.unsure_score, right)))
-
-    rows, per_image = not_garment_report(predict, found.unsure_score, not_garment_sets())
     files.write_bytes(files.NOT_GARMENTS_PLOT, csv_rows(rows))
     files.write_bytes(files.NOT_GARMENTS_ANSWERS_FILE, answers.not_garments_csv(per_image).encode())
-    worst = {"auroc": min(row["auroc"] for row in rows), "unsure": min(row["unsure"] for row in rows)}
-    files.write_json(files.NOT_GARMENTS_METRICS_FILE, {"not_garments": {"worst": worst}})
 
     own = own_test_answers(lambda images: predict(images).probabilities)
-    files.write_json(files.OWN_TEST_METRICS_FILE, {"own_test": own_test_report(*own) if own else {"images": 0}})
+    files.write_json(files.OWN_TEST_METRICS_FILE, own_test_report(*own) if own else {"images": 0})
     print(
         f"evaluate: validation accuracy {val_summary['accuracy']:.4f}; test accuracy "
         f"{summary['accuracy']:.4f}, ECE {summary['ece']:.4f}, {summary['coverage']:.1%} answered sure "
-        f"({summary['sure_accuracy']:.4f} right); not garments: AUROC {worst['auroc']:.3f} and "
-        f"{worst['unsure']:.0%} answered unsure in the worst set"
+        f"({summary['sure_accuracy']:.4f} right); not garments: AUROC {summary['worst_auroc']:.3f} and "
+        f"{summary['worst_unsure']:.0%} answered unsure in the worst set"
     )

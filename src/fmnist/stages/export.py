@@ -4,9 +4,9 @@ Writes models/export/saved_model/ (a TF SavedModel whose `serve` signature takes
 returns the calibrated class `probabilities` (N, 10), the `unsure_score` (N,) and `unsure` (N,) bool: what TF
 Serving, Vertex AI and SageMaker's TensorFlow containers load), models/export/model.tflite (LiteRT, float32) and,
 when it answers as the model does, models/export/model_float16.tflite (float16 weights: half the size), and
-metrics/export.json: for each file its size and the share of test images it answers as the Keras model does (the
-same class, the same unsure verdict). The float32 files must agree with the Keras model to within MAX_FLOAT_DIFF,
-or the stage fails: an export that answers otherwise is a bug.
+plots/export.csv: for each file its size and the share of test images it answers as the Keras model does (the
+same class, the same unsure verdict), and whether it was written. The float32 files must agree with the Keras
+model to within MAX_FLOAT_DIFF, or the stage fails: an export that answers otherwise is a bug.
 
 Not int8 weights: they would store the network in a quarter of the size and keep its accuracy, but they move the
 activations by a few percent, which the unsure score's distance (fmnist.lib.calibration) reads as an unfamiliar
@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist.lib import files
+from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration, load_for
 from fmnist.lib.dataset import IMAGE_SHAPE, load_split
 from fmnist.lib.errors import PipelineError
@@ -81,18 +82,20 @@ def tflite_answers(flatbuffer: bytes, images: np.ndarray) -> dict[str, np.ndarra
     return {name: np.asarray(found[name]) for name in OUTPUTS}
 
 
-def report(size: int, found: dict[str, np.ndarray], reference: inference.Answers) -> dict[str, Any]:
-    """One format's row of metrics/export.json: its size and the share of images answered as the Keras model does."""
+def report(name: str, size: int, found: dict[str, np.ndarray], reference: Answers) -> dict[str, Any]:
+    """One file's row of plots/export.csv: its size and the share of images answered as the Keras model does."""
     same_class = found["probabilities"].argmax(axis=1) == reference.probabilities.argmax(axis=1)
     return {
-        # kB, not bytes: the SavedModel's files vary by a few bytes from export to export, and
-        # metrics/export.json should change only when something real does.
+        "file": name,
+        # kB, not bytes: the SavedModel's files vary by a few bytes from export to export, and plots/export.csv
+        # should change only when something real does.
         "size_kb": round(size / 1000),
         "agreement": float(np.mean(same_class & (found["unsure"] == reference.unsure))),
+        "written": True,
     }
 
 
-def check_float(name: str, found: dict[str, np.ndarray], reference: inference.Answers) -> None:
+def check_float(name: str, found: dict[str, np.ndarray], reference: Answers) -> None:
     """Fail unless a float export's probabilities are the Keras model's to within MAX_FLOAT_DIFF."""
     difference = float(np.abs(found["probabilities"] - reference.probabilities).max())
     if difference > MAX_FLOAT_DIFF:
@@ -105,27 +108,28 @@ def check_float(name: str, found: dict[str, np.ndarray], reference: inference.An
 def main() -> None:
     params = load_params()
     model = load_model(files.MODEL_FILE)
-    calibration = load_for(files.MODEL_FILE)
-    test = load_split("test")
+    calibration = load_for(files.MODEL_FILE, files.CALIBRATION_FILE)
+    test = load_split("test", files.PREPARED_DIR)
     reference = inference.Predictor(model, params.inference, calibration)(test.images)
-    metrics: dict[str, dict[str, Any]] = {}
+    rows = []
     with files.atomic_dir(files.EXPORT_DIR) as out:
         write_saved_model(model, out / "saved_model", params.inference.tta, calibration)
         saved = saved_model_answers(out / "saved_model", test.images, params.inference.batch_size)
         check_float("the SavedModel", saved, reference)
         size = sum(f.stat().st_size for f in (out / "saved_model").rglob("*") if f.is_file())
-        metrics["saved_model"] = report(size, saved, reference)
+        rows.append(report("saved_model", size, saved, reference))
         for name, float16 in (("model.tflite", False), ("model_float16.tflite", True)):
             flatbuffer = tflite_bytes(out / "saved_model", float16_weights=float16)
             found = tflite_answers(flatbuffer, test.images)
-            row = report(len(flatbuffer), found, reference)
+            row = report(name, len(flatbuffer), found, reference)
             if float16:
                 row["written"] = row["agreement"] >= params.export.float16_min_agreement
             else:
                 check_float(name, found, reference)
-            if row.get("written", True):
+            if row["written"]:
                 (out / name).write_bytes(flatbuffer)
-            metrics[name] = row
-    files.write_json(files.EXPORT_METRICS_FILE, {"export": metrics})
-    shown = ", ".join(f"{name} agrees on {row['agreement']:.2%}" for name, row in metrics.items())
+            rows.append(row)
+    lines = [",".join(rows[0])] + [",".join(str(value) for value in row.values()) for row in rows]
+    files.write_bytes(files.EXPORT_PLOT, ("\n".join(lines) + "\n").encode())
+    shown = ", ".join(f"{row['file']} agrees on {row['agreement']:.2%}" for row in rows)
     print(f"export: {shown} of the test images -> {files.EXPORT_DIR}")

@@ -73,7 +73,7 @@ def unsure_figure(test_labels: np.ndarray, probabilities: np.ndarray) -> Figure:
 
 def main() -> None:
     params = load_params().plot_errors
-    test = load_split("test")
+    test = load_split("test", files.PREPARED_DIR)
     if not files.PREDICTIONS_FILE.is_file():
         raise PipelineError(f"{files.PREDICTIONS_FILE} is missing; run `dvc repro evaluate` first")
     probabilities = files.load_npy(files.PREDICTIONS_FILE)  # (N, 10) float32

@@ -88,6 +88,18 @@ def with_own(train: Split, own: Split) -> Split:
     return Split(np.concatenate([train.images, own.images]), np.concatenate([train.labels, own.labels]))
 
 
+def write_own_counts(train_labels: np.ndarray, own_test_labels: np.ndarray) -> None:
+    """metrics/data.json (own images in training and held out, {} without any: no columns for who has none) and
+    plots/own_images.csv (the same per class)."""
+    totals = {"own_train": len(train_labels), "own_test": len(own_test_labels)}
+    files.write_json(files.DATA_METRICS_FILE, totals if any(totals.values()) else {})
+    per_class = zip(
+        own_data.class_counts(train_labels).items(), own_data.class_counts(own_test_labels).values(), strict=True
+    )
+    lines = ["class,own_train,own_test"] + [f"{name},{train},{test}" for (name, train), test in per_class]
+    files.write_bytes(files.OWN_IMAGES_PLOT, ("\n".join(lines) + "\n").encode())
+
+
 def main() -> None:
     params = load_params().prepare
     train, val = split_train_val(read_raw_split(files.RAW_DIR, "train"), params)
@@ -100,8 +112,7 @@ def main() -> None:
     with files.atomic_dir(files.PREPARED_DIR) as tmp:
         for name, split in splits.items():
             save_split(split, name, tmp)
-    counts = {"train": own_data.class_counts(own_train.labels), OWN_TEST_SPLIT: own_data.class_counts(own_test.labels)}
-    files.write_json(files.DATA_METRICS_FILE, {"own_images": counts})
+    write_own_counts(own_train.labels, own_test.labels)
     print(
         f"prepare: train {len(train.labels)} ({len(own_train.labels)} own), val {len(val.labels)}, test "
         f"{len(test.labels)}, own test {len(own_test.labels)} -> {files.PREPARED_DIR}"

@@ -244,12 +244,12 @@ def main() -> None:
     params = load_params()
     strategy = distribute.make_strategy(params.train)  # first: it configures TensorFlow's devices
     policy = machine.training_policy(params.model.precision)  # prints which precision, and why
-    train, val = load_split("train"), load_split("val")
+    train, val = load_split("train", files.PREPARED_DIR), load_split("val", files.PREPARED_DIR)
     with distribute.peers_lost_as_error(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
         if distribute.is_chief(strategy):
             with files.atomic_dir(files.TRAIN_LOG_DIR) as log_dir:  # the logs and the model, both or neither
                 live = Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=False)
-                # In metrics.json: `dvc metrics diff` shows a change of machine, precision or versions.
+                # In metrics.json, committed: `fmnist report` names a change of machine, precision or versions.
                 live.summary["environment"] = machine.describe(policy)
                 model = train_model(train, val, params.model, params.train, live, policy, strategy)
                 save_model(as_float32(model, params.model, params.train.seed), files.MODEL_FILE)

@@ -26,11 +26,9 @@ SETTLE = (
 class Unsure:
     """What a side recorded of its calibration and unsure answers besides each test image's answer."""
 
-    test_scores: np.ndarray | None  # (N,) float unsure score of each test image; None where its answers give none
     not_garments: dict[str, tuple[np.ndarray, np.ndarray]]  # {set: ((M,) float scores, +inf for a photo the
     # conversion refused; (M,) bool unsure)} from answers/not_garments.csv; {} without it
-    loss: float | None  # metrics/test.json's test.loss: the negative log-likelihood, calibrated
-    photo_sure: float | None  # metrics/test.json's test.photo_sure: photo-like test garments answered sure
+    photo_sure: float | None  # metrics/test.json's photo_sure: photo-like test garments answered sure
     target: float | None  # params.yaml's unsure.coverage: the validation coverage the threshold was set for
     images: str | None  # dvc.lock's MD5 of data/not_garments: which not-garment images the sets held
 

@@ -35,31 +35,20 @@ def coverage_target(params_text: str | None) -> float | None:
         return None
 
 
-def test_scores(test: SplitAnswers) -> np.ndarray | None:
-    """(N,) float unsure score of each test image, where fmnist.lib.answers gives them; None where it does not
-    (then no AUROC against the not-garment sets can be computed)."""
-    found = getattr(test, "unsure_score", None)  # answers/test.csv has the column; SplitAnswers may not carry it
-    return None if found is None else np.asarray(found, np.float64)
-
-
 def read_unsure(read: Callable[[Path], str | None], test: SplitAnswers) -> Unsure | None:
     """What a side recorded of its unsure answers (`read`: a file's text at that side, or None); None where its test
     answers have no confidence or unsure flags (a commit from before calibration). ValueError for a broken
     answers/not_garments.csv."""
-    if test.confidence is None or test.unsure is None:
+    if test.unsure_score is None or test.unsure is None or test.actual_probability is None:
         return None
     text = read(files.NOT_GARMENTS_ANSWERS_FILE)
     found = answers.parse_not_garments(text) if text is not None else {}
-    metrics = runs.json_or_none(read(files.TEST_METRICS_FILE))
-    test_figures = metrics.get("test") if isinstance(metrics, dict) else None
-    figures = test_figures if isinstance(test_figures, dict) else {}
+    figures = runs.split_figures(runs.json_or_none(read(files.TEST_METRICS_FILE)), "test")
     return Unsure(
-        test_scores=test_scores(test),
         # A photo the conversion refused has no score: it ranks above every scored image, as evaluate ranks it.
         not_garments={
             name: (np.where(np.isnan(scores), np.inf, scores), flags) for name, (scores, flags) in found.items()
         },
-        loss=runs.number(figures.get("loss")),
         photo_sure=runs.number(figures.get("photo_sure")),
         target=coverage_target(read(files.PARAMS_FILE)),
         images=runs.output_md5(read(files.DVC_LOCK_FILE), "not_garments", files.NOT_GARMENTS_DIR),
@@ -91,7 +80,7 @@ COVERAGE = Figure("coverage (share answered sure)", ("coverage",), None)
 SURE_ACCURACY = Figure("accuracy of the sure answers", ("sure_accuracy",), False)
 PHOTO_SURE = Figure("photo-like garments answered sure", ("photo_sure",), False)
 TEST_FIGURES = (ECE, LOSS, COVERAGE, SURE_ACCURACY, PHOTO_SURE)  # the table's order
-RECORDED = (LOSS, PHOTO_SURE)  # no per-image data: metrics/test.json's figures, compared without an interval
+RECORDED = (PHOTO_SURE,)  # no per-image data: metrics/test.json's figure, compared without an interval
 
 
 def auroc_figure(name: str) -> Figure:
@@ -104,27 +93,30 @@ def unsure_figure(name: str) -> Figure:
     return Figure(f"{name}: answered unsure", ("not_garments", name, "unsure"), False)
 
 
-def per_image_figures(sets: Sequence[str], auroc: bool) -> list[Figure]:
+def per_image_figures(sets: Sequence[str]) -> list[Figure]:
     """The figures of `per_image`'s columns, in order."""
-    return [ECE, COVERAGE, SURE_ACCURACY, *map(unsure_figure, sets), *(map(auroc_figure, sets) if auroc else ())]
+    return [ECE, LOSS, COVERAGE, SURE_ACCURACY, *map(unsure_figure, sets), *map(auroc_figure, sets)]
 
 
-def per_image(test: SplitAnswers, unsure: Unsure, sets: Sequence[str], auroc: bool) -> stats.Statistic:
+def per_image(test: SplitAnswers, unsure: Unsure, sets: Sequence[str]) -> stats.Statistic:
     """The figures that have per-image data, as one statistic of resamples of the test images (sample 0) and of
-    each set of `sets` (sample 1 + k), in the order of per_image_figures: ECE, coverage, accuracy of the sure
-    answers, each set's share answered unsure, then (if `auroc`) each set's AUROC against the test images."""
-    assert test.confidence is not None and test.unsure is not None  # read_unsure returns None otherwise
+    each set of `sets` (sample 1 + k), in the order of per_image_figures: ECE, the negative log-likelihood,
+    coverage, accuracy of the sure answers, each set's share answered unsure, then each set's AUROC against the test
+    images."""
+    # read_unsure returns None otherwise
+    assert test.confidence is not None and test.actual_probability is not None
+    assert test.unsure is not None and test.unsure_score is not None
     sure = ~test.unsure
     columns = [
         stats.weighted_ece(test.confidence, test.right),
+        stats.weighted_mean(-np.log(np.clip(test.actual_probability, 1e-12, 1.0))),
         stats.weighted_mean(sure),
         stats.weighted_ratio(test.right & sure, sure),
         *(stats.weighted_mean(unsure.not_garments[name][1], sample=k) for k, name in enumerate(sets, start=1)),
     ]
-    if auroc and sets:
-        assert unsure.test_scores is not None
+    if sets:
         outsides = [unsure.not_garments[name][0] for name in sets]
-        columns.append(stats.weighted_aurocs(unsure.test_scores, outsides, 0, range(1, len(sets) + 1)))
+        columns.append(stats.weighted_aurocs(test.unsure_score, outsides, 0, range(1, len(sets) + 1)))
     return stats.stacked(*columns)
 
 
@@ -134,12 +126,12 @@ def sizes(test: SplitAnswers, unsure: Unsure, sets: Sequence[str]) -> list[int]:
 
 
 def set_values(test: SplitAnswers, unsure: Unsure) -> dict[str, dict[str, float]]:
-    """{set: {"unsure": share, "auroc": AUROC where the test scores are known}} of one run, computed as the section
-    computes them: what `fmnist seeds` records of each run, so that their spread is that of what is compared."""
-    sets, auroc = list(unsure.not_garments), unsure.test_scores is not None
-    values = stats.on_samples(per_image(test, unsure, sets, auroc), sizes(test, unsure, sets))
+    """{set: {"unsure": share, "auroc": AUROC}} of one run, computed as the section computes them: what `fmnist
+    seeds` records of each run, so that their spread is that of what is compared."""
+    sets = list(unsure.not_garments)
+    values = stats.on_samples(per_image(test, unsure, sets), sizes(test, unsure, sets))
     found: dict[str, dict[str, float]] = {name: {} for name in sets}
-    for figure, number_found in zip(per_image_figures(sets, auroc), values, strict=True):
+    for figure, number_found in zip(per_image_figures(sets), values, strict=True):
         if figure.seed_path[0] == "not_garments":
             found[figure.seed_path[1]][figure.seed_path[2]] = float(number_found)
     return found
@@ -188,24 +180,21 @@ def paired_sets(base: Unsure, head: Unsure) -> tuple[list[str], list[str]]:
 
 def rows(base: Side, head: Side, sets: Sequence[str]) -> list[Row]:
     """Every figure's row, each judged against the base's seed spread: the test split's (TEST_FIGURES), then each
-    set's share answered unsure and, where both sides' test scores are known, its AUROC."""
+    set's AUROC and share answered unsure."""
     assert base.unsure is not None and head.unsure is not None
-    auroc = base.unsure.test_scores is not None and head.unsure.test_scores is not None
-    base_statistic = per_image(base.test, base.unsure, sets, auroc)
-    head_statistic = per_image(head.test, head.unsure, sets, auroc)
+    base_statistic = per_image(base.test, base.unsure, sets)
+    head_statistic = per_image(head.test, head.unsure, sets)
     samples = sizes(base.test, base.unsure, sets)
     low, high = stats.paired_bootstrap(base_statistic, head_statistic, samples)
     base_values, head_values = stats.on_samples(base_statistic, samples), stats.on_samples(head_statistic, samples)
     found = {
         figure: judged(figure, float(b), float(h), (lo, hi), base.seeds)
-        for figure, b, h, lo, hi in zip(
-            per_image_figures(sets, auroc), base_values, head_values, low, high, strict=True
-        )
+        for figure, b, h, lo, hi in zip(per_image_figures(sets), base_values, head_values, low, high, strict=True)
     }
     for figure in RECORDED:
         key = figure.seed_path[0]
         found[figure] = judged(figure, getattr(base.unsure, key), getattr(head.unsure, key), None, base.seeds)
-    by_set = [figure for name in sets for figure in (auroc_figure(name), unsure_figure(name)) if figure in found]
+    by_set = [figure for name in sets for figure in (auroc_figure(name), unsure_figure(name))]
     return [found[figure] for figure in (*TEST_FIGURES, *by_set)]
 
 
@@ -281,7 +270,7 @@ def missing_spreads(base: Side, found: Sequence[Row]) -> str | None:
 
 
 def notes(base: Side, head: Side, sets: Sequence[str], others: Sequence[str]) -> list[str]:
-    """What the tables leave out, and why: sets not compared, AUROCs without test scores."""
+    """What the tables leave out, and why: sets not compared."""
     assert base.unsure is not None and head.unsure is not None
     found = []
     if sets:
@@ -293,8 +282,6 @@ def notes(base: Side, head: Side, sets: Sequence[str], others: Sequence[str]) ->
             f"Not compared, answered by one side only or from other images ({files.NOT_GARMENTS_DIR} in "
             f"{files.DVC_LOCK_FILE}): {', '.join(others)}."
         )
-    if sets and (base.unsure.test_scores is None or head.unsure.test_scores is None):
-        found.append(f"No AUROC: the test images' unsure scores ({answers.SPLIT_FILES['test']}) were not read.")
     return found
 
 

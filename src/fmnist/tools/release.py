@@ -14,11 +14,11 @@ that --fail-on names; otherwise it stops with exit status 3 and one line. `check
 assignment tag that exists already (one pushed by hand) against the assignment before it: the workflow deletes
 a refused tag, so the stage goes back to the version it held.
 
-`card` reads the metrics of the checked-out commit (metrics/test.json, per_class.json, not_garments.json,
-export.json).
+`card` reads the figures of the checked-out commit (metrics/test.json, plots/per_class.csv, plots/export.csv).
 """
 
 import argparse
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
-from fmnist.lib import answers, process
+from fmnist.lib import answers, files, process, runs
 from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.lib.errors import PipelineError, VerdictRefused
 from fmnist.lib.idx import RELEASE_FILES
@@ -149,9 +149,9 @@ def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> 
     return float(np.mean(predict(images).probabilities.argmax(axis=1) == labels))
 
 
-def calibration_lines(test: dict[str, Any], worst: dict[str, Any] | None) -> list[str]:
-    """The card's lines on calibration and unsure answers, from metrics/test.json's `test` and the worst
-    not-garment set of metrics/not_garments.json; none for metrics from before the calibrate stage."""
+def calibration_lines(test: dict[str, Any]) -> list[str]:
+    """The card's lines on calibration and unsure answers, from metrics/test.json; none for metrics from before the
+    calibrate stage."""
     if "ece" not in test:
         return []
     lines = [
@@ -160,24 +160,29 @@ def calibration_lines(test: dict[str, Any], worst: dict[str, Any] | None) -> lis
         f"answered sure, {test['sure_accuracy']:.2%} of those right; {test['photo_sure']:.1%} of photo-like test "
         "garments stay sure.",
     ]
-    if worst is not None:
+    if "worst_auroc" in test:
         lines += [
             "",
             f"Images that are not garments (digits, letters, noise, flat images, and photos of each): in the worst "
-            f"set, {worst['unsure']:.1%} answered unsure, and the unsure score tells them from the test garments "
-            f"with an AUROC of {worst['auroc']:.3f}.",
+            f"set, {test['worst_unsure']:.1%} answered unsure, and the unsure score tells them from the test garments "
+            f"with an AUROC of {test['worst_auroc']:.3f}.",
         ]
     return lines
 
 
-def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("metrics")) -> str:
-    """The model card: contract, results and provenance of one registered version."""
-    test = json.loads((metrics_dir / "test.json").read_text())["test"]
-    per_class = json.loads((metrics_dir / "per_class.json").read_text())
-    export_file = metrics_dir / "export.json"
-    exports = json.loads(export_file.read_text())["export"] if export_file.is_file() else {}
-    not_garments_file = metrics_dir / "not_garments.json"
-    worst = json.loads(not_garments_file.read_text())["not_garments"]["worst"] if not_garments_file.is_file() else None
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as {column: text}, [] where the file is missing."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as table:
+        return list(csv.DictReader(table))
+
+
+def model_card(version: str, stage: str, commit: str, root: Path = Path(".")) -> str:
+    """The model card: contract, results and provenance of one registered version (its files under `root`)."""
+    test = runs.split_figures(json.loads((root / files.TEST_METRICS_FILE).read_text()), "test")
+    per_class = [row for row in csv_rows(root / files.PER_CLASS_PLOT) if row["split"] == "test"]
+    exports = [row for row in csv_rows(root / files.EXPORT_PLOT) if row["written"] == "True"]
     lines = [
         f"# {ARTIFACT} {version}" + (f" ({stage})" if stage else ""),
         "",
@@ -196,11 +201,11 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
         "## Results on the 10,000 test images",
         "",
         f"Accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, loss {test['loss']:.4f}.",
-        *calibration_lines(test, worst),
+        *calibration_lines(test),
         "",
         "| class | precision | recall | F1 |",
         "|---|---|---|---|",
-        *(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |" for name, m in per_class.items()),
+        *(f"| {row['class']} | {row['precision']} | {row['recall']} | {row['f1']} |" for row in per_class),
     ]
     if exports:
         lines += [
@@ -208,11 +213,7 @@ def model_card(version: str, stage: str, commit: str, metrics_dir: Path = Path("
             "| file | size (kB) | test images answered as `model.keras` answers them (class and unsure) |",
             "|---|---|---|",
         ]
-        lines += [
-            f"| {name} | {m['size_kb']:,} | {m['agreement']:.2%} |"
-            for name, m in exports.items()
-            if m.get("written", True)
-        ]
+        lines += [f"| {row['file']} | {int(row['size_kb']):,} | {float(row['agreement']):.2%} |" for row in exports]
     lines += [
         "",
         "## Provenance",

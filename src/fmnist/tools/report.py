@@ -38,28 +38,27 @@ from fmnist.tools.compare import Side, comparison, curve_from_tsv, signed
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
 DEFAULT_PLOTS_DIR = Path("report/plots")
-SUMMARY_METRICS = (  # shown in full
-    files.VAL_METRICS_FILE,
-    files.TEST_METRICS_FILE,
-    files.NOT_GARMENTS_METRICS_FILE,
-    files.CALIBRATION_METRICS_FILE,
-    files.TRAIN_METRICS_FILE,
-)
+SUMMARY_METRICS = (files.VAL_METRICS_FILE, files.TEST_METRICS_FILE)  # shown in full
 OWN_DATA_METRICS = (files.DATA_METRICS_FILE, files.OWN_TEST_METRICS_FILE)  # shown where they changed
 PLOT_LABELS = {  # what a reviewer calls each plot file (or directory of them)
     files.TEST_ANSWERS_FILE: "each test image's answer, and the confusion matrix",
     files.VAL_ANSWERS_FILE: "each validation image's answer, and the confusion matrix",
     files.NOT_GARMENTS_ANSWERS_FILE: "unsure score of each image that is not a garment",
     files.NOT_GARMENTS_PLOT: "how well the unsure score tells each not-garment set from the test images",
+    files.PER_CLASS_PLOT: "precision, recall and F1 per class",
+    files.CALIBRATION_PLOT: "calibration error, loss and Brier before and after calibration",
     files.RELIABILITY_PLOT: "test accuracy against confidence",
     files.RISK_COVERAGE_PLOT: "test error among the surest answers",
+    files.EXPORT_PLOT: "how often each export answers as the model",
+    files.OWN_IMAGES_PLOT: "own images per class",
     answers.LEGACY_FILES["test"]: "confusion matrix (before answers/test.csv)",
     answers.LEGACY_FILES["val"]: "validation confusion matrix (before answers/val.csv)",
-    files.TRAIN_PLOTS_DIR: "training curves",
+    files.TRAIN_LOG_DIR: "training curves (and the environment of the run)",
     files.MISCLASSIFIED_PLOT: "misclassified test images",
     files.RANDOM_PREDICTIONS_PLOT: "random test predictions",
     files.CONFUSED_PAIRS_PLOT: "most confused pairs",
     files.TRAINING_CURVES_PLOT: "training curves, as a picture",
+    files.UNSURE_PLOT: "calibration and unsure answers, as a picture",
 }
 TITLE = "## Pipeline report"
 
@@ -81,11 +80,6 @@ def has_rows(table: str) -> bool:
 def table_or_note(table: str, note: str) -> str:
     """DVC's Markdown table, or `note` when it has no rows."""
     return table.strip() if has_rows(table) else f"_{note}_"
-
-
-def details(summary: str, body: str) -> str:
-    """A collapsed block (GitHub renders <details>), for long tables."""
-    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
 def parse_ls_tree(text: str) -> dict[str, str]:
@@ -297,17 +291,10 @@ def dvc_sections(rev: str, plots_dir: Path) -> list[tuple[str, str]]:
     params = dvc("params", "diff", rev, "--md").stdout
     summary = metrics_table(rev, SUMMARY_METRICS, show_all=True)
     own_data = metrics_table(rev, OWN_DATA_METRICS, show_all=False)
-    per_class = metrics_table(rev, [files.PER_CLASS_METRICS_FILE], show_all=False)
     changes = compare_blobs(base_blobs(rev), workspace_blobs())
     sections = [
         ("Params (`dvc params diff`)", table_or_note(params, f"No parameter differs from {rev}.")),
         ("Metrics (`dvc metrics diff`)", table_or_note(summary, "No metrics found.")),
-        (
-            "Per-class metrics",
-            details(
-                "Changed per-class precision, recall and F1", table_or_note(per_class, "No per-class metric changed.")
-            ),
-        ),
         ("Plots", plots_section(rev, changes, write_plots(rev, plots_dir))),
     ]
     if has_rows(own_data):  # own images added, removed or scored differently

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fmnist.lib import answers, files, runs
+from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.dvc_cli import dvc
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.runs import SEED_RECORD_STAGES
@@ -28,10 +31,9 @@ from fmnist.tools import compare_unsure
 from fmnist.tools.sweep import experiments_with_revs, metrics_file
 
 MIN_SEEDS = 2  # a standard deviation needs two
-# Each run's test figures of calibration and unsure answers, as metrics/test.json names them (and the worst
-# not-garment set's AUROC, from metrics/not_garments.json): the spreads the report's calibration section reads.
-TEST_FIGURES = ("ece", "loss", "coverage", "sure_accuracy", "photo_sure")
-FIGURES = (*TEST_FIGURES, "worst_auroc")
+# Each run's test figures of calibration and unsure answers, as metrics/test.json names them: the spreads the
+# report's calibration section reads.
+FIGURES = ("ece", "loss", "coverage", "sure_accuracy", "photo_sure", "worst_auroc")
 
 
 def experiment_name(seed: int, fingerprint: str) -> str:
@@ -43,7 +45,6 @@ def metrics_of(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict
     """An experiment's validation and test accuracy, per-class recall, environment (its `dvc exp show --json`
     data) and figures of calibration and unsure answers (with `read`, a file's text at its commit; figures it
     lacks, as a run of older code would, are left out)."""
-    per_class = metrics_file(data, files.PER_CLASS_METRICS_FILE) or {}
     accuracy = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
     val_accuracy = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
     if accuracy is None or val_accuracy is None:
@@ -54,20 +55,32 @@ def metrics_of(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict
     return {
         "val_accuracy": val_accuracy,
         "accuracy": accuracy,
-        "recall": {name: scores["recall"] for name, scores in per_class.items()},
-        "environment": runs.environment_of(metrics_file(data, files.TRAIN_METRICS_FILE)),
+        "recall": class_recall(read),
+        "environment": runs.environment_of(runs.json_or_none(read(files.TRAIN_METRICS_FILE))),
         **unsure_figures(data, read),
+    }
+
+
+def class_recall(read: Callable[[Path], str | None]) -> dict[str, float]:
+    """{class: test recall} of an experiment, from its answers (`read`: a file's text at its commit); {} without."""
+    try:
+        test = answers.read(read, "test")
+    except ValueError:
+        return {}
+    if test is None:
+        return {}
+    return {
+        name: float(test.right[test.actual == i].mean())
+        for i, name in enumerate(CLASS_NAMES)
+        if np.any(test.actual == i)
     }
 
 
 def unsure_figures(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict[str, Any]:
     """{ece, loss, coverage, sure_accuracy, photo_sure, worst_auroc, not_garments: {set: {auroc, unsure}}} of an
     experiment: its metrics files' figures, and each set's computed from its answers as the report computes them."""
-    test = (metrics_file(data, files.TEST_METRICS_FILE) or {}).get("test", {})
-    worst = (metrics_file(data, files.NOT_GARMENTS_METRICS_FILE) or {}).get("not_garments", {}).get("worst", {})
-    found = {key: test[key] for key in TEST_FIGURES if runs.number(test.get(key)) is not None}
-    if runs.number(worst.get("auroc")) is not None:
-        found["worst_auroc"] = worst["auroc"]
+    test = runs.split_figures(metrics_file(data, files.TEST_METRICS_FILE), "test")
+    found = {key: test[key] for key in FIGURES if runs.number(test.get(key)) is not None}
     try:
         test_answers = answers.read(read, "test")
         unsure = compare_unsure.read_unsure(read, test_answers) if test_answers is not None else None
