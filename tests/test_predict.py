@@ -1,4 +1,5 @@
-"""`fmnist predict`: output formats, every kind of bad input, batching, and accuracy on photos.
+"""`fmnist predict`: output formats, unsure answers and the warning of a model that cannot give them, every kind of
+bad input, batching, and accuracy on photos.
 
 The console script runs for real where what is tested is what a user sees of a process (one line per problem on
 stderr, the exit status); elsewhere `fmnist.cli.main` runs here, without starting TensorFlow again.
@@ -22,20 +23,33 @@ from PIL import Image
 
 from fmnist import cli
 from fmnist.apps.predict import predict_sources
+from fmnist.lib.answers import Answers
+from fmnist.lib.calibration import load_for
 from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.photo import photo_like_jpeg
-from fmnist.nn.model import build_model, save_model
+from fmnist.lib.params import InferenceParams
+from fmnist.lib.photo import decode, photo_like_jpeg
+from fmnist.nn.inference import Predictor
+from fmnist.nn.model import build_model, load_model, save_model
+from fmnist.stages.not_garments import digits
 from fmnist.tools.predict_bench import write_photos
-from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, run
+from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, calibrate_beside, calibrated_tiny_model, run
+
+NO_CALIBRATION = "it cannot say unsure, so every image gets a garment label"  # what every such warning says
 
 
 @pytest.fixture(scope="module")
 def tiny_model_file(tmp_path_factory):
-    """An untrained tiny model: enough to check everything but accuracy."""
+    """An untrained tiny model without calibration: enough to check everything but accuracy and unsure answers."""
     path = tmp_path_factory.mktemp("model") / "model.keras"
     keras.utils.set_random_seed(0)
     save_model(build_model(TINY_MODEL, seed=0), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tmp_path_factory, garments):
+    """A tiny model trained on synthetic garments, its calibration beside it, fitted for params.yaml's `flip`."""
+    return calibrated_tiny_model(tmp_path_factory.mktemp("calibrated"), garments, tta="flip")
 
 
 def console(*args: str, cwd):
@@ -115,7 +129,7 @@ EXPECTED_ERRORS = {  # file -> what its line on stderr must say
 }
 
 
-def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tiny_model_file, inputs):
+def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(calibrated_model, inputs):
     files = [str(p.relative_to(inputs)) for p in sorted((inputs / "bad").iterdir())]
     result = console(
         "predict",
@@ -124,7 +138,7 @@ def test_every_bad_input_gets_one_line_and_the_good_ones_are_still_predicted(tin
         "no-images",
         "missing.jpg",
         "--model",
-        str(tiny_model_file),
+        str(calibrated_model),
         "--format",
         "json",
         cwd=inputs,
@@ -153,19 +167,101 @@ def test_a_missing_or_damaged_model_is_one_line_saying_how_to_get_it_back(
     assert "dvc pull" in line and "dvc repro train" in line
 
 
-def test_formats_table_json_and_csv(tiny_model_file, inputs, fmnist):
-    args = ["predict", "good", "--model", str(tiny_model_file)]
+def png_bytes(image: np.ndarray) -> bytes:
+    """A (28, 28) uint8 array as a greyscale PNG."""
+    out = io.BytesIO()
+    Image.fromarray(image, mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def not_garments(inputs):
+    """`inputs`/odd: a blank 28x28 image (it passes the conversion unchanged) and a handwritten digit (light on black,
+    as the data set's images): what the model must answer unsure."""
+    folder = inputs / "odd"
+    folder.mkdir()
+    (folder / "blank.png").write_bytes(png_bytes(np.zeros((28, 28), np.uint8)))
+    (folder / "digit.png").write_bytes(png_bytes(digits()[3]))
+    return folder
+
+
+def test_formats_table_json_and_csv(calibrated_model, inputs, not_garments, fmnist):
+    """The same answers in the three formats: a garment photo answered with its class, a blank image and a digit
+    answered unsure with their best guess, as the model's own Predictor answers them."""
+    args = ["predict", "good/a.jpg", "odd/blank.png", "odd/digit.png", "--model", str(calibrated_model)]
+    calibration = load_for(calibrated_model)
+    images = np.stack([decode((inputs / name).read_bytes()) for name in args[1:4]])[..., None]
+    expected = Predictor(load_model(calibrated_model), InferenceParams("flip", 8), calibration)(images)
+    assert expected.unsure is not None and list(expected.unsure) == [False, True, True]
+
+    result = fmnist(*args, "--format", "json", cwd=inputs)
+    assert (result.returncode, result.stderr) == (0, "")  # unsure is an answer; a calibrated model warns of nothing
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in records] == args[1:4] and [r["unsure"] for r in records] == [False, True, True]
+    for record, probabilities, score in zip(records, expected.probabilities, expected.unsure_score, strict=True):
+        assert list(record["probabilities"]) == list(CLASS_NAMES)
+        np.testing.assert_allclose(list(record["probabilities"].values()), probabilities, atol=1e-6)  # calibrated
+        assert record["class"] == CLASS_NAMES[probabilities.argmax()]  # for an unsure image, the best guess
+        assert record["unsure_score"] == pytest.approx(score, abs=1e-6)
+        assert record["unsure_threshold"] == calibration.threshold
+        assert (record["unsure_score"] > record["unsure_threshold"]) == record["unsure"]
+
     table = fmnist(*args, "--top", "2", cwd=inputs)
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.strip().splitlines()
-    assert header.split() == ["file", "class", "probability", "next", "2"] and len(rows) == 2
-    assert rows[0].startswith("good/a.jpg") and rows[0].count(",") == 1  # two runner-up classes
-    record = json.loads(fmnist(*args, "--format", "json", cwd=inputs).stdout.splitlines()[0])
-    assert list(record["probabilities"]) == list(CLASS_NAMES)
-    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert record["class"] == max(record["probabilities"], key=record["probabilities"].get)
+    assert header.split() == ["file", "class", "probability", "next", "2"] and len(rows) == 3
+    sure = records[0]
+    assert rows[0].split()[:3] == ["good/a.jpg", *sure["class"].split(), f"{sure['probability']:.3f}"]
+    assert rows[0].count(",") == 1  # two runner-up classes
+    for row, record in zip(rows[1:], records[1:], strict=True):
+        guess = f"unsure (best guess: {record['class']} {record['probability']:.3f})"
+        assert row.startswith(f"{record['file']}  {guess}  ")  # and no probability of its own: no class is sure
+
     rows = list(csv.reader(io.StringIO(fmnist(*args, "--format", "csv", cwd=inputs).stdout)))
-    assert rows[0] == ["file", "class", "probability", *CLASS_NAMES] and len(rows) == 3
+    assert rows[0] == ["file", "class", "probability", "unsure", "unsure_score", "unsure_threshold", *CLASS_NAMES]
+    assert [row[3] for row in rows[1:]] == ["0", "1", "1"]
+    for row, record in zip(rows[1:], records, strict=True):
+        assert row[1] == record["class"] and float(row[4]) == pytest.approx(record["unsure_score"], abs=1e-6)
+        assert float(row[5]) == pytest.approx(calibration.threshold, abs=1e-6)
+
+
+def test_a_model_without_calibration_warns_in_one_line_and_still_answers_every_image(
+    tiny_model_file, inputs, not_garments, fmnist
+):
+    args = ["predict", "good", "odd", "--model", str(tiny_model_file), "--format", "json"]
+    result = fmnist(*args, cwd=inputs)
+    assert result.returncode == 0
+    [line] = result.stderr.splitlines()
+    calibration = tiny_model_file.parent / "calibration.npz"
+    assert line == f"warning: {tiny_model_file} has no calibration beside it ({calibration}): {NO_CALIBRATION}; " + (
+        "calibrate that model first"
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 4 and all(r["class"] in CLASS_NAMES for r in records)  # a garment label for each
+    assert all(r["unsure"] is None and r["unsure_score"] is None and r["unsure_threshold"] is None for r in records)
+    rows = list(csv.reader(io.StringIO(fmnist(*args[:-1], "csv", cwd=inputs).stdout)))
+    assert all(row[3:6] == ["", "", ""] for row in rows[1:]) and len(rows) == 5
+
+
+def test_a_calibration_for_other_views_or_another_model_is_not_used_and_says_why(
+    calibrated_model, tiny_model_file, inputs, not_garments, tmp_path, fmnist
+):
+    other_views = fmnist("predict", "odd", "--model", str(calibrated_model), "--tta", "none", cwd=inputs)
+    assert other_views.returncode == 0
+    [line] = other_views.stderr.splitlines()
+    assert line == (
+        f"warning: {calibrated_model.parent / 'calibration.npz'} fitted unsure for the views of --tta flip, not none: "
+        f"{NO_CALIBRATION}; pass --tta flip for unsure answers"
+    )
+    assert "unsure" not in other_views.stdout  # every image a garment label
+    model = tmp_path / "model.keras"  # another model, with the calibrated one's calibration beside it
+    model.write_bytes(tiny_model_file.read_bytes())
+    (tmp_path / "calibration.npz").write_bytes((calibrated_model.parent / "calibration.npz").read_bytes())
+    another = fmnist("predict", "odd", "--model", str(model), cwd=inputs)
+    assert another.returncode == 0
+    [line] = another.stderr.splitlines()
+    assert line.startswith(f"warning: {tmp_path / 'calibration.npz'} was fitted for another model than {model}: ")
+    assert NO_CALIBRATION in line and "unsure" not in another.stdout
 
 
 def test_standard_input_and_saved_inputs(tiny_model_file, inputs, tmp_path, fmnist):
@@ -189,11 +285,16 @@ def test_a_directory_is_read_first_then_predicted_in_one_call(tmp_path, garments
     write_photos(garments["t10k-images-idx3-ubyte"][:300], tmp_path)
     calls = []
 
-    def predict(images):
-        calls.append(images.shape)
-        return np.full((len(images), 10), 0.1, np.float32)
+    class Uniform:
+        """A fake uncalibrated model: the same probabilities for every image; it records each call's shape."""
 
-    predictions, errors = predict_sources(predict, [str(tmp_path)])
+        calibration = None
+
+        def __call__(self, images):
+            calls.append(images.shape)
+            return Answers(np.full((len(images), 10), 0.1, np.float32), None, None)
+
+    predictions, errors = predict_sources(Uniform(), [str(tmp_path)])
     assert len(predictions) == 300 and not errors
     assert calls == [(300, 28, 28, 1)]  # fmnist.nn.inference then splits it into inference.batch_size batches
 
@@ -209,27 +310,64 @@ def test_without_params_yaml_the_tta_must_be_given_and_is_then_used(tiny_model_f
     assert answers["none"]["probabilities"] != answers["flip"]["probabilities"]
 
 
-@pytest.mark.slow
-def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(tmp_path, real_release, fmnist):
-    """1,000 test images as photo-like JPEGs through `fmnist predict`, against the arrays, with a trained model."""
-    from fmnist.lib.params import InferenceParams
-    from fmnist.nn.inference import Predictor
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory, real_release):
+    """A small model trained for a minute on 30,000 real training images, its calibration (for `flip`) fitted on
+    5,000 others beside it: a model whose answers are worth judging. Slow tests only."""
     from fmnist.stages.train import one_hot
 
     keras.utils.set_random_seed(0)
     model = build_model(dataclasses.replace(TINY_MODEL, width=16, dense_units=64), seed=0)
     model.compile(keras.optimizers.Adam(0.004), keras.losses.CategoricalCrossentropy(from_logits=True))
-    train_images, train_labels = real_release["train-images-idx3-ubyte"], real_release["train-labels-idx1-ubyte"]
-    model.fit(train_images[:30_000, ..., None], one_hot(train_labels[:30_000]), batch_size=256, epochs=3, verbose=0)
-    save_model(model, tmp_path / "model.keras")
+    images, labels = real_release["train-images-idx3-ubyte"][..., None], real_release["train-labels-idx1-ubyte"]
+    model.fit(images[:30_000], one_hot(labels[:30_000]), batch_size=256, epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("trained") / "model.keras"
+    save_model(model, path)
+    calibrate_beside(path, (images[:30_000], labels[:30_000]), (images[50_000:55_000], labels[50_000:55_000]), "flip")
+    return path
+
+
+@pytest.mark.slow
+def test_accuracy_on_photos_is_within_2_points_of_the_same_images_as_arrays(
+    tmp_path, trained_model, real_release, fmnist
+):
+    """1,000 test images as photo-like JPEGs through `fmnist predict`, against the arrays, with a trained model;
+    most photos are answered sure, and those answers are more often right."""
     images, labels = real_release["t10k-images-idx3-ubyte"][:1000], real_release["t10k-labels-idx1-ubyte"][:1000]
-    predict = Predictor(model, InferenceParams(tta="flip", batch_size=500))
-    array_accuracy = np.mean(predict(images[..., None]).argmax(axis=1) == labels)
+    predict = Predictor(load_model(trained_model), InferenceParams(tta="flip", batch_size=500))
+    array_accuracy = np.mean(predict(images[..., None]).probabilities.argmax(axis=1) == labels)
     write_photos(images, tmp_path / "photos")
-    result = fmnist("predict", "photos", "--model", "model.keras", "--tta", "flip", "--format", "csv", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    predicted = [CLASS_NAMES.index(row[1]) for row in list(csv.reader(io.StringIO(result.stdout)))[1:]]
-    photo_accuracy = np.mean(np.array(predicted) == labels)
-    print(f"accuracy on 1,000 test images: {array_accuracy:.3f} as arrays, {photo_accuracy:.3f} as photos")
+    args = ("predict", "photos", "--model", str(trained_model), "--tta", "flip", "--format", "csv")
+    result = fmnist(*args, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    rows = list(csv.reader(io.StringIO(result.stdout)))[1:]
+    right = np.array([CLASS_NAMES.index(row[1]) for row in rows]) == labels
+    sure = np.array([row[3] for row in rows]) == "0"
+    photo_accuracy = np.mean(right)
+    print(
+        f"accuracy on 1,000 test images: {array_accuracy:.3f} as arrays, {photo_accuracy:.3f} as photos; "
+        f"{sure.mean():.1%} of the photos answered sure, {right[sure].mean():.3f} of those right"
+    )
     assert array_accuracy > 0.8  # a model worth checking against (0.854 on an Intel Xeon; width 8 gave 0.787)
     assert abs(photo_accuracy - array_accuracy) <= 0.02
+    assert sure.mean() >= 0.9  # 95% of the validation images are, by the threshold's choice (96.5% seen here)
+    assert right[sure].mean() > photo_accuracy  # what unsure is for: it takes more wrong answers than right ones
+
+
+@pytest.mark.slow
+def test_a_trained_model_is_unsure_of_blank_and_flat_images_and_of_digits(tmp_path, trained_model, fmnist):
+    """Images that are no garment and that the conversion lets through (28x28 on black: as the data set's) get
+    "unsure", never a garment label; a flat photo is refused by the conversion before the model sees it."""
+    for name, image in [("blank", np.zeros((28, 28), np.uint8)), ("dark", np.full((28, 28), 40, np.uint8))]:
+        (tmp_path / f"{name}.png").write_bytes(png_bytes(image))
+    for digit, image in enumerate(digits()[:10]):  # scikit-learn's first ten: 0, 1, ..., 9
+        (tmp_path / f"digit-{digit}.png").write_bytes(png_bytes(image))
+    Image.new("RGB", (400, 300), (128, 128, 128)).save(tmp_path / "grey.jpg")
+    args = ["predict", "blank.png", "dark.png", *(f"digit-{d}.png" for d in range(10)), "grey.jpg"]
+    result = fmnist(*args, "--model", str(trained_model), "--tta", "flip", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 1  # for the refused photo
+    assert result.stderr == "error: grey.jpg: no garment found: the image is one flat colour\n"
+    answers = {record["file"]: record for record in map(json.loads, result.stdout.splitlines())}
+    assert answers["blank.png"]["unsure"] and answers["dark.png"]["unsure"]
+    print({name: round(record["unsure_score"], 2) for name, record in answers.items()})
+    assert sum(answers[f"digit-{d}.png"]["unsure"] for d in range(10)) >= 9  # 200 of 200 digits seen unsure

@@ -1,16 +1,25 @@
 """The model registry, offline: GTO versions and stages as git tags, `dvc artifacts get` from a local remote.
 
-Two tiny trainings are registered as v1.0.0 and v2.0.0; `prod` goes to v1, then v2, then back to v1 (a
-rollback), and every fetch by stage or version must return exactly that version's bytes.
+Two tiny trainings are registered as v1.0.0 and v2.0.0, each with its calibration; `prod` goes to v1, then v2,
+then back to v1 (a rollback), and every fetch by stage or version must return exactly that version's bytes. A
+version registered before the calibrate stage existed (v0.9.0) still answers, with a warning.
 """
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
+from fmnist.lib.calibration import Calibration, file_md5
+from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.params import InferenceParams
+from fmnist.nn.inference import Predictor
+from fmnist.nn.model import load_model
 from tests.helpers import REPO_ROOT, VENV_BIN, copy_repo, dvc, git_clone, git_commit, run, set_param
 
 pytestmark = pytest.mark.slow
@@ -22,15 +31,25 @@ def gto(repo, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def registry(reproduced_repo, tmp_path_factory):
-    """(repo, {version: model bytes}) after two registered trainings, both pushed to a local DVC remote."""
+    """(repo, {version: model bytes}) after three registered versions, all pushed to a local DVC remote: v0.9.0 at a
+    commit from before the calibrate stage (no models/calibration.npz), then two trainings with their calibration."""
     root = tmp_path_factory.mktemp("registry")
     repo = copy_repo(reproduced_repo, root / "repo")  # trained with seed 0 already
     dvc(repo, "remote", "add", "-d", "local", str(root / "remote"))
-    versions = {}
+    git_commit(repo, "reproduced")
+    dvc(repo, "remove", "calibrate")  # as the pipeline was: the model, and nothing beside it
+    (repo / "models/calibration.npz").unlink()  # no longer ignored by git: it would be committed
+    git_commit(repo, "model v0.9.0, before calibration")
+    gto(repo, "register", ARTIFACT, "--version", "v0.9.0")
+    dvc(repo, "push")
+    versions = {"v0.9.0": (repo / "models/model.keras").read_bytes()}
+    run(["git", "revert", "--no-edit", "HEAD"], repo)  # the calibrate stage back
+    dvc(repo, "checkout", "models/calibration.npz")
     for version, seed in (("v1.0.0", 0), ("v2.0.0", 1)):
         set_param(repo, "train", "seed", seed)
-        dvc(repo, "repro", "train")  # the registered artifact: the model
-        git_commit(repo, f"model {version}")
+        dvc(repo, "repro", "calibrate")  # the registered artifact, the model, and its calibration beside it
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-q", "--allow-empty", "-m", f"model {version}"], repo)  # v1: as reproduced
         gto(repo, "register", ARTIFACT, "--version", version)
         dvc(repo, "push")
         versions[version] = (repo / "models/model.keras").read_bytes()
@@ -79,13 +98,54 @@ def test_fmnist_finds_a_registered_model_by_stage_or_version(registry, tmp_path)
         code = (
             "from fmnist.apps import registry\n"
             f"found = registry.registered_model({str(repo)!r}, {selector})\n"
-            "print(found.path, found.commit, registry.inference_params(found).tta)"
+            "print(found.path, found.commit, registry.inference_params(found).tta, found.calibrated)"
         )
         found = run([str(VENV_BIN / "python"), "-c", code], tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
-        path, commit, tta = found.stdout.strip().splitlines()[-1].split()
+        path, commit, tta, calibrated = found.stdout.strip().splitlines()[-1].split()
         assert Path(path).is_relative_to(tmp_path / "cache") and Path(path).read_bytes() == versions[expected]
         assert commit == run(["git", "rev-parse", f"{ARTIFACT}@{expected}^{{commit}}"], repo).stdout.strip()
         assert tta == "none"  # the tiny pipeline's params.yaml at that commit
+        # Its calibration beside it, fitted for that model, where fmnist.lib.calibration.load_for looks.
+        assert calibrated == "True"
+        assert Calibration.load(Path(path).with_name("calibration.npz")).model_md5 == file_md5(Path(path))
+
+
+def predict_blank(repo: Path, tmp_path: Path, version: str):
+    """`fmnist predict blank.png --model-version VERSION --format json` from outside `repo`: (result, its answer)."""
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "blank.png")  # as the data set's: light on black
+    command = [str(VENV_BIN / "fmnist"), "predict", "blank.png", "--model-repo", str(repo), "--model-version", version]
+    result = run([*command, "--format", "json"], tmp_path, check=False, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    return result, (json.loads(result.stdout) if result.returncode == 0 else None)
+
+
+def test_a_registered_version_answers_unsure_with_the_calibration_of_its_own_commit(registry, tmp_path):
+    repo, _ = registry
+    result, answer = predict_blank(repo, tmp_path, "v2.0.0")
+    assert (result.returncode, result.stderr) == (0, "")  # calibrated: nothing to warn of
+    commit = run(["git", "rev-parse", f"{ARTIFACT}@v2.0.0^{{commit}}"], repo).stdout.strip()
+    fetched = tmp_path / "cache" / "fmnist" / "models" / commit
+    calibration = Calibration.load(fetched / "calibration.npz")
+    assert calibration.model_md5 == file_md5(fetched / "model.keras")  # that version's own
+    # The answer of that model with that calibration, whatever a tiny model makes of a blank image.
+    blank = np.zeros((1, 28, 28, 1), np.uint8)
+    expected = Predictor(load_model(fetched / "model.keras"), InferenceParams("none", 8), calibration)(blank)
+    assert answer["unsure_score"] == pytest.approx(float(expected.unsure_score[0]), abs=1e-5)
+    assert answer["unsure"] is bool(expected.unsure[0]) and answer["unsure_threshold"] == calibration.threshold
+
+
+def test_a_version_registered_before_calibration_existed_warns_in_one_line_and_still_answers(registry, tmp_path):
+    repo, _ = registry
+    result, answer = predict_blank(repo, tmp_path, "v0.9.0")
+    assert result.returncode == 0, result.stderr
+    commit = run(["git", "rev-parse", f"{ARTIFACT}@v0.9.0^{{commit}}"], repo).stdout.strip()
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"warning: {ARTIFACT} at version v0.9.0 (commit {commit[:12]}) was registered before calibration existed: "
+        "it cannot say unsure, so every image gets a garment label; "
+        f"use a version registered since (`gto show {ARTIFACT}` lists them)"
+    )
+    assert answer["class"] in CLASS_NAMES  # even for a blank image: it cannot say otherwise
+    assert (answer["unsure"], answer["unsure_score"], answer["unsure_threshold"]) == (None, None, None)
 
 
 @pytest.mark.parametrize("selector", [("--rev", "v9.9.9"), ("--stage", "canary")])

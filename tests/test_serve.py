@@ -1,6 +1,6 @@
-"""`fmnist serve`: the JSON API (good and bad requests, concurrent ones, faults) and the page, in a real server
-on 127.0.0.1; its worker processes killed under load, stopped mid-request and orphaned; overload and deadlines with
-a fake model held mid-prediction, in-process."""
+"""`fmnist serve`: the JSON API (good and bad requests, concurrent ones, faults, unsure answers) and the page, in a
+real server on 127.0.0.1; its worker processes killed under load, stopped mid-request and orphaned; overload and
+deadlines with a fake model held mid-prediction, in-process."""
 
 import asyncio
 import base64
@@ -31,13 +31,16 @@ from PIL import Image
 
 from fmnist.apps import serve
 from fmnist.apps.model_choice import ChosenModel
+from fmnist.lib.answers import Answers
+from fmnist.lib.calibration import load_for
 from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
-from fmnist.lib.photo import photo_like_jpeg
+from fmnist.lib.photo import decode, photo_like_jpeg
 from fmnist.lib.process import free_port
-from fmnist.nn.inference import InferenceParams
-from fmnist.nn.model import build_model, save_model
+from fmnist.nn.inference import InferenceParams, Predictor
+from fmnist.nn.model import build_model, load_model, save_model
+from fmnist.stages.not_garments import digits
 from fmnist.tools import loadtest
-from tests.helpers import TINY_MODEL, VENV_BIN
+from tests.helpers import TINY_MODEL, VENV_BIN, calibrated_tiny_model
 from tests.servers import wait_for
 
 CHROMIUM = Path(os.environ.get("FMNIST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; `make test` installs it
@@ -77,12 +80,42 @@ def serving(workdir: Path, *options: str) -> Iterator[tuple[str, subprocess.Pope
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`fmnist serve` with a tiny model on a free port; yields its base URL."""
+def server_dir(tmp_path_factory):
+    """Where `server` runs: its model (a tiny one without calibration) and its serve.log."""
     workdir = tmp_path_factory.mktemp("serve")
     tiny_model(workdir)
-    with serving(workdir, "--tta", "flip", "--deadline-s", str(DEADLINE_S)) as (url, _):
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def server(server_dir):
+    """`fmnist serve` with a tiny model without calibration on a free port; yields its base URL."""
+    with serving(server_dir, "--tta", "flip", "--deadline-s", str(DEADLINE_S)) as (url, _):
         yield url
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tmp_path_factory, garments):
+    """A tiny model trained on synthetic garments, with its calibration (for --tta flip) beside it."""
+    return calibrated_tiny_model(tmp_path_factory.mktemp("calibrated"), garments, tta="flip")
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(calibrated_model):
+    """`fmnist serve` with a calibrated tiny model on a free port; yields its base URL."""
+    with serving(calibrated_model.parent, "--tta", "flip") as (url, _):
+        yield url
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A (28, 28) uint8 array as a greyscale PNG."""
+    out = io.BytesIO()
+    Image.fromarray(image, mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+BLANK_PNG = png_bytes(np.zeros((28, 28), np.uint8))  # 28x28 on black: the conversion passes it on unchanged
+DIGIT_PNG = png_bytes(digits()[3])  # a handwritten 3, light on black as the data set's images
 
 
 def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, dict]:
@@ -111,6 +144,45 @@ def test_predict_answers_every_class_the_image_it_saw_and_the_model_provenance(s
     model = answer["model"]
     assert model["file"] == "model.keras" and len(model["md5"]) == 32
     assert model["dvc_lock_md5"] is None and model["matches_dvc_lock"] is False  # no dvc.lock where it runs
+
+
+def test_a_model_without_calibration_answers_null_unsure_fields_and_its_server_warns_once(
+    server, server_dir, garment_jpeg
+):
+    for body in (garment_jpeg, BLANK_PNG):  # a blank image too gets a garment label: the model cannot say unsure
+        status, answer = post(f"{server}/predict", body)
+        assert status == 200 and answer["class"] in CLASS_NAMES
+        assert (answer["unsure"], answer["unsure_score"], answer["unsure_threshold"]) == (None, None, None)
+        assert answer["model"]["calibration"] is None
+    warnings = [line for line in (server_dir / "serve.log").read_text().splitlines() if line.startswith("warning:")]
+    assert warnings == [  # said by the model check, before the workers start; not again by the worker
+        "warning: model.keras has no calibration beside it (calibration.npz): it cannot say unsure, so every image "
+        "gets a garment label; calibrate that model first"
+    ]
+
+
+def test_a_calibrated_model_answers_unsure_for_a_blank_image_and_a_digit_and_sure_for_a_garment_photo(
+    calibrated_server, calibrated_model, garment_jpeg
+):
+    """The answers of the model's own Predictor, with the verdict, the score and the threshold, and the
+    calibration in the provenance."""
+    calibration = load_for(calibrated_model)
+    bodies = [garment_jpeg, BLANK_PNG, DIGIT_PNG]
+    images = np.stack([decode(body) for body in bodies])[..., None]
+    expected = Predictor(load_model(calibrated_model), InferenceParams("flip", 8), calibration)(images)
+    for i, body in enumerate(bodies):
+        status, answer = post(f"{calibrated_server}/predict", body)
+        assert status == 200  # unsure is an answer
+        assert answer["unsure"] is (i > 0) and answer["unsure"] == bool(expected.unsure[i])
+        assert answer["unsure_score"] == pytest.approx(float(expected.unsure_score[i]), abs=1e-5)
+        assert answer["unsure_threshold"] == calibration.threshold
+        np.testing.assert_allclose(list(answer["probabilities"].values()), expected.probabilities[i], atol=1e-5)
+        assert answer["class"] == CLASS_NAMES[expected.probabilities[i].argmax()]  # unsure: the best guess
+        assert answer["model"]["calibration"] == {
+            "unsure_threshold": calibration.threshold,
+            "coverage": calibration.coverage,
+            "temperature": calibration.temperature,
+        }
 
 
 def test_multipart_upload_gives_the_same_answer(server, garment_jpeg):
@@ -341,8 +413,49 @@ def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg
         assert page.text_content("#predicted-class") == expected["class"]
         assert page.locator(".bar").count() == len(CLASS_NAMES)
         assert page.get_attribute("#seen", "src") == expected["input_image"]
+        assert page.is_hidden("#unsure") and page.is_visible("#uncalibrated")  # this model cannot say unsure
         if os.environ.get("FMNIST_SCREENSHOT"):  # docs/serving.md's screenshot: FMNIST_SCREENSHOT=docs/serve.png
             page.screenshot(path=os.environ["FMNIST_SCREENSHOT"], full_page=True)
+        browser.close()
+
+
+GREY = "rgb(136, 136, 136)"  # the page's colour for a best guess
+
+
+@pytest.mark.slow
+def test_the_page_says_plainly_when_it_does_not_know_and_greys_out_the_guess(calibrated_server, garment_jpeg, tmp_path):
+    """A blank image, then a garment photo, uploaded in Chromium to a server with a calibrated model."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (`make test` does), or set FMNIST_CHROMIUM")
+    (tmp_path / "blank.png").write_bytes(BLANK_PNG)
+    (tmp_path / "garment.jpg").write_bytes(garment_jpeg)
+    guess = post(f"{calibrated_server}/predict", BLANK_PNG)[1]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        page.goto(calibrated_server)
+        page.set_input_files("#file", str(tmp_path / "blank.png"))
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        assert page.text_content("#unsure") == "This does not look like a garment the model knows."
+        assert page.is_visible("#unsure")
+        shown = " ".join(page.inner_text("#answer").split())
+        assert shown == f"best guess: {guess['class']} {100 * guess['probability']:.1f}%"
+        colour = "(element) => getComputedStyle(element).color"
+        assert page.eval_on_selector("#answer", colour) == GREY
+        fills = "(bars) => bars.map((bar) => getComputedStyle(bar).backgroundColor)"
+        assert set(page.eval_on_selector_all(".bar .fill", fills)) == {"rgb(187, 187, 187)"}  # every bar greyed
+        assert page.is_hidden("#uncalibrated")
+        assert "unsure above a score of" in page.text_content("#provenance")
+        page.set_input_files("#file", str(tmp_path / "garment.jpg"))  # then a garment: a plain answer again
+        sure = post(f"{calibrated_server}/predict", garment_jpeg)[1]
+        page.wait_for_function("() => document.getElementById('unsure').hidden", timeout=30_000)
+        assert " ".join(page.inner_text("#answer").split()) == f"{sure['class']} ({100 * sure['probability']:.1f}%)"
+        assert page.eval_on_selector("#answer", colour) != GREY
         browser.close()
 
 
@@ -358,18 +471,22 @@ def test_healthz_answers_without_the_model(server):
     assert health == {"status": "ok", "in_progress": 0, "decoding": 0, "queued": 0}
 
 
-def test_concurrent_requests_each_get_the_answer_for_their_own_image(server, garments):
-    """Batched together, every answer still belongs to its own request's image."""
-    photos = [photo_like_jpeg(sample) for sample in garments["t10k-images-idx3-ubyte"][:8]]
-    alone = [post(f"{server}/predict", photo)[1] for photo in photos]
+def test_concurrent_requests_each_get_the_answer_for_their_own_image(calibrated_server, garments):
+    """Batched together, every answer still belongs to its own request's image: its class, probabilities and
+    unsure verdict (garment photos and images that are none, mixed)."""
+    images = [photo_like_jpeg(sample) for sample in garments["t10k-images-idx3-ubyte"][:6]] + [BLANK_PNG, DIGIT_PNG]
+    alone = [post(f"{calibrated_server}/predict", image)[1] for image in images]
+    assert {answer["unsure"] for answer in alone} == {True, False}
     with ThreadPoolExecutor(16) as clients:
-        together = list(clients.map(lambda i: post(f"{server}/predict", photos[i % 8]), range(48)))
+        together = list(clients.map(lambda i: post(f"{calibrated_server}/predict", images[i % 8]), range(48)))
     for i, (status, answer) in enumerate(together):
         expected = alone[i % 8]
         assert status == 200 and answer["input_image"] == expected["input_image"]
-        assert answer["class"] == expected["class"]
+        assert (answer["class"], answer["unsure"]) == (expected["class"], expected["unsure"])
         np.testing.assert_allclose(  # a batch of 1 or of 16: the same sums in another order
-            list(answer["probabilities"].values()), list(expected["probabilities"].values()), atol=1e-5
+            [*answer["probabilities"].values(), answer["unsure_score"]],
+            [*expected["probabilities"].values(), expected["unsure_score"]],
+            atol=1e-5,
         )
 
 
@@ -421,15 +538,18 @@ def test_clients_that_disconnect_mid_upload_leave_the_server_serving(server, gar
 
 
 class HeldModel:
-    """A fake model (uniform probabilities) that a test can hold mid-prediction, as a slow model would be."""
+    """A fake uncalibrated model (uniform probabilities) that a test can hold mid-prediction, as a slow model
+    would be."""
+
+    calibration = None
 
     def __init__(self) -> None:
         self.release, self.running = threading.Event(), threading.Event()
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray) -> Answers:
         self.running.set()
         self.release.wait(HELD_S)
-        return np.full((len(images), NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+        return Answers(np.full((len(images), NUM_CLASSES), 1 / NUM_CLASSES, np.float32), None, None)
 
 
 @contextlib.contextmanager
@@ -507,7 +627,7 @@ def test_provenance_matches_dvc_lock_however_the_model_path_is_spelled(tmp_path,
         "dotted": Path("./models/../models/model.keras"),
         "absolute": tmp_path / "models" / "model.keras",
     }[spelling]
-    choice = ChosenModel(path, None, InferenceParams(tta="none", batch_size=8))
+    choice = ChosenModel(path, None, InferenceParams(tta="none", batch_size=8), None, None)
     for recorded, matches in ((md5, False), (hashlib.md5(b"weights").hexdigest(), True)):
         lock.write_text(
             yaml.safe_dump({"stages": {"train": {"outs": [{"path": "models/model.keras", "md5": recorded}]}}})
@@ -520,6 +640,6 @@ def test_provenance_of_an_empty_dvc_lock_is_unknown_not_a_crash(tmp_path):
     (tmp_path / "model.keras").write_bytes(b"weights")
     (tmp_path / "dvc.lock").write_text("")
     found = serve.provenance(
-        ChosenModel(tmp_path / "model.keras", None, InferenceParams("none", 8)), tmp_path / "dvc.lock"
+        ChosenModel(tmp_path / "model.keras", None, InferenceParams("none", 8), None, None), tmp_path / "dvc.lock"
     )
     assert found["dvc_lock_md5"] is None and found["matches_dvc_lock"] is False

@@ -6,8 +6,11 @@
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
 standard input. Each image goes through fmnist.lib.photo (what the dataset's own conversion did), then the whole
 set is predicted in batches by one loaded model, as `evaluate` predicts (fmnist.nn.inference, with the
-`inference` section of params.yaml: this directory's, or the registered model's commit's). A file that cannot be
-used gets one line on stderr, the others are still predicted, and the exit status is 1 if any failed.
+`inference` section of params.yaml: this directory's, or the registered model's commit's). With the calibration
+fitted for the model (models/calibration.npz beside it), an image that does not look like a garment the model
+knows is answered unsure, with the most probable class as a best guess; without one, a warning line says that the
+model cannot answer unsure. Unsure is an answer (exit status 0). A file that cannot be used gets one line on
+stderr, the others are still predicted, and the exit status is 1 if any failed.
 """
 
 import argparse
@@ -15,17 +18,20 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from fmnist.apps.model_choice import Prediction, add_model_arguments, chosen_model
-from fmnist.lib import process
+from fmnist.apps.model_choice import Prediction, add_model_arguments, chosen_model, load_predictor, predictions_from
 from fmnist.lib.dataset import CLASS_NAMES
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.photo import UnusableImage, decode
+
+if TYPE_CHECKING:  # it imports TensorFlow, which loads only once the arguments are known to be sound
+    from fmnist.nn.inference import Predictor
 
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # .png, .jpg, .webp, .bmp, .gif, .tif, ... (lower case)
 STDIN = "-"
@@ -51,12 +57,10 @@ def read_image(source: str) -> np.ndarray:
     return decode(sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes())
 
 
-def predict_sources(
-    predict: Callable[[np.ndarray], np.ndarray], sources: list[str]
-) -> tuple[list[Prediction], list[str]]:
+def predict_sources(predict: "Predictor", sources: list[str]) -> tuple[list[Prediction], list[str]]:
     """Read, convert and predict every source; (predictions, one error line per failed source).
 
-    `predict` maps uint8 images (N, 28, 28, 1) to probabilities (N, 10): a fmnist.nn.inference.Predictor.
+    `predict` maps uint8 images (N, 28, 28, 1) to their Answers, with its `calibration` (or None).
     """
     names, images, errors = [], [], []
     for source, problem in image_sources(sources):
@@ -70,33 +74,41 @@ def predict_sources(
             errors.append(f"error: {'standard input' if source == STDIN else source}: {reason}")
     if not images:
         return [], errors
-    probabilities = predict(np.stack(images)[..., None])
-    return [Prediction(n, i, p) for n, i, p in zip(names, images, probabilities, strict=True)], errors
+    stacked = np.stack(images)  # (N, 28, 28) uint8
+    return predictions_from(names, stacked, predict(stacked[..., None]), predict.calibration), errors
 
 
 def as_table(predictions: list[Prediction], top: int) -> str:
-    """A readable table: file, predicted class, its probability, the next `top` classes."""
+    """A readable table: file, predicted class and its probability (for an unsure image: "unsure", its best guess
+    and that guess's probability, the probability column left empty), the next `top` classes."""
     rows = [("file", "class", "probability", f"next {top}" if top else "")]
     for p in predictions:
         (best, probability), *rest = p.ranked()
-        rows.append((p.source, best, f"{probability:.3f}", ", ".join(f"{n} {q:.3f}" for n, q in rest[:top])))
+        if p.unsure:  # no class is the answer: the guess goes in words, the probability column stays empty
+            answer, shown = f"unsure (best guess: {best} {probability:.3f})", ""
+        else:
+            answer, shown = best, f"{probability:.3f}"
+        rows.append((p.source, answer, shown, ", ".join(f"{n} {q:.3f}" for n, q in rest[:top])))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows)
 
 
 def as_json_lines(predictions: list[Prediction]) -> str:
-    """One JSON object per image, with every class's probability."""
+    """One JSON object per image (Prediction.summary: the unsure fields null for an uncalibrated model)."""
     return "\n".join(json.dumps({"file": p.source, **p.summary()}) for p in predictions)
 
 
 def as_csv(predictions: list[Prediction]) -> str:
-    """A header, then one row per image: file, class, probability, and each class's probability."""
+    """A header, then one row per image: file, class (a best guess where unsure), probability, unsure (1 or 0),
+    unsure_score, unsure_threshold (all three empty for an uncalibrated model), and each class's probability."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["file", "class", "probability", *CLASS_NAMES])
+    writer.writerow(["file", "class", "probability", "unsure", "unsure_score", "unsure_threshold", *CLASS_NAMES])
     for p in predictions:
         best, probability = p.ranked()[0]
-        writer.writerow([p.source, best, f"{probability:.6f}", *(f"{q:.6f}" for q in p.probabilities)])
+        unsure = [p.unsure, p.unsure_score, p.unsure_threshold]
+        cells = ["" if v is None else str(int(v)) if isinstance(v, bool) else f"{v:.6f}" for v in unsure]
+        writer.writerow([p.source, best, f"{probability:.6f}", *cells, *(f"{q:.6f}" for q in p.probabilities)])
     return out.getvalue().rstrip("\n")
 
 
@@ -118,24 +130,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict and print; the exit status: 0 if every input was classified, else 1."""
+    """Predict and print; the exit status: 0 if every input was answered (a class or unsure), else 1."""
     if not 0 <= args.top <= len(CLASS_NAMES) - 1:
         raise PipelineError(f"--top must be between 0 and {len(CLASS_NAMES) - 1}, got {args.top}")
-    choice = chosen_model(args)
-    process.load_tensorflow()
-    from fmnist.nn.inference import Predictor  # TensorFlow loads only once the arguments are known to be sound
-    from fmnist.nn.model import load_model
-
-    predictions, errors = predict_sources(Predictor(load_model(choice.path), choice.inference), args.paths)
+    found, errors = predict_sources(load_predictor(chosen_model(args)), args.paths)
     for line in errors:
         print(line, file=sys.stderr)
-    if predictions:
+    if found:
         if args.format == "json":
-            print(as_json_lines(predictions))
+            print(as_json_lines(found))
         elif args.format == "csv":
-            print(as_csv(predictions))
+            print(as_csv(found))
         else:
-            print(as_table(predictions, args.top))
-    if args.save_inputs and predictions:
-        save_inputs(predictions, args.save_inputs)
+            print(as_table(found, args.top))
+    if args.save_inputs and found:
+        save_inputs(found, args.save_inputs)
     return 1 if errors else 0

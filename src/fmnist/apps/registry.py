@@ -1,8 +1,10 @@
 """Registered models: the `fashion-cnn` artifact (dvc.yaml) by version or stage, as GTO's git tags name them.
 
 `fmnist predict --model-stage prod` (or `--model-version v1.0.0`) uses this instead of the workspace file: DVC
-finds the commit that the tag names and reads the model from that commit's DVC remote, with no checkout. The
-same commit's params.yaml says how that model's numbers were measured (its `inference` section).
+finds the commit that the tag names and reads the model from that commit's DVC remote, with no checkout, and
+the calibration fitted for it beside it (models/calibration.npz: a commit from before the calibrate stage has
+none, and its model cannot answer unsure). The same commit's params.yaml says how that model's numbers were
+measured (its `inference` section).
 """
 
 import os
@@ -25,6 +27,8 @@ class RegisteredModel:
     path: Path  # the local copy
     commit: str  # the git commit the version or stage names
     params_text: str | None  # that commit's params.yaml, None if it has none
+    named: str  # what the user asked for: "fashion-cnn at stage prod"
+    calibrated: bool  # that commit has models/calibration.npz, now beside the local copy
 
 
 def cache_dir() -> Path:
@@ -49,26 +53,48 @@ def registered_model(repo: str, version: str | None = None, stage: str | None = 
 
 
 def model_at(repo: str, commit: str, path: str, named: str) -> RegisteredModel:
-    """The model file `path` of `commit` (what the caller calls `named`) in `repo`, from its DVC cache or remote,
-    downloaded once per commit."""
+    """The model file `path` of `commit` (what the caller calls `named`) in `repo`, and the calibration fitted for
+    it if that commit has one, from its DVC cache or remote, downloaded once per commit."""
     import dvc.api  # DVC loads only for a model of another commit
-    from dvc.exceptions import DvcException
 
     target = cache_dir() / commit / Path(path).name
-    try:
-        if not target.is_file():
-            files.write_bytes(target, dvc.api.read(path, repo=repo, rev=commit, mode="rb"))
-    except (DvcException, FileNotFoundError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise PipelineError(
-            f"{named} is commit {commit[:12]}, but its model cannot be fetched ({reason}); "
-            "check that commit's DVC remote (`dvc remote list`) and your access to it"
-        ) from exc
+    calibration = target.with_name(files.CALIBRATION_FILE.name)  # where load_for looks: beside the model
+    if not target.is_file():
+        files.write_bytes(target, fetched(repo, commit, path, named, "model"))
+    if not calibration.is_file() and tracks(repo, commit, files.CALIBRATION_FILE.as_posix()):
+        files.write_bytes(calibration, fetched(repo, commit, files.CALIBRATION_FILE.as_posix(), named, "calibration"))
     try:
         params_text: str | None = dvc.api.read(files.PARAMS_FILE.as_posix(), repo=repo, rev=commit)
     except FileNotFoundError:
         params_text = None
-    return RegisteredModel(target, commit, params_text)
+    return RegisteredModel(target, commit, params_text, named, calibration.is_file())
+
+
+def fetched(repo: str, commit: str, path: str, named: str, what: str) -> bytes:
+    """The bytes of `path` at `commit` (`what` the caller calls it) from DVC's cache or remote; a PipelineError
+    naming the fix if they cannot be fetched."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    try:
+        return dvc.api.read(path, repo=repo, rev=commit, mode="rb")
+    except (DvcException, FileNotFoundError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise PipelineError(
+            f"{named} is commit {commit[:12]}, but its {what} cannot be fetched ({reason}); "
+            "check that commit's DVC remote (`dvc remote list`) and your access to it"
+        ) from exc
+
+
+def tracks(repo: str, commit: str, path: str) -> bool:
+    """Whether `commit` of `repo` has `path`, in git or as a DVC output (from its metadata: nothing is fetched)."""
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(repo, rev=commit)
+    try:
+        return bool(fs.exists(path))
+    finally:
+        fs.close()
 
 
 def inference_params(model: RegisteredModel) -> InferenceParams:

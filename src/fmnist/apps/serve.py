@@ -5,8 +5,10 @@
                  [--deadline-s 10]
 
 `POST /predict` takes one image as the request body (or as the multipart field `image`) and answers with every
-class's probability, the 28x28 image the model saw (a PNG data URL) and the model's provenance. Bad requests get
-a 4xx with `{"error": "..."}`; the server keeps serving. It listens on 127.0.0.1 unless told otherwise.
+class's probability, whether the model is unsure (it does not look like a garment the model knows; null fields
+for a model without calibration), the 28x28 image the model saw (a PNG data URL) and the model's provenance.
+Unsure is an answer (200). Bad requests get a 4xx with `{"error": "..."}`; the server keeps serving. It listens on
+127.0.0.1 unless told otherwise.
 
 The event loop only moves bytes: images are decoded in a thread pool, and the model runs in its own thread on
 batches of concurrent requests (fmnist.apps.batcher). At most `--max-queue` requests are in progress; one more
@@ -39,7 +41,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
@@ -48,11 +50,12 @@ from gunicorn.app.base import BaseApplication
 from PIL import Image
 
 from fmnist.apps.batcher import MicroBatcher, Overloaded
-from fmnist.apps.model_choice import ChosenModel, Prediction, add_model_arguments, chosen_model
-from fmnist.lib import files, process, runs
-from fmnist.lib.dataset import IMAGE_SHAPE
+from fmnist.apps.model_choice import ChosenModel, Prediction, add_model_arguments, chosen_model, load_predictor
+from fmnist.lib import files, runs
+from fmnist.lib.answers import Answers
+from fmnist.lib.calibration import Calibration
+from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.lib.errors import PipelineError
-from fmnist.lib.params import InferenceParams
 from fmnist.lib.photo import UnusableImage, decode
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
@@ -97,7 +100,19 @@ class InProgress:
             self.count -= 1
 
 
-Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28, 1) -> float32 probabilities (N, 10)
+class Predict(Protocol):
+    """What answers the images: a fmnist.nn.inference.Predictor (tests put a fake in its place)."""
+
+    calibration: Calibration | None  # None: the Answers have no unsure score or verdict
+
+    def __call__(self, images: np.ndarray) -> Answers:
+        """uint8 images (N, 28, 28, 1) -> their Answers."""
+        ...
+
+
+# What the batcher hands each request: its image's row of the batch's Answers, as one record. Where the model is
+# uncalibrated the score is NaN and unsure False, and the answer says null for both (Predict.calibration is None).
+ANSWER_ROW = np.dtype([("probabilities", np.float32, (NUM_CLASSES,)), ("unsure_score", np.float32), ("unsure", bool)])
 PREDICT: web.AppKey[Predict] = web.AppKey("predict")
 PROVENANCE = web.AppKey("provenance", dict)
 LIMITS = web.AppKey("limits", Limits)
@@ -108,10 +123,15 @@ DECODER = web.AppKey("decoder", ThreadPoolExecutor)
 
 
 def provenance(choice: ChosenModel, lock_file: Path = files.DVC_LOCK_FILE) -> dict[str, Any]:
-    """Which model answers: its file and MD5, the git commit it came from and, for the workspace's own model file,
-    the MD5 that dvc.lock records for it."""
+    """Which model answers: its file and MD5, how it predicts, its calibration (null: it cannot answer unsure), the
+    git commit it came from and, for the workspace's own model file, the MD5 that dvc.lock records for it."""
     md5 = hashlib.md5(choice.path.read_bytes()).hexdigest()
-    found = {"file": str(choice.path), "md5": md5, "inference": dataclasses.asdict(choice.inference)}
+    found = {
+        "file": str(choice.path),
+        "md5": md5,
+        "inference": dataclasses.asdict(choice.inference),
+        "calibration": calibration_summary(choice.calibration),
+    }
     if choice.commit is not None:  # a registered model: its commit is the registry's, not this directory's
         return {**found, "git_commit": choice.commit, "source": "registry"}
     locked = None
@@ -128,6 +148,28 @@ def provenance(choice: ChosenModel, lock_file: Path = files.DVC_LOCK_FILE) -> di
         "dvc_lock_md5": locked,
         "matches_dvc_lock": md5 == locked,
     }
+
+
+def calibration_summary(calibration: Calibration | None) -> dict[str, float] | None:
+    """What a client needs to know of the calibration: the unsure threshold, the share of validation images it
+    answers sure (coverage) and the temperature of the probabilities; None without one."""
+    if calibration is None:
+        return None
+    return {
+        "unsure_threshold": calibration.threshold,
+        "coverage": calibration.coverage,
+        "temperature": calibration.temperature,
+    }
+
+
+def answer_rows(predict: Predict, images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28, 1) -> (N,) ANSWER_ROW records: the batcher's function, one row per image."""
+    found = predict(images)
+    rows = np.zeros(len(images), ANSWER_ROW)
+    rows["probabilities"] = found.probabilities
+    rows["unsure_score"] = np.nan if found.unsure_score is None else found.unsure_score
+    rows["unsure"] = False if found.unsure is None else found.unsure
+    return rows
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -170,8 +212,13 @@ async def predict_handler(request: web.Request) -> web.Response:
             # cancels the pool's future); one already running ends in its thread: at most one per thread.
             loop = asyncio.get_running_loop()
             image, input_image = await loop.run_in_executor(request.app[DECODER], decoded, data)
-        probabilities = await request.app[BATCHER].predict(image[..., None])  # (28, 28, 1) -> (10,)
-    prediction = Prediction("upload", image, probabilities)
+        row = await request.app[BATCHER].predict(image[..., None])  # (28, 28, 1) -> one ANSWER_ROW record
+    calibration = request.app[PREDICT].calibration
+    if calibration is None:
+        verdict: tuple[bool | None, float | None, float | None] = (None, None, None)
+    else:
+        verdict = (bool(row["unsure"]), float(row["unsure_score"]), calibration.threshold)
+    prediction = Prediction("upload", image, row["probabilities"], *verdict)
     return web.json_response(answer(prediction, input_image, request.app[PROVENANCE]))
 
 
@@ -238,7 +285,11 @@ async def workers(app: web.Application) -> AsyncIterator[None]:
     limits = app[LIMITS]
     decoding = app[DECODING]
     batcher = MicroBatcher(
-        app[PREDICT], limits.max_batch, limits.batch_wait_ms / 1000, limits.max_queue, coming=lambda: decoding.count
+        functools.partial(answer_rows, app[PREDICT]),
+        limits.max_batch,
+        limits.batch_wait_ms / 1000,
+        limits.max_queue,
+        coming=lambda: decoding.count,
     )
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode") as decoder:
         async with batcher:
@@ -247,7 +298,7 @@ async def workers(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(predict: Predict, model_provenance: dict[str, Any], limits: Limits = Limits()) -> web.Application:
-    """The web application around a model's predictor (uint8 images (N, 28, 28, 1) -> probabilities (N, 10))."""
+    """The web application around a model's predictor (uint8 images (N, 28, 28, 1) -> their Answers)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, deadline])
     app[PREDICT], app[PROVENANCE], app[LIMITS] = predict, model_provenance, limits
     app[ADMITTED], app[DECODING] = InProgress(limits.max_queue), InProgress()
@@ -333,42 +384,34 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 @dataclass(frozen=True)
 class Served:
-    """What each worker process serves: the model file, how it predicts, its provenance and the limits."""
+    """What each worker process serves: the model (its file, how it predicts, its calibration), its provenance and
+    the limits."""
 
-    model: Path
-    inference: InferenceParams
+    model: ChosenModel
     provenance: dict[str, Any]
     limits: Limits
     workers: int  # worker processes on this machine: they share its cores
 
 
-def loaded_predictor(model: Path, inference: InferenceParams, threads: int) -> Predict:
+def loaded_predictor(model: ChosenModel, threads: int) -> Predict:
     """The model's predictor on at most `threads` TensorFlow threads, its graph traced. Imports TensorFlow: only
     in a process that forks no workers (TensorFlow does not survive a fork once loaded: benoitc/gunicorn#2369)."""
-    process.load_tensorflow()
-    import tensorflow as tf
-
-    from fmnist.nn.inference import Predictor
-    from fmnist.nn.model import load_model
-
-    # Before TensorFlow's first operation, which sizes its thread pools (one thread per core by default).
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    predict = Predictor(load_model(model), inference)
+    predict = load_predictor(model, threads)
     predict(np.zeros((1, *IMAGE_SHAPE), np.uint8))  # trace the graph now, not during the first request
     return predict
 
 
-def _loads(model: Path, inference: InferenceParams) -> None:
+def _loads(model: ChosenModel) -> None:
     """Load and trace the model, then drop it (what check_model's child process does)."""
-    loaded_predictor(model, inference, threads=1)
+    loaded_predictor(model, threads=1)
 
 
-def check_model(model: Path, inference: InferenceParams) -> None:
+def check_model(model: ChosenModel) -> None:
     """Load and trace the model once in a child process, so that a bad model is one error line (its PipelineError,
-    raised here) before any worker starts, while TensorFlow stays out of this process, which forks the workers."""
+    raised here) before any worker starts, while TensorFlow stays out of this process, which forks the workers.
+    The child also gives the warning of a model without calibration, once for all workers."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
-        child.submit(_loads, model, inference).result()
+        child.submit(_loads, model).result()
 
 
 async def worker_app(served: Served) -> web.Application:
@@ -377,7 +420,7 @@ async def worker_app(served: Served) -> web.Application:
     from fmnist.nn.machine import usable_cores
 
     threads = max(1, usable_cores() // served.workers)
-    predict = loaded_predictor(served.model, served.inference, threads)
+    predict = loaded_predictor(served.model, threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # this module's log lines, on stderr
     return create_app(predict, served.provenance, served.limits)
 
@@ -421,8 +464,8 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(args.max_batch, args.batch_wait_ms, args.max_queue, args.deadline_s)
     choice = chosen_model(args)
     listener = listening_socket(args.host, args.port)
-    check_model(choice.path, choice.inference)
-    served = Served(choice.path, choice.inference, provenance(choice), limits, args.workers)
+    check_model(choice)  # its child warns if the model cannot answer unsure: the workers need not say it again
+    served = Served(dataclasses.replace(choice, uncalibrated=None), provenance(choice), limits, args.workers)
     port = listener.getsockname()[1]  # the one chosen, for --port 0
     workers = "1 worker process" if args.workers == 1 else f"{args.workers} worker processes"
     print(f"serving {choice.path} on http://{args.host}:{port}/ in {workers} (Ctrl-C stops)", flush=True)

@@ -39,8 +39,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from fmnist.apps.model_choice import TTA_CHOICES
-from fmnist.lib import files, process
+from fmnist.apps.model_choice import TTA_CHOICES, load_predictor, model_file
+from fmnist.lib import files
 from fmnist.lib.dataset import load_split
 from fmnist.lib.errors import PipelineError
 from fmnist.lib.files import DEBIAN_DIR
@@ -283,13 +283,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes
 
 def in_process_rate(model: Path, tta: TTA | None, images: np.ndarray) -> float:
     """Images per second of the same model and inference params on `images` (N, 28, 28) in one process."""
-    from fmnist.apps.model_choice import workspace_inference
-
-    process.load_tensorflow()
-    from fmnist.nn.inference import Predictor
-    from fmnist.nn.model import load_model
-
-    predict = Predictor(load_model(model), workspace_inference(tta))
+    predict = load_predictor(model_file(model, tta))
     predict(images[:10, ..., None])  # the first call traces the graph
     start = time.perf_counter()
     predict(images[..., None])

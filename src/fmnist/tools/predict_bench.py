@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.lib import files, process
+from fmnist.apps.model_choice import load_predictor, model_file
+from fmnist.lib import files
 from fmnist.lib.dataset import CLASS_NAMES, load_split
 from fmnist.lib.photo import varied_photo
 
@@ -48,18 +49,12 @@ def cli_predictions(args: list[str]) -> tuple[list[int], float]:
 
 def measure(model_path: Path, count: int) -> dict[str, float]:
     """Accuracy on arrays and on photos, and the speed figures; see the module docstring."""
-    from fmnist.apps.model_choice import workspace_inference
-
-    process.load_tensorflow()
-    from fmnist.nn.inference import Predictor
-    from fmnist.nn.model import load_model
-
     test = load_split("test")
     images, labels = test.images[:count, ..., 0], test.labels[:count]
-    predict = Predictor(load_model(model_path), workspace_inference(tta=None))
+    predict = load_predictor(model_file(model_path, tta=None))
     predict(test.images[:10])  # warm-up: the first call traces the graph
     start = time.perf_counter()
-    all_probabilities = predict(test.images)
+    all_probabilities = predict(test.images).probabilities
     arrays_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="fmnist-photos-") as scratch:
         photos = write_photos(images, Path(scratch))
