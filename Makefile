@@ -82,20 +82,22 @@ test-fast: setup
 test-bf16: setup test-tools
 	FMNIST_TEST_PRECISION=mixed_bfloat16 PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m pipeline $(BF16_TESTS)
 
-# ruff (lint and format), mypy on src/ and deptry, all configured in pyproject.toml: what CI runs before the tests.
-# deptry fails on an import of src/ that no dependency declares (or that only arrives through another package) and on
-# a dependency nothing imports; then on an import of the tests that neither the dependencies nor the test extra
-# declare (the tests import the test extra's packages, and need not import every dependency).
+# ruff (lint and format), mypy on src/ and bench/, and deptry, all configured in pyproject.toml: what CI runs before
+# the tests. deptry fails on an import of src/ that no dependency declares (or that only arrives through another
+# package) and on a dependency nothing imports; then on an import of the tests or of bench/ (the measuring workshop,
+# never installed) that neither the dependencies nor the test extra declare: both may import the test extra's
+# packages, and need not import every dependency.
 lint: deps
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/deptry src
-	$(BIN)/deptry tests --exclude '\.venv' --ignore DEP002,DEP004
+	$(BIN)/deptry tests bench --exclude '\.venv' --ignore DEP002,DEP004
 
-# The benchmark (docs/results.md). `make bench ISA=AVX2` runs every row with oneDNN as on a CPU without AVX512.
+# The training bench (docs/results.md): the reference script and presets, side by side. `make bench ISA=AVX2` runs
+# every row with oneDNN as on a CPU without AVX512.
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/fmnist bench --presets seed,default,fast --seeds 0,1,2 $(if $(ISA),--isa $(ISA)) --out bench.md
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro prepare && $(BIN)/python -m bench.training --presets reference,default,fast --seeds 0,1,2 $(if $(ISA),--isa $(ISA)) --out bench.md
 
 report: setup
 	PATH="$(abspath $(BIN)):$$PATH" fmnist report --base main

@@ -9,7 +9,6 @@ cannot cut a garment out of, then the model and its calibration (models/model.ke
 run `dvc repro calibrate` first). Prints one row per photo: refused (and why), unsure, or a sure garment.
 """
 
-import argparse
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench import cli
+from fmnist.apps.model_choice import load_predictor, model_file
 from fmnist.lib import files, photo
-from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.process import configure, load_tensorflow
+from fmnist.lib.files import CLASS_NAMES
+from fmnist.lib.process import PipelineError
 
 # scikit-image's bundled sample images (skimage.data), by the function that returns each: those that need no
 # download (the others are fetched through pooch at first use, which an offline machine cannot).
@@ -72,14 +73,10 @@ def sample_photos() -> Iterator[tuple[str, bytes]]:
 
 def answers(photos: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
     """(name, what the served model answers) for each photo."""
-    configure()
-    load_tensorflow()
-    from fmnist.lib.calibration import load_for
-    from fmnist.lib.params import load_params
-    from fmnist.nn.inference import Predictor
-    from fmnist.nn.model import load_model
-
-    predict = Predictor(load_model(files.MODEL_FILE), load_params().inference, load_for(files.MODEL_FILE))
+    choice = model_file(files.MODEL_FILE, tta=None)  # as `fmnist predict` chooses it
+    if choice.calibration is None:  # the table is about unsure answers: without them it says nothing
+        raise PipelineError(choice.uncalibrated or f"{files.MODEL_FILE} is missing; run `dvc repro calibrate`")
+    predict = load_predictor(choice)
     found = []
     for name, data in photos:
         try:
@@ -94,20 +91,18 @@ def answers(photos: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
     return found
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.other_photos", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    args = parser.parse_args(argv)
+def main(argv: list[str]) -> int:
+    """Answer every photo, print the table (and write it to --out)."""
+    args = cli.parser("bench.other_photos", __doc__).parse_args(argv)
     rows = answers(list(sample_photos()))
     counts = {kind: sum(answer.startswith(kind) for _, answer in rows) for kind in ("refused", "unsure", "sure")}
     summary = f"{len(rows)} photos: {counts['refused']} refused, {counts['unsure']} unsure, {counts['sure']} sure."
     text = "\n".join(
         ["| photo | answer |", "|---|---|", *(f"| {name} | {answer} |" for name, answer in rows), "", summary]
     )
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    cli.publish(text, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

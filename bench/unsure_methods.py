@@ -8,7 +8,7 @@ data/prepared and data/not_garments). Every candidate answers unsure for the sam
 - how well it tells each choose set from the validation garments (AUROC; 1 = every image of the set scores above
   every garment);
 - the accuracy of the sure answers on validation, against the accuracy of all of them;
-- the share of validation garments made into photos and converted back (as `fmnist bench-photos` makes them) that
+- the share of validation garments made into photos and converted back (as `python -m bench.photos` makes them) that
   stay sure.
 The rule (docs/unsure.md): of the candidates that keep at least 85% of those photos sure and make the sure answers
 at least 1.5 points more accurate, the one whose worst choose set has the highest AUROC. The test split and the
@@ -20,18 +20,17 @@ Mahalanobis distance of the penultimate layer's features (Lee et al. 2018) and o
 validation tails (fmnist.lib.calibration).
 """
 
-import argparse
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
+from bench import cli
+from fmnist.apps.model_choice import load_predictor, without_calibration
 from fmnist.lib import calibration as fitting
 from fmnist.lib import files, metrics, photo
-from fmnist.lib.dataset import NUM_CLASSES, load_split
+from fmnist.lib.files import NUM_CLASSES, load_split
 from fmnist.lib.params import load_params
-from fmnist.lib.process import configure, load_tensorflow
 
 PHOTOS = 2000  # validation images made into photos: the first ones
 MIN_PHOTOS_SURE = 0.85  # the rule's floors (docs/unsure.md)
@@ -96,17 +95,15 @@ def table(found: list[Measured], accuracy: float, sets: list[str]) -> str:
 
 def run() -> str:
     """Measure every candidate; the Markdown table and a line on what it measured."""
-    configure()
-    load_tensorflow()
+    params = load_params()
+    # Uncalibrated: every candidate scores the model's raw components; the calibration is one candidate's part.
+    predict = load_predictor(without_calibration(files.MODEL_FILE, params.inference))  # TensorFlow first
     import keras
 
     from fmnist.nn import inference
-    from fmnist.nn.model import load_model
 
-    params = load_params()
-    model = load_model(files.MODEL_FILE)
-    calibration = fitting.load_for(files.MODEL_FILE)
-    predict = inference.Predictor(model, params.inference)
+    model, calibration = predict.model, fitting.load_for(files.MODEL_FILE)
+
     val, train = load_split("val"), load_split("train")
     converted = [photo.decode(photo.varied_photo(image[..., 0], i)) for i, image in enumerate(val.images[:PHOTOS])]
     images = {"val": val.images, "photos": np.stack(converted)[..., None], **choose_sets()}
@@ -141,15 +138,12 @@ def run() -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.unsure_methods", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    args = parser.parse_args(argv)
-    text = run()
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+def main(argv: list[str]) -> int:
+    """Measure every candidate, print the table (and write it to --out)."""
+    args = cli.parser("bench.unsure_methods", __doc__).parse_args(argv)
+    cli.publish(run(), args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -132,7 +132,7 @@ def test_metrics_and_plot_files_live_in_git_not_the_cache():
 
 
 def test_the_registry_artifact_is_the_train_stages_model_with_its_contract():
-    from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
+    from fmnist.lib.files import CLASS_NAMES, IMAGE_SHAPE
 
     artifact = PIPELINE["artifacts"]["fashion-cnn"]
     assert artifact["path"] == str(files.MODEL_FILE) and artifact["type"] == "model"

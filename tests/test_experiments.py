@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist.tools import sweep
+from fmnist.lib import experiments as dvc_experiments
 from tests.helpers import dvc, git_commit, run
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ QUEUE_TIMEOUT_S = 300
 
 def experiments(repo: Path) -> dict[str, dict]:
     """{name: data} of every experiment in `repo`'s `dvc exp show --json`, read as `fmnist sweep collect` reads it."""
-    return sweep.experiments(json.loads(dvc(repo, "exp", "show", "--json").stdout))
+    return dvc_experiments.by_name(json.loads(dvc(repo, "exp", "show", "--json").stdout))
 
 
 def exp_params(data: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The networks: shapes, the seed network's exact size, inference without augmentation, safe reproducible files."""
+"""The networks: shapes, the reference network's exact size, inference without augmentation, safe reproducible files."""
 
 import dataclasses
 import hashlib
@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import ModelParams
+from fmnist.lib.process import PipelineError
 from fmnist.nn.model import build_model, load_model, save_model
 from tests.helpers import REPO_ROOT, TINY_MODEL, run
 
-SEED_NET = ModelParams(
-    arch="seed",
+REFERENCE_NET = ModelParams(
+    arch="reference",
     width=32,
     convs_per_block=(1, 1, 1),  # bn_cnn only
     dense_units=128,
@@ -30,8 +30,8 @@ def images(n: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
 
 
-def test_seed_network_matches_the_reference_layer_for_layer():
-    model = build_model(SEED_NET, seed=0)
+def test_the_reference_network_matches_the_reference_script_layer_for_layer():
+    model = build_model(REFERENCE_NET, seed=0)
     # Conv 3x3 1->32, 32->64, 64->64; Dense 3*3*64->128; Dense 128->10 (weights + biases).
     expected = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64) + (576 * 128 + 128) + (128 * 10 + 10)
     assert model.count_params() == expected == 130_890
@@ -56,7 +56,7 @@ def test_further_convs_in_a_block_work_at_its_pooled_resolution():
     assert model.count_params() - baseline == (9 * 8 * 8 + 4 * 8) + 2 * (9 * 16 * 16 + 4 * 16)
 
 
-@pytest.mark.parametrize("params", [SEED_NET, SMALL_BN])
+@pytest.mark.parametrize("params", [REFERENCE_NET, SMALL_BN])
 def test_uint8_images_in_logits_out(params):
     model = build_model(params, seed=0)
     assert model.input.dtype == "uint8"
@@ -133,7 +133,7 @@ def test_a_model_built_for_several_replicas_shares_its_weights_layout_with_the_p
 REPLICA_DRAWS = """
 import json
 import numpy as np, keras, tensorflow as tf
-from fmnist.nn.distribute import add_logical_cpus
+from fmnist.stages.train import add_logical_cpus
 from fmnist.nn.model import RandomShift, ReplicaDropout
 add_logical_cpus(2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -166,7 +166,7 @@ def test_mixed_precision_computes_in_bfloat16_and_leaves_the_global_policy_alone
     assert model.get_layer("conv1").compute_dtype == "bfloat16" and model.get_layer("conv1").variable_dtype == "float32"
     assert model.get_layer("logits").compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
-    assert build_model(SEED_NET, seed=0).get_layer("conv1").compute_dtype == "float32"  # the default policy
+    assert build_model(REFERENCE_NET, seed=0).get_layer("conv1").compute_dtype == "float32"  # the default policy
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from fmnist.lib import files
-from fmnist.lib.dataset import CLASS_NAMES, Split, load_split, save_split
+from fmnist.lib.files import CLASS_NAMES, Split, load_split, save_split
 from fmnist.lib.idx import read_raw_split
 from fmnist.lib.own_data import (
     LEAK_RMS,
@@ -32,7 +32,7 @@ from fmnist.lib.params import load_params
 from fmnist.lib.photo import decode
 from fmnist.stages.evaluate import own_test_answers, own_test_report
 from fmnist.stages.prepare import read_own_image, split_train_val
-from fmnist.tools import own_images
+from fmnist.tools import report_own_images
 from tests.helpers import (
     DVC_UP_TO_DATE,
     REPO_ROOT,
@@ -310,21 +310,23 @@ def test_the_report_compares_two_models_on_the_own_images_image_by_image():
     labels = np.array([SHIRT] * 8 + [COAT] * 2)
     base_right = np.array([False] * 8 + [True] * 2)
     head_right = np.array([True] * 8 + [True, False])  # 8 shirts gained, a coat lost: McNemar p = 0.039
-    text = own_images.markdown(labels, base_right, head_right, "main")
+    text = report_own_images.markdown(labels, base_right, head_right, "main")
     assert text.startswith("**10 images: `main` 2 right → workspace 9 right (+0.7000): better** (p = 0.039 < 0.05")
     assert "- 1 right only at `main`, 8 only in the workspace" in text
     assert "| Coat | 2 | 2 | 1 |" in text and "| Shirt | 8 | 0 | 8 |" in text
-    assert own_images.markdown(labels, head_right, base_right, "main").startswith(
+    assert report_own_images.markdown(labels, head_right, base_right, "main").startswith(
         "**10 images: `main` 9 right → workspace 2 right (-0.7000): worse**"
     )
-    few = own_images.markdown(labels[:4], np.zeros(4, bool), np.ones(4, bool), "main")  # 0 of 4 -> 4 of 4
+    few = report_own_images.markdown(labels[:4], np.zeros(4, bool), np.ones(4, bool), "main")  # 0 of 4 -> 4 of 4
     assert few.startswith(
         "**4 images: `main` 0 right → workspace 4 right (+1.0000): inconclusive** (4 images "
         "differ; the test needs 6 to decide)"
     )
-    same = own_images.markdown(labels, base_right, base_right, "main")
+    same = report_own_images.markdown(labels, base_right, base_right, "main")
     assert same.startswith("**10 images: `main` 2 right → workspace 2 right (±0.0000): inconclusive**")
-    swapped = own_images.markdown(np.full(12, SHIRT), np.arange(12) < 6, np.arange(12) >= 6, "main")  # 6 each way
+    swapped = report_own_images.markdown(
+        np.full(12, SHIRT), np.arange(12) < 6, np.arange(12) >= 6, "main"
+    )  # 6 each way
     assert swapped.startswith("**12 images: `main` 6 right → workspace 6 right (±0.0000): within noise** (p = 1")
 
 
@@ -374,7 +376,7 @@ def test_a_clone_that_adds_photos_trains_on_them_and_another_clone_pulls_the_sam
     right = re.search(r"\| Shirt \| 2 \| (\d) \| (\d) \|", report)
     assert right and f"workspace {right.group(2)} right" in report  # the table and the headline agree
     own_rows = report.split("### Own images (`dvc metrics diff`)\n\n")[1].split("###")[0]
-    assert re.search(r"\| metrics/data\.json +\| own_images\.train\.Shirt +\| 0 +\| 10 ", own_rows), own_rows
+    assert re.search(r"\| metrics/data\.json +\| own_train +\| - +\| 10 ", own_rows), own_rows
     git_commit(a, "trained on our shirts")
     dvc(a, "push")
     run(["git", "push", "-q", "origin", "main"], a)
@@ -410,11 +412,12 @@ def test_photos_imported_from_a_data_registry_and_updated_when_it_moves_on(pipel
     dvc(pipeline_copy, "import", str(registry), "shop", "-o", "data/extra/shop")
     git_commit(pipeline_copy, "our shop's photos from the registry")
     dvc(pipeline_copy, "repro", "prepare")
-    assert counts(pipeline_copy)["train"]["Shirt"] == 6
+    assert counts(pipeline_copy)[1]["Shirt"] == (6, 0)  # fewer than own_test_min_images: none held out
     write_garment_photos(registry / "shop" / "coat", COAT, 4, seed=1)
     dvc(registry, "add", "shop")
     git_commit(registry, "and 4 coats")
     dvc(registry, "push")
     dvc(pipeline_copy, "update", "data/extra/shop.dvc")
     assert stages_run(dvc(pipeline_copy, "repro", "prepare").stdout) == ["prepare"]
-    assert (counts(pipeline_copy)["train"]["Shirt"], counts(pipeline_copy)["train"]["Coat"]) == (6, 4)
+    per_class = counts(pipeline_copy)[1]
+    assert (per_class["Shirt"], per_class["Coat"]) == ((6, 0), (4, 0))

@@ -41,7 +41,7 @@ def with_value(raw: dict, dotted: str, value) -> dict:
         ("train.learning_rate", "fast", "train.learning_rate must be a number"),
         ("prepare.val_fraction", 1.5, "prepare.val_fraction must be between 0 and 1"),
         ("prepare.limit", 10, "prepare.limit must be null or >= 100"),
-        ("model.arch", "resnet", "model.arch must be one of seed, bn_cnn"),
+        ("model.arch", "resnet", "model.arch must be one of reference, bn_cnn"),
         ("train.flip", True, "train.flip must be one of none, random, alternating"),
         ("model.convs_per_block", [1, 2], "model.convs_per_block must be a list of 3 integers in 1..4"),
         ("model.convs_per_block", [1, 0, 1], "model.convs_per_block must be a list of 3 integers in 1..4"),

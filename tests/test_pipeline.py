@@ -9,7 +9,7 @@ import pytest
 from matplotlib.image import imread
 
 from fmnist.lib import answers
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 from tests.helpers import DVC_UP_TO_DATE, bf16_env, dvc, git_commit, real_data_dir, run, set_param, stages_run
 
 pytestmark = pytest.mark.slow

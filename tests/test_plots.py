@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.image import imread
 
 from fmnist.lib import plots
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 from fmnist.stages.plot_errors import misclassified_indices, sample_indices, save_figure
 
 
@@ -60,10 +60,10 @@ def test_training_curves_draw_train_and_validation_for_loss_and_accuracy(tmp_pat
 
 
 def test_the_frontier_draws_a_point_per_row_and_a_line_per_reported_figure(tmp_path):
-    points = [("seed script", 1.0, 0.905, 0.003), ("default", 0.95, 0.937, 0.002), ("fast", 0.25, 0.919, 0.001)]
-    fig = plots.frontier(points, [("elsewhere", 0.945)], "the seed script", "a machine")
+    points = [("reference script", 1.0, 0.905, 0.003), ("default", 0.95, 0.937, 0.002), ("fast", 0.25, 0.919, 0.001)]
+    fig = plots.frontier(points, [("elsewhere", 0.945)], "the reference script", "a machine")
     [ax] = fig.axes
-    assert [t.get_text() for t in ax.texts] == ["elsewhere", "seed script", "default", "fast"]
+    assert [t.get_text() for t in ax.texts] == ["elsewhere", "reference script", "default", "fast"]
     assert len(ax.containers) == 3 and ax.get_xscale() == "log"  # an error bar per row
     save_figure(fig, tmp_path / "frontier.png")
     assert imread(tmp_path / "frontier.png")[..., :3].std() > 0.05

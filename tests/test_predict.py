@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.photos import write_photos
 from fmnist import cli
 from fmnist.apps.predict import predict_sources
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import load_for
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 from fmnist.lib.params import InferenceParams
 from fmnist.lib.photo import decode, photo_like_jpeg
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import build_model, load_model, save_model
 from fmnist.stages.not_garments import digits
-from fmnist.tools.predict_bench import write_photos
 from tests.helpers import REPO_ROOT, TINY_MODEL, VENV_BIN, calibrate_beside, calibrated_tiny_model, run
 
 NO_CALIBRATION = "it cannot say unsure, so every image gets a garment label"  # what every such warning says
@@ -234,7 +234,7 @@ def test_a_model_without_calibration_warns_in_one_line_and_still_answers_every_i
     [line] = result.stderr.splitlines()
     calibration = tiny_model_file.parent / "calibration.npz"
     assert line == f"warning: {tiny_model_file} has no calibration beside it ({calibration}): {NO_CALIBRATION}; " + (
-        "calibrate that model first"
+        "copy the calibration.npz that `dvc repro calibrate` fitted for it beside it"
     )
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 4 and all(r["class"] in CLASS_NAMES for r in records)  # a garment label for each

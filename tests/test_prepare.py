@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fmnist.lib.dataset import Split, load_split, save_split
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import Split, load_split, save_split
 from fmnist.lib.idx import encode_idx, read_raw_split
 from fmnist.lib.params import PrepareParams
+from fmnist.lib.process import PipelineError
 from fmnist.stages.prepare import split_train_val, stratified_sample
 
 DEFAULTS = PrepareParams(val_fraction=0.1, seed=1, limit=None, own_test_fraction=0.2, own_test_min_images=10)

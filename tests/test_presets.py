@@ -1,12 +1,13 @@
-"""Presets: valid params once merged, and printable as `dvc exp run -S` flags."""
+"""Presets (fmnist.lib.presets, fmnist.tools.presets): valid params once merged, and printable as `dvc exp run -S`
+flags."""
 
 import pytest
 import yaml
 
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import parse_params
-from fmnist.tools import reference
-from fmnist.tools.presets import deep_merge, load_preset, overrides_as_flags
+from fmnist.lib.presets import deep_merge, load_preset
+from fmnist.lib.process import PipelineError
+from fmnist.tools.presets import overrides_as_flags
 from tests.helpers import REPO_ROOT
 
 PRESETS_DIR = REPO_ROOT / "presets"
@@ -17,30 +18,6 @@ PRESETS = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 def test_every_preset_gives_valid_params(name):
     base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     parse_params(deep_merge(base, load_preset(name, REPO_ROOT / "presets")))
-
-
-def flat(params: dict, prefix: str = "") -> dict[str, object]:
-    """{"train.early_stopping.patience": 5, ...}: every leaf of nested params with its dotted key."""
-    found: dict[str, object] = {}
-    for key, value in params.items():
-        if isinstance(value, dict) and key != "early_stopping":
-            found.update(flat(value, f"{prefix}{key}."))
-        else:
-            found[f"{prefix}{key}"] = value
-    return found
-
-
-def test_the_seed_preset_trains_exactly_as_the_seed_script_does():
-    # Every key of the sections the script's recipe covers: its value, or the reason the script has none.
-    effective = deep_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), load_preset("seed", PRESETS_DIR))
-    wanted = flat(reference.RECIPE)
-    for key, value in flat({section: effective[section] for section in reference.RECIPE}).items():
-        assert key in wanted or key in reference.NOT_THE_SCRIPTS, f"{key}: the script's value is not recorded"
-        if key in wanted:
-            assert value == wanted[key], (
-                f"{key}: the seed preset gives {value!r}, the script trains with {wanted[key]!r}"
-            )
-    assert set(wanted) <= set(flat(effective)) and not set(wanted) & set(reference.NOT_THE_SCRIPTS)
 
 
 def test_deep_merge_keeps_untouched_nested_keys():
@@ -63,7 +40,7 @@ def test_flags_round_trip_through_yaml_scalars():
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(PipelineError, match=r"no preset 'nope' .*known: .*seed"):
+    with pytest.raises(PipelineError, match=r"no preset 'nope' .*known: .*reference"):
         load_preset("nope", REPO_ROOT / "presets")
 
 

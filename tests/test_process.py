@@ -1,5 +1,6 @@
 """fmnist.lib.process: nothing happens at import; a process sets TensorFlow's defaults first and keeps its start-up
-notices off stderr on every CPU kind, but not its errors; the watchdog; free ports."""
+notices off stderr on every CPU kind, but not its errors; one-line errors stand alone (other packages' warnings stay
+off stderr, ours and the user's -W choice do not); the watchdog; free ports. The machine: test_process_machine.py."""
 
 import os
 import socket
@@ -28,10 +29,19 @@ def python(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
     return subprocess.run([sys.executable, *args], env={**base, **(env or {})}, cwd=cwd, capture_output=True, text=True)
 
 
+# asyncssh (dvc-ssh's) warns at import with the locked cryptography: "CryptographyDeprecationWarning: DSA is
+# deprecated". The check is that this line, printed above every error of an SSH remote, is gone.
+WARNINGS_SCRIPT = """
+import warnings
+from fmnist.lib.process import hide_dependency_warnings
+hide_dependency_warnings()
+import asyncssh
+warnings.warn_explicit("ours", UserWarning, "cli.py", 1, module="fmnist.cli")
+"""
 IMPORT_EVERYTHING_LIGHT = """
 import os, psutil
 before = dict(os.environ)
-import fmnist, fmnist.cli, fmnist.stages.__main__, fmnist.lib.process, fmnist.nn.machine, fmnist.tools.report
+import fmnist, fmnist.cli, fmnist.stages.__main__, fmnist.lib.process, fmnist.tools.report
 print(dict(os.environ) == before, psutil.Process().children())
 """
 
@@ -59,6 +69,17 @@ def test_tf_cpp_min_log_level_0_shows_every_start_up_line(tmp_path):
     result = python("-m", "fmnist.stages", "evaluate", env={"TF_CPP_MIN_LOG_LEVEL": "0"}, cwd=tmp_path)
     assert result.stderr.count(ONEDNN_NOTICE) == 2  # once per shared library: what the filter has to catch
     assert result.stderr.endswith(NO_PARAMS)
+
+
+@pytest.mark.parametrize("flags", [(), ("-W", "default")], ids=["unset", "W-default"])
+def test_only_our_own_warnings_reach_stderr_unless_the_user_asks_for_all(flags):
+    unfiltered = python("-c", "import asyncssh")
+    assert "CryptographyDeprecationWarning" in unfiltered.stderr  # the locked versions do warn
+
+    result = python(*flags, "-c", WARNINGS_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    assert ("CryptographyDeprecationWarning" in result.stderr) == bool(flags)
+    assert "UserWarning: ours" in result.stderr
 
 
 def test_an_error_printed_while_tensorflow_loads_still_shows_even_if_the_process_dies(tmp_path):

@@ -16,9 +16,9 @@ from fmnist import cli
 from fmnist.apps.registry import ARTIFACT
 from fmnist.lib import answers
 from fmnist.lib.answers import Answers
-from fmnist.lib.dataset import CLASS_NAMES, Split, save_split
-from fmnist.lib.errors import PipelineError, VerdictRefused
+from fmnist.lib.files import CLASS_NAMES, Split, save_split
 from fmnist.lib.idx import RELEASE_FILES
+from fmnist.lib.process import PipelineError, VerdictRefused
 from fmnist.nn.model import build_model, save_model
 from fmnist.tools import release
 from fmnist.tools.release import model_card

@@ -9,7 +9,6 @@ of a push, a corrupted object) must each end in one clear line, in bounded time,
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -26,6 +25,7 @@ import pytest
 from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
+from fmnist.lib import files
 from tests.helpers import (
     DVC_UP_TO_DATE,
     REPO_ROOT,
@@ -296,22 +296,24 @@ def test_s3_sweep_two_runners_share_experiments_through_the_bucket_and_a_third_c
     header = listed[0].split(",")
     shown_rows = {line.split(",")[header.index("Experiment")]: line.split(",") for line in listed[1:]}
     for name, line in ranked.items():  # the table's numbers are DVC's
-        shown = float(shown_rows[name][header.index("val.accuracy")])
+        # accuracy is a key of more than one metrics file: DVC names the column by file and key
+        shown = float(shown_rows[name][header.index(f"{files.VAL_METRICS_FILE.as_posix()}:accuracy")])
         assert shown == pytest.approx(float(line.split(" | ")[2]), abs=1e-4)
 
     # t-1's own predictions, which only its runner made: `sweep collect` pulled them from the bucket with its ref.
-    predictions = "data/predictions/test_probabilities.npy"
+    predictions = files.PREDICTIONS_FILE.parent.as_posix()  # evaluate's directory of per-image arrays
     [ref] = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps/**/t-1"], collector).stdout.split()
     md5 = locked_md5(collector, predictions, rev=ref)
     assert md5 != locked_md5(repo_a, predictions)
-    assert s3_server.client().exists(object_key(bucket, md5))
+    assert s3_server.client().exists(object_key(bucket, md5))  # the directory's listing (md5 ".dir")
 
     best, best_accuracy = rows[0].split(" | ")[1], float(rows[0].split(" | ")[2])
     dvc(collector, "exp", "apply", best, env=collector_env)
     dvc(collector, "pull", env=collector_env)  # the best experiment's outputs, from the bucket
     assert dvc(collector, "status", env=collector_env).stdout.strip() == DVC_UP_TO_DATE
     assert round(json.loads((collector / "metrics/val.json").read_text())["accuracy"], 4) == best_accuracy
-    assert hashlib.md5((collector / predictions).read_bytes()).hexdigest() == locked_md5(collector, predictions)
+    # Up to date above: every output, t-1's predictions among them, has the content dvc.lock records.
+    assert (collector / files.PREDICTIONS_FILE).is_file()
     assert (collector / MODEL).is_file()
 
 
@@ -573,12 +575,13 @@ def test_s3_corrupted_object_is_refused_with_verify_and_taken_without(s3_repo, s
 def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     # A trains a change it does not commit and shares the run; B, a clone of A's commit with the same change,
     # restores train and evaluate from the bucket's run-cache without running them, with A's metrics and plots.
-    # DVC's own `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.run_cache says why).
+    # DVC's own `dvc push --run-cache` is not enough: a clone then trains again (fmnist.tools.remote's push says why).
     repo_a, env = s3_repo.repo, s3_repo.env
     assert "no run-cache yet" in s3_repo.step.result.stdout  # the check, before anything was pushed
     repo_b = git_clone(repo_a, tmp_path / "b")
     set_param(repo_a, "train", "epochs", 1)
-    assert stages_run(dvc(repo_a, "repro", env=env).stdout) == ["train", "evaluate", "export", "plot_errors"]
+    trained = ["train", "calibrate", "evaluate", "export", "plot_errors"]
+    assert stages_run(dvc(repo_a, "repro", env=env).stdout) == trained
     dvc(repo_a, "push", "--run-cache", env=env)
     set_param(repo_b, "train", "epochs", 1)
     idiom = copy_repo(repo_b, tmp_path / "b-idiom")
@@ -592,6 +595,7 @@ def test_s3_a_second_clone_restores_a_run_from_the_run_cache(s3_repo, tmp_path):
     dvc(repo_b, "pull", "--run-cache", env=env)
     restored = dvc(repo_b, "repro", "--pull", env=env).stdout  # --pull: fetches what a run record restores
     assert stages_run(restored) == [] and "Stage 'train' is cached - skipping run" in restored, restored
-    assert "Stage 'evaluate' is cached - skipping run" in restored, restored
-    for out in ("metrics/val.json", "metrics/test.json", "metrics/train", "plots/confusion.csv", MODEL):
+    for stage in trained[1:3]:  # calibrate, evaluate
+        assert f"Stage '{stage}' is cached - skipping run" in restored, restored
+    for out in ("metrics/val.json", "metrics/test.json", "metrics/train", "answers/test.csv", MODEL):
         assert contents(repo_b, out) == contents(repo_a, out), out

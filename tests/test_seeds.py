@@ -8,7 +8,7 @@ import pytest
 
 from fmnist.lib import answers, files, runs
 from fmnist.lib.answers import Answers
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.process import PipelineError
 from fmnist.tools import seeds
 
 

@@ -29,17 +29,17 @@ import yaml
 from aiohttp import web
 from PIL import Image
 
+from bench import loadtest
 from fmnist.apps import serve
 from fmnist.apps.model_choice import ChosenModel
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import load_for
-from fmnist.lib.dataset import CLASS_NAMES, NUM_CLASSES
+from fmnist.lib.files import CLASS_NAMES, NUM_CLASSES
 from fmnist.lib.photo import decode, photo_like_jpeg
 from fmnist.lib.process import free_port
 from fmnist.nn.inference import InferenceParams, Predictor
 from fmnist.nn.model import build_model, load_model, save_model
 from fmnist.stages.not_garments import digits
-from fmnist.tools import loadtest
 from tests.helpers import TINY_MODEL, VENV_BIN, calibrated_tiny_model
 from tests.servers import wait_for
 
@@ -157,7 +157,7 @@ def test_a_model_without_calibration_answers_null_unsure_fields_and_its_server_w
     warnings = [line for line in (server_dir / "serve.log").read_text().splitlines() if line.startswith("warning:")]
     assert warnings == [  # said by the model check, before the workers start; not again by the worker
         "warning: model.keras has no calibration beside it (calibration.npz): it cannot say unsure, so every image "
-        "gets a garment label; calibrate that model first"
+        "gets a garment label; copy the calibration.npz that `dvc repro calibrate` fitted for it beside it"
     ]
 
 
@@ -414,7 +414,7 @@ def test_the_page_in_a_real_browser_shows_the_models_answer(server, garment_jpeg
         assert page.locator(".bar").count() == len(CLASS_NAMES)
         assert page.get_attribute("#seen", "src") == expected["input_image"]
         assert page.is_hidden("#unsure") and page.is_visible("#uncalibrated")  # this model cannot say unsure
-        if os.environ.get("FMNIST_SCREENSHOT"):  # docs/serving.md's screenshot: FMNIST_SCREENSHOT=docs/serve.png
+        if os.environ.get("FMNIST_SCREENSHOT"):  # docs/models.md's screenshot: FMNIST_SCREENSHOT=docs/serve.png
             page.screenshot(path=os.environ["FMNIST_SCREENSHOT"], full_page=True)
         browser.close()
 

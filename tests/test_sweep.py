@@ -12,7 +12,7 @@ import pytest
 
 from fmnist.lib import answers, files
 from fmnist.lib.answers import Answers
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.process import PipelineError
 from fmnist.tools.sweep import check_prefix, parse_sets, parse_worker, ranking, share
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist.lib.dataset import Split
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import Split
 from fmnist.lib.params import EarlyStoppingParams, TrainParams
+from fmnist.lib.process import PipelineError
 from fmnist.nn.model import build_model
 from fmnist.stages.train import (
     as_float32,
@@ -247,11 +247,10 @@ from pathlib import Path
 import keras, tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 from dvclive import Live
-from fmnist.nn import distribute
-from fmnist.stages.train import train_model
+from fmnist.stages.train import fit_multi_worker, train_model
 from tests.helpers import TINY_MODEL, garment_release
 from tests.test_train import PARAMS
-from fmnist.lib.dataset import Split
+from fmnist.lib.files import Split
 arrays = garment_release(train=256, test=64)
 train = Split(arrays["train-images-idx3-ubyte"][..., None], arrays["train-labels-idx1-ubyte"])
 val = Split(arrays["t10k-images-idx3-ubyte"][..., None], arrays["t10k-labels-idx1-ubyte"])
@@ -267,7 +266,7 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
 
 model = train_model(train, val, TINY_MODEL, dataclasses.replace(params, epochs=1), None, strategy=strategy)
 batches = lambda context: tf.data.Dataset.from_tensors((train.images[:32], tf.one_hot(train.labels[:32], 10))).repeat()
-distribute.fit_multi_worker(model, strategy, batches, tf.data.Dataset.from_tensors(
+fit_multi_worker(model, strategy, batches, tf.data.Dataset.from_tensors(
     (val.images, tf.one_hot(val.labels, 10))), 5, 2, [StopAfterFirstEpoch()])
 """
 

@@ -1,7 +1,8 @@
-"""The `fmnist` command: every tool around the pipeline (the stages themselves run under `dvc repro`).
+"""The `fmnist` command: the tools around the pipeline (the stages themselves run under `dvc repro`; the harnesses
+that measure them are bench/'s, `python -m bench.NAME`).
 
 Each verb lives in its own module with `add_arguments(parser)` and `run(args) -> exit status`; only the chosen
-verb's module is imported, so `fmnist predict` does not pay for the benchmark's imports.
+verb's module is imported, so `fmnist predict` does not pay for the report's imports.
 """
 
 import argparse
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from fmnist.lib import process
-from fmnist.lib.errors import hide_dependency_warnings, run_stage
+from fmnist.lib.process import hide_dependency_warnings, run_stage
 
 USER_VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "predict": ("fmnist.apps.predict", "classify image files, directories or stdin with the trained model"),
@@ -18,21 +19,21 @@ USER_VERBS = {  # verb: (module, what it does, in one line for `fmnist --help`)
     "report": ("fmnist.tools.report", "compare the workspace with a base revision, and say if the change is real"),
     "seeds": ("fmnist.tools.seeds", "train the current params with several seeds and record how far results move"),
     "preset": ("fmnist.tools.presets", "print a preset (presets/NAME.yaml) as `dvc exp run -S` overrides"),
-    "remote": ("fmnist.tools.remote", "check that a DVC remote answers and takes its credentials, in one line"),
+    "remote": ("fmnist.tools.remote", "check that a DVC remote answers and takes its credentials; push runs to it"),
 }
-MAINTAINER_VERBS = {  # the tools that measure, sweep and release this project
-    "bench": ("fmnist.tools.bench", "train and time the seed script and presets side by side, in one table"),
-    "bench-photos": ("fmnist.tools.predict_bench", "accuracy and speed of `fmnist predict` on photo-like JPEGs"),
-    "loadtest": ("fmnist.tools.loadtest", "start `fmnist serve` and load it with concurrent clients on loopback"),
+MAINTAINER_VERBS = {  # the tools that sweep and release this project
     "sweep": ("fmnist.tools.sweep", "run a sweep of DVC experiments across machines, then rank them"),
-    "release": ("fmnist.tools.release", "the release workflow's steps: parse-tag, smoke, card"),
+    "release": (
+        "fmnist.tools.release",
+        "promote a version unless it is worse; the release workflow's check-assignment, parse-tag, smoke, card",
+    ),
 }
 VERBS = {**USER_VERBS, **MAINTAINER_VERBS}
 
 
 def overview() -> str:
     """The verbs for `fmnist --help`, users' first, each with its one line."""
-    groups = (("use the model, compare runs", USER_VERBS), ("measure, sweep and release", MAINTAINER_VERBS))
+    groups = (("use the model, compare runs", USER_VERBS), ("sweep and release", MAINTAINER_VERBS))
     return "\n\n".join(
         f"{title}:\n" + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in verbs.items())
         for title, verbs in groups
@@ -54,7 +55,7 @@ def parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         if name == chosen:
             module = importlib.import_module(module_name)
             verb.formatter_class = argparse.RawDescriptionHelpFormatter
-            verb.epilog = (module.__doc__ or "").split("\n", 1)[-1].strip()  # the module's usage notes
+            verb.epilog = (module.__doc__ or "").split("\n", 1)[-1].strip("\n")  # its usage notes, as indented
             module.add_arguments(verb)
             verb.set_defaults(run=module.run)
     return top

@@ -18,9 +18,9 @@ from fmnist.apps import registry
 from fmnist.lib import files, process
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration, CalibrationError, load_for
-from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import CLASS_NAMES
 from fmnist.lib.params import TTA, InferenceParams, load_params
+from fmnist.lib.process import PipelineError
 
 if TYPE_CHECKING:  # fmnist.nn.inference imports TensorFlow: only load_predictor imports it, when it runs
     from fmnist.nn.inference import Predictor
@@ -152,6 +152,12 @@ def usable_calibration(model: Path, tta: TTA) -> tuple[Calibration | None, str |
         why = f"{where} fitted unsure for the views of --tta {found.tta}, not {tta}: {UNCALIBRATED}"
         return None, f"{why}; pass --tta {found.tta} for unsure answers"
     return found, None
+
+
+def without_calibration(path: Path, inference: InferenceParams, commit: str | None = None) -> ChosenModel:
+    """The model file `path` predicting with `inference` and no calibration, by design and without a warning: for
+    what reads only each image's most probable class, which temperature scaling never changes."""
+    return ChosenModel(path, commit, inference, None, None)
 
 
 def workspace_inference(tta: TTA | None) -> InferenceParams:

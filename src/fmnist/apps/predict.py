@@ -1,7 +1,8 @@
 """`fmnist predict`: classify photos (or Fashion-MNIST-like images) with the trained model.
 
     fmnist predict PATH [PATH ...] [--model models/model.keras | --model-stage prod | --model-version v1.0.0]
-                   [--tta none|flip|flip_shift] [--top 3] [--format table|json|csv] [--save-inputs DIR]
+                   [--model-repo REPO] [--tta none|flip|flip_shift] [--top 3] [--format table|json|csv]
+                   [--save-inputs DIR]
 
 PATH is an image file, a directory (walked recursively, image files only, sorted) or `-` for one image on
 standard input. Each image goes through fmnist.lib.photo (what the dataset's own conversion did), then the whole
@@ -26,9 +27,9 @@ import numpy as np
 from PIL import Image
 
 from fmnist.apps.model_choice import Prediction, add_model_arguments, chosen_model, load_predictor, predictions_from
-from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import CLASS_NAMES
 from fmnist.lib.photo import UnusableImage, decode
+from fmnist.lib.process import PipelineError
 
 if TYPE_CHECKING:  # it imports TensorFlow, which loads only once the arguments are known to be sound
     from fmnist.nn.inference import Predictor

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from fmnist.lib import files
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import InferenceParams, ParamsError, parse_section
+from fmnist.lib.process import PipelineError
 
 ARTIFACT = "fashion-cnn"  # the artifact's name in dvc.yaml
 

@@ -1,8 +1,8 @@
 """`fmnist serve`: a page to try the model in a browser, and `POST /predict` (JSON) for programs.
 
     fmnist serve [--host 127.0.0.1] [--port 8000] [--model FILE | --model-stage prod | --model-version v1.0.0]
-                 [--tta none|flip|flip_shift] [--workers 1] [--max-batch 32] [--batch-wait-ms 2] [--max-queue 64]
-                 [--deadline-s 10]
+                 [--model-repo REPO] [--tta none|flip|flip_shift] [--workers 1] [--max-batch 32]
+                 [--batch-wait-ms 2] [--max-queue 64] [--deadline-s 10]
 
 `POST /predict` takes one image as the request body (or as the multipart field `image`) and answers with every
 class's probability, whether the model is unsure (it does not look like a garment the model knows; null fields
@@ -54,17 +54,17 @@ from fmnist.apps.model_choice import ChosenModel, Prediction, add_model_argument
 from fmnist.lib import files, runs
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration
-from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.lib.photo import UnusableImage, decode
+from fmnist.lib.process import PipelineError
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; anything larger is refused with 413
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes and resizes
 RETRY_AFTER_S = 1  # what a 503 tells a client to wait: a full queue drains in well under a second
 BACKLOG = 128  # connections the kernel queues for the workers to accept
 # gunicorn's `timeout`: a worker silent for this long is killed and replaced. Its first heartbeat comes once it has
-# imported TensorFlow and loaded the model (8-18 s seen on a busy 2-core machine, more on a busier one); after that
-# its event loop beats every second, so this only bounds a worker that hangs.
+# imported TensorFlow and loaded the model, seconds that a busy machine stretches many times over; after that its
+# event loop beats every second, so this only bounds a worker that hangs.
 BOOT_TIMEOUT_S = 120
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("fmnist.apps.serve")
@@ -336,7 +336,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     add_model_arguments(parser)
-    default = Limits()
     parser.add_argument(
         "--workers",
         type=positive(int),
@@ -344,31 +343,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes, each with its own copy of the model (about 0.6 GB each); one per core serves the "
         "most requests (default: %(default)s)",
     )
-    parser.add_argument(
-        "--max-batch",
-        type=positive(int),
-        default=default.max_batch,
-        help="images per model call (default: %(default)s)",
+    limits = (  # (option, its type, what it bounds); each default is Limits()'s, the field of the option's name
+        ("--max-batch", positive(int), "images per model call"),
+        ("--batch-wait-ms", non_negative, "how long an image may wait for those being decoded, to share a model call"),
+        ("--max-queue", positive(int), "requests in progress at most; one more gets 503 with Retry-After"),
+        (
+            "--deadline-s",
+            positive(float),
+            "a request unanswered after this many seconds gets 504; a connection idle or with its headers "
+            "incomplete for as long is closed",
+        ),
     )
-    parser.add_argument(
-        "--batch-wait-ms",
-        type=non_negative,
-        default=default.batch_wait_ms,
-        help="how long an image may wait for those being decoded, to share a model call (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-queue",
-        type=positive(int),
-        default=default.max_queue,
-        help="requests in progress at most; one more gets 503 with Retry-After (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--deadline-s",
-        type=positive(float),
-        default=default.deadline_s,
-        help="a request unanswered after this many seconds gets 504; a connection idle or with its headers "
-        "incomplete for as long is closed (default: %(default)s)",
-    )
+    for option, kind, what in limits:
+        default = getattr(Limits(), option.removeprefix("--").replace("-", "_"))
+        parser.add_argument(option, type=kind, default=default, help=f"{what} (default: %(default)s)")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -417,7 +405,7 @@ def check_model(model: ChosenModel) -> None:
 async def worker_app(served: Served) -> web.Application:
     """The application of one worker process, built after gunicorn forked it: its own model and TensorFlow, on its
     share of the cores (N workers that each used every core would slow each other down)."""
-    from fmnist.nn.machine import usable_cores
+    from fmnist.lib.process import usable_cores
 
     threads = max(1, usable_cores() // served.workers)
     predict = loaded_predictor(served.model, threads)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.lib import files
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 
 SPLIT_FILES = {"val": files.VAL_ANSWERS_FILE, "test": files.TEST_ANSWERS_FILE}
 LEGACY_FILES = {"val": Path("plots/val_confusion.csv"), "test": Path("plots/confusion.csv")}  # actual,predicted

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.lib import files
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.process import PipelineError
 
 # Where each part of the score reads 1 on validation. The energy is the main part (it also finds the garments the
 # model hesitates over, which makes the sure answers more accurate): its unit is the 95th percentile. The distance
@@ -84,7 +84,10 @@ def load_for(model: Path, path: Path | None = None) -> Calibration:
     """The calibration at `path` (default: beside the model file `model`, CALIBRATION_FILE's name in its directory),
     checked to be the one fitted for `model`; a CalibrationError saying what is missing or wrong and how to fit it."""
     path = path or Path(model).parent / files.CALIBRATION_FILE.name
-    fix = "`dvc repro calibrate` fits one" if Path(model) == files.MODEL_FILE else "calibrate that model first"
+    if Path(model).resolve() == files.MODEL_FILE.resolve():
+        fix = "`dvc repro calibrate` fits one"
+    else:  # a copied model: its calibration travels with it
+        fix = f"copy the {files.CALIBRATION_FILE.name} that `dvc repro calibrate` fitted for it beside it"
     if not path.is_file():
         raise CalibrationError(f"{model} has no calibration beside it ({path}); {fix}")
     found = Calibration.load(path)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.process import PipelineError
 
 
 class DvcError(PipelineError):

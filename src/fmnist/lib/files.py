@@ -1,5 +1,7 @@
-"""Every file the pipeline reads or writes, relative to the repository root (where DVC runs each stage), and how
-they are written: beside the target, then renamed, so a failed or interrupted stage leaves the old file.
+"""The data set and the repository's files: what Fashion-MNIST is to the stages (its class names, its image shape,
+the prepared splits they share), every file the pipeline reads or writes, relative to the repository root (where
+DVC runs each stage), and how they are written: beside the target, then renamed, so a failed or interrupted stage
+leaves the old file.
 
 dvc.yaml names the same paths; tests/test_dvc_yaml.py checks that the two agree.
 """
@@ -10,13 +12,30 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# Index = label. Names from the dataset's README (zalandoresearch/fashion-mnist).
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (28, 28, 1)  # height, width, channels (channels-last, as Keras expects)
+
 PARAMS_FILE = Path("params.yaml")
-PRESETS_DIR = Path("presets")  # partial params laid over params.yaml (fmnist.tools.presets)
+PRESETS_DIR = Path("presets")  # partial params laid over params.yaml (fmnist.lib.presets)
 DVC_LOCK_FILE = Path("dvc.lock")  # what DVC recorded of the last run of each stage
 
 # Local copies of the original release that fetch (`fetch.source: auto`) looks for before Kaggle, in this order.
@@ -123,3 +142,27 @@ def save_npy(target: Path, array: np.ndarray) -> None:
 def load_npy(path: Path) -> np.ndarray:
     """Load a .npy array written by this pipeline; object arrays are refused (allow_pickle=False)."""
     return np.load(path, allow_pickle=False)
+
+
+# --- The prepared splits -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, 28, 28, 1) uint8 in 0..255 and labels (N,) uint8 in 0..9."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def save_split(split: Split, name: str, root: Path = PREPARED_DIR) -> None:
+    """Write one split as two .npy files (atomically, each)."""
+    images_path, labels_path = split_files(name, root)
+    save_npy(images_path, split.images)
+    save_npy(labels_path, split.labels)
+
+
+def load_split(name: str, root: Path = PREPARED_DIR) -> Split:
+    """Read one prepared split ('train', 'val' or 'test')."""
+    images_path, labels_path = split_files(name, root)
+    return Split(load_npy(images_path), load_npy(labels_path))

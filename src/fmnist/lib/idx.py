@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES, Split
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import IMAGE_SHAPE, NUM_CLASSES, Split
+from fmnist.lib.process import PipelineError
 
 UINT8_TYPE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"

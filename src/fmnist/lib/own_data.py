@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.lib.dataset import CLASS_NAMES
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import CLASS_NAMES
+from fmnist.lib.process import PipelineError
 
-MIN_GARMENT_PX = 24  # the longer side a garment needs, its background trimmed (see garment_size_problem)
+MIN_TRAINING_LONG_SIDE_PX = 24  # the longer side an own image's garment needs to train on, background trimmed
 OWN_TEST_SPLIT = "own_test"  # the prepared split of held-out own images, written only when there are some
 
 # Leakage: an own image this close to a test image is that test image again, and training on it would inflate the
@@ -27,16 +27,11 @@ OWN_TEST_SPLIT = "own_test"  # the prepared split of held-out own images, writte
 # images, after blurring both by a Gaussian of LEAK_BLUR_PX (it forgives JPEG's block noise and resampling's
 # sub-pixel shifts), for each of three views of the file: as `fmnist predict` converts it, and simply resized to
 # 28x28 in grey, and that negated (the conversion negates an enlarged light-on-black copy, and trimming a copy's
-# background moves its garment by a pixel). Measured through prepare's own code on the real data (Xeon; 500 test
-# images per form of copy, training images as the other images):
-#   copies: 28x28 PNG max 0.2; JPEG q95 max 0.5, q50 max 3.4, q30 max 4.4, q20 p99 5.0 (max 5.8); enlarged 2x to
-#     10x, light on black or negated, bicubic, Lanczos or nearest, JPEG q25-q95: max 4.5; enlarged only 1.5x
-#     (bilinear): median 5.6; pasted onto a larger white canvas like a product photo: median 12.7
-#   other images: of the 60,000 training images as they are, 32 lie below 5.0 (31 of them show the same garment
-#     as their test image, one the same sweatshirt with another print), 115 below 6, 393 below 7; 3,000 of them
-#     made into product photos (white margins, JPEG q75): min 5.3; 1,000 drawn garments as product photos: min 11.2
-# So 5.0 catches every re-encoding down to JPEG quality 30 and every enlargement by 2x or more. A copy on a larger
-# canvas is not caught: its trimmed edges differ from the original as much as another garment's do.
+# background moves its garment by a pixel). LEAK_RMS is above the distance that re-encoding a test image (down to
+# JPEG quality 30) or enlarging it (2x or more) leaves, and below that of nearly every other garment, photographed
+# or not: the few training images below it show the same garment as their test image (docs/results.md has the
+# figures). A copy on a larger canvas is not caught: its trimmed edges differ from the original as much as another
+# garment's do.
 LEAK_RMS = 5.0
 LEAK_BLUR_PX = 1.0
 
@@ -96,13 +91,13 @@ def garment_size_problem(size: tuple[int, int]) -> str | None:
     """Why a garment of (width, height) px, background trimmed, is too small to train on; None if it is not.
 
     The conversion scales the longer side to 28 px: a smaller garment would be enlarged into a blur that no
-    Fashion-MNIST image has. Every one of 20,000 dataset images checked measures 25-28 px after the same trimming.
+    Fashion-MNIST image has, since the dataset's own garments fill nearly all of the 28 px after the same trimming.
     """
-    if max(size) >= MIN_GARMENT_PX:
+    if max(size) >= MIN_TRAINING_LONG_SIDE_PX:
         return None
     return (
         f"too small: the garment is only {size[0]}x{size[1]} pixels once the background is trimmed, and needs "
-        f"{MIN_GARMENT_PX} on its longer side; use a larger photo"
+        f"{MIN_TRAINING_LONG_SIDE_PX} on its longer side; use a larger photo"
     )
 
 

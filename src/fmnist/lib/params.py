@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.files import PARAMS_FILE
+from fmnist.lib.process import PipelineError
 
 
 class ParamsError(PipelineError):
@@ -63,13 +63,13 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: Literal["seed", "bn_cnn"]  # seed: the reference network; bn_cnn: conv-BN-ReLU blocks
+    arch: Literal["reference", "bn_cnn"]  # reference: the reference script's network; bn_cnn: conv-BN-ReLU blocks
     width: int  # channels of the first conv layer (the blocks of fmnist.nn.model multiply it)
     convs_per_block: tuple[int, ...]  # bn_cnn: 3x3 convolutions in each of the three blocks (the first pools)
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
-    # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.nn.machine); the saved
+    # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.lib.process); the saved
     # model is float32 whatever trained it, so it runs everywhere.
     precision: Literal["auto", "float32", "mixed_bfloat16"]
 
@@ -115,9 +115,7 @@ class TrainParams:
     label_smoothing: float
     deterministic: bool  # TensorFlow op determinism: same machine, same params -> same weights
     early_stopping: EarlyStoppingParams
-    distribute: Literal[
-        "none", "mirrored", "multi_worker"
-    ]  # fmnist.nn.distribute: one device, local devices, TF_CONFIG
+    distribute: Literal["none", "mirrored", "multi_worker"]  # fmnist.stages.train: one device, local devices, TF_CONFIG
     devices: tuple[str, ...] | None  # mirrored only: device names; null = every local GPU, else the CPU
     peer_timeout_s: float  # multi_worker: how long to wait at start-up for every worker to join
 

@@ -16,10 +16,10 @@ from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
 SIZE = 28  # Fashion-MNIST images are 28 x 28
 TRIM_TOLERANCE = 0.05 * 255  # a pixel within 5% of the intensity range of the corner colour is background
 DARK_BACKGROUND = 64  # mean border grey (0..255) below which a 28x28 image counts as already converted
-MIN_GARMENT_PX = 3  # a garment narrower or lower than this (after trimming) is no garment
+MIN_GARMENT_SIDE_PX = 3  # a garment narrower or lower than this (after trimming) is no garment
 # A product shot shows one garment on a plain background: at least this share of the photo's edge has the corners'
-# colour, even where the garment touches the edge (the 6,000 validation images, negated and enlarged with no margin
-# at all: 72% or more for 99% of them, below half for one). A scene, a face or a page has its subject at the edge;
+# colour, even where the garment touches the edge (the dataset's own garments, enlarged with no margin at all, keep
+# well over half their edge background: docs/results.md). A scene, a face or a page has its subject at the edge;
 # trimmed by the corners' colour, it would fill the canvas like a bag.
 MIN_BACKGROUND_EDGE = 0.5
 
@@ -129,7 +129,7 @@ def background_edge(mask: Image.Image) -> float:
 def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the pixels that differ from the corner colour by more than the tolerance."""
     width, height = rgb.size
-    if min(height, width) < MIN_GARMENT_PX:
+    if min(height, width) < MIN_GARMENT_SIDE_PX:
         raise NoGarmentError(f"no garment found: the image is only {width}x{height} pixels")
     corners = [rgb.getpixel(xy) for xy in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))]
     # Per band: the median of the corners (one odd corner does not move it), and the band values within the
@@ -150,7 +150,7 @@ def garment_box(rgb: Image.Image) -> tuple[int, int, int, int]:
             "cut out of it; photograph one garment alone on a plain, light background"
         )
     left, top, right, bottom = box
-    if bottom - top < MIN_GARMENT_PX or right - left < MIN_GARMENT_PX:
+    if bottom - top < MIN_GARMENT_SIDE_PX or right - left < MIN_GARMENT_SIDE_PX:
         raise NoGarmentError("no garment found: only a speck differs from the background")
     return left, top, right, bottom
 

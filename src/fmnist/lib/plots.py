@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 
 CORRECT_COLOR, WRONG_COLOR = "#1a7f37", "#cf222e"
 

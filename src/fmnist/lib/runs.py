@@ -1,6 +1,6 @@
 """What the repository records about training runs, and reading those records at any git revision.
 
-- metrics/train/metrics.json, key `environment`: where the committed run ran (fmnist.nn.machine).
+- metrics/train/metrics.json, key `environment`: where the committed run ran (fmnist.lib.process).
 - metrics/seeds.json: the same params trained with several seeds (`fmnist seeds`): how far results move by chance.
 
 Both are committed with the code, so the report can read them at the base of a pull request without any remote.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmnist.lib.dataset import NUM_CLASSES
+from fmnist.lib.files import NUM_CLASSES
 from fmnist.lib.metrics import ECE_BINS
 
 ALPHA = 0.05  # significance level of every test, after Holm's correction where there are several

@@ -1,1 +1,1 @@
-"""The network and where it runs: the model and its file, inference, the machine and its precision, distribution."""
+"""The network: the model and its file, and inference."""

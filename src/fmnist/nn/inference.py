@@ -1,7 +1,7 @@
 """The one way a trained model turns images into answers: class probabilities and, once calibrated, "unsure".
 
 `evaluate` (the accuracy in metrics/test.json), `export` (the SavedModel's and TFLite's `serve` signature),
-`fmnist predict`, `fmnist serve`, the release smoke test and the benchmark all predict through this module, under
+`fmnist predict`, `fmnist serve`, the release smoke test and the bench (bench/) all predict through this module, under
 params.yaml's `inference` section, so the numbers reported are the numbers served.
 
 `inference.tta` is the test-time augmentation: `none` predicts each image as it is; `flip` averages the
@@ -27,7 +27,7 @@ from keras import layers, ops
 
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration
-from fmnist.lib.dataset import IMAGE_SHAPE
+from fmnist.lib.files import IMAGE_SHAPE
 from fmnist.lib.params import InferenceParams
 
 WIDTH_AXIS = 2  # images are (N, height, width, channels): flipping this axis mirrors left and right
@@ -168,7 +168,11 @@ class Predictor:
     def _batched(self, function: Callable[[Any], dict[str, Any]], images: np.ndarray) -> dict[str, np.ndarray]:
         if images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images of shape (N, 28, 28, 1), got {images.dtype} {images.shape}")
+        if len(images) == 0:  # one blank image answered and dropped: every output keeps its shape, (0, ...)
+            return {
+                name: found[:0]
+                for name, found in self._batched(function, np.zeros((1, *IMAGE_SHAPE), np.uint8)).items()
+            }
         size = self.params.batch_size
-        # At least one call, empty or not, so that every output has its shape.
-        batches = [function(images[i : i + size]) for i in range(0, max(len(images), 1), size)]
+        batches = [function(images[i : i + size]) for i in range(0, len(images), size)]
         return {name: np.concatenate([batch[name].numpy() for batch in batches]) for name in batches[0]}

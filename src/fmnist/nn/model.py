@@ -18,19 +18,19 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fmnist.lib import files
-from fmnist.lib.dataset import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.lib.params import ModelParams
+from fmnist.lib.process import PipelineError
 
 
 def build_model(params: ModelParams, seed: int, policy: str = "float32", replicas: int = 1) -> keras.Model:
     """The network named by `params.arch`, computing under the Keras dtype `policy`, augmentation seeded by `seed`.
 
-    `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto":
-    the train stage resolves that (fmnist.nn.machine) and saves a float32 copy. `replicas` is how many replicas
-    train the model together (fmnist.nn.distribute). With more than one, batch norm uses the statistics of the
-    global batch, as on one device, so every replica keeps the same moving averages; and dropout draws its mask
-    per replica (ReplicaDropout). Built for one replica, the model's dropout is Keras' own.
+    `policy` is a concrete Keras policy ("float32" or "mixed_bfloat16"), not params.precision's "auto": the train
+    stage resolves that (fmnist.lib.process) and saves a float32 copy. `replicas` is how many replicas train the
+    model together (`train.distribute`). With more than one, batch norm uses the statistics of the global batch, as
+    on one device, so every replica keeps the same moving averages; and dropout draws its mask per replica
+    (ReplicaDropout). Built for one replica, the model's dropout is Keras' own.
     """
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # each layer keeps the policy it was built with
@@ -38,8 +38,8 @@ def build_model(params: ModelParams, seed: int, policy: str = "float32", replica
         inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
         x = layers.Rescaling(1 / 255, name="scale")(inputs)  # (N, 28, 28, 1) in [0, 1]
         x = _augment(x, params, seed)
-        if params.arch == "seed":
-            x = _seed_body(x, params.width)  # (N, features)
+        if params.arch == "reference":
+            x = _reference_body(x, params.width)  # (N, features)
         else:
             x = _bn_cnn_body(x, params.width, params.convs_per_block, sync_batch_norm=replicas > 1)
         x = layers.Dense(params.dense_units, activation="relu", name="hidden")(x)
@@ -106,8 +106,8 @@ class ReplicaDropout(layers.Layer):
 class RandomShift(layers.Layer):
     """Move each image by its own random whole-pixel offset in [-max_px, max_px] on both axes, filling with 0.
 
-    Keras' RandomTranslation does this with an interpolating image transform that doubled the epoch time on
-    this CPU; here the shift is two one-hot matrix products, a few percent of a convolution's cost.
+    Keras' RandomTranslation does this with an interpolating image transform, far costlier than a whole-pixel
+    shift needs; here the shift is two one-hot matrix products, a few percent of a convolution's cost.
     """
 
     def __init__(self, max_px: int, seed: int | None = None, **kwargs: Any) -> None:
@@ -134,7 +134,7 @@ class RandomShift(layers.Layer):
         return {**super().get_config(), "max_px": self.max_px, "seed": self.seed}
 
 
-def _seed_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
+def _reference_body(x: keras.KerasTensor, width: int) -> keras.KerasTensor:
     """The reference network (with width 32): Conv32-Pool-Conv64-Pool-Conv64, valid padding, ReLU (no batch norm)."""
     x = layers.Conv2D(width, 3, activation="relu", name="conv1")(x)  # (N, 26, 26, w)
     x = layers.MaxPooling2D(name="pool1")(x)  # (N, 13, 13, w)
@@ -154,12 +154,12 @@ def _bn_cnn_body(
             # No conv bias: batch norm's shift makes it redundant.
             x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{suffix}")(x)
             if conv == 0:
-                # Pooling before BN and ReLU (rather than after) runs them on a quarter of the values: epochs
-                # took 9 s instead of 12.5 s here. ReLU commutes with max-pooling; BN then normalises the pooled
-                # responses. The block's further convs work at the pooled resolution, where they cost a quarter.
+                # Pooling before BN and ReLU (rather than after) runs them on a quarter of the values, for less
+                # time per epoch. ReLU commutes with max-pooling; BN then normalises the pooled responses. The
+                # block's further convs work at the pooled resolution, where they cost a quarter.
                 # "same" padding: 7 px pool to 4, where "valid" pooling gave 3 and dropped the last row and column
-                # (the right edge of an image, the left of its mirror). Xeon, validation, seeds 0-2: 0.9413 against
-                # 0.9386, for 1,024 features instead of 576 into the dense layer.
+                # (the right edge of an image, the left of its mirror): 4 x 4 x 4w features into the dense layer
+                # instead of 3 x 3 x 4w, and more accurate on validation (docs/results.md).
                 x = layers.MaxPooling2D(padding="same", name=f"pool{block}")(x)
             # momentum 0.9 (Keras' default is 0.99): the inference statistics settle within ~50 steps, so short
             # runs (a quick -S train.epochs=1, the tests' tiny slice) evaluate sensibly too.

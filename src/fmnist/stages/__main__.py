@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from fmnist.lib import process
-from fmnist.lib.errors import run_stage
+from fmnist.lib.process import run_stage
 
 STAGES = (
     "fetch",

@@ -18,7 +18,7 @@ import numpy as np
 from fmnist.lib import calibration as fitting
 from fmnist.lib import files
 from fmnist.lib.calibration import Calibration
-from fmnist.lib.dataset import NUM_CLASSES, load_split
+from fmnist.lib.files import NUM_CLASSES, load_split
 from fmnist.lib.params import load_params
 from fmnist.nn import inference
 from fmnist.nn.inference import Predictor

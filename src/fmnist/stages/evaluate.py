@@ -29,7 +29,7 @@ import numpy as np
 from fmnist.lib import answers, files, metrics, photo
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import load_for, temperature_scaled
-from fmnist.lib.dataset import CLASS_NAMES, Split, load_split
+from fmnist.lib.files import CLASS_NAMES, Split, load_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT
 from fmnist.lib.params import load_params
 from fmnist.nn.inference import Predictor

@@ -24,9 +24,9 @@ import tensorflow as tf
 from fmnist.lib import files
 from fmnist.lib.answers import Answers
 from fmnist.lib.calibration import Calibration, load_for
-from fmnist.lib.dataset import IMAGE_SHAPE, load_split
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import IMAGE_SHAPE, load_split
 from fmnist.lib.params import load_params
+from fmnist.lib.process import PipelineError
 from fmnist.nn import inference
 from fmnist.nn.model import load_model
 

@@ -22,10 +22,10 @@ import requests
 from kagglehub import exceptions as kaggle_errors
 
 from fmnist.lib import files
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.files import DATA_DIR_ENV, DEBIAN_DIR
 from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, read_maybe_gzip, sha256_hex
 from fmnist.lib.params import FetchParams, load_params
+from fmnist.lib.process import PipelineError
 
 OFFLINE_HINT = (
     "to work offline set fetch.source to a directory holding the four IDX files (.gz or not), "

@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from fmnist.lib import files, metrics, plots
 from fmnist.lib.calibration import Calibration
-from fmnist.lib.dataset import NUM_CLASSES, load_split
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import NUM_CLASSES, load_split
 from fmnist.lib.params import load_params
+from fmnist.lib.process import PipelineError
 
 CONFUSED_PAIRS_SHOWN = 10
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist.lib import files, own_data, photo  # photo: `fmnist predict`'s conversion, applied to own images
-from fmnist.lib.dataset import Split, save_split
+from fmnist.lib.files import Split, save_split
 from fmnist.lib.idx import read_raw_split
 from fmnist.lib.own_data import OWN_TEST_SPLIT, OwnDataError
 from fmnist.lib.params import PrepareParams, load_params
@@ -75,7 +75,7 @@ def own_images(params: PrepareParams, test: Split) -> tuple[Split, Split]:
     views = np.stack([read_own_image(path) for path, _ in found]) if found else np.zeros((0, 3, 28, 28), np.uint8)
     labels = np.array([label for _, label in found], dtype=np.uint8)
     own_data.check_no_test_copies([path for path, _ in found], views, test.images[..., 0], test.labels)
-    rng = np.random.default_rng(params.seed)  # its own generator: the dataset's split draws as it always did
+    rng = np.random.default_rng(params.seed)  # its own generator: own images leave the dataset's split as it is
     is_test = own_data.held_out(labels, params.own_test_fraction, params.own_test_min_images, rng)
     images = views[:, 0, ..., np.newaxis]  # the converted view, (N, 28, 28, 1) like the dataset's
     return Split(images[~is_test], labels[~is_test]), Split(images[is_test], labels[is_test])
@@ -108,7 +108,7 @@ def main() -> None:
     train = with_own(train, own_train)
     splits = {"train": train, "val": val, "test": test}
     if len(own_test.labels):
-        splits[OWN_TEST_SPLIT] = own_test  # only then: without own images data/prepared holds what it always did
+        splits[OWN_TEST_SPLIT] = own_test  # only then: without own images, data/prepared is the dataset's alone
     with files.atomic_dir(files.PREPARED_DIR) as tmp:
         for name, split in splits.items():
             save_split(split, name, tmp)

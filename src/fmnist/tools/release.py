@@ -7,12 +7,12 @@
     fmnist release card --version V [--stage S] [--commit SHA]   the model card (Markdown) on stdout
 
 `promote` compares the version with the one the stage holds now, as `fmnist report` compares two commits (each
-commit's per-image test answers, answers/test.csv or an older commit's plots/confusion.csv, read by
-fmnist.lib.answers, and the seed spread recorded there, metrics/seeds.json),
-and assigns the stage (`gto assign`, a git tag: push it with `git push --tags`) only if the verdict is not one
-that --fail-on names; otherwise it stops with exit status 3 and one line. `check-assignment` judges a stage
-assignment tag that exists already (one pushed by hand) against the assignment before it: the workflow deletes
-a refused tag, so the stage goes back to the version it held.
+commit's per-image test answers, answers/test.csv or an older commit's plots/confusion.csv, and the seed spread
+recorded there, metrics/seeds.json, read by fmnist.lib.sides), and assigns the stage (`gto assign`, a git tag:
+push it with `git push --tags`) only if the verdict is not one that --fail-on names; otherwise it stops with exit
+status 3 and one line. `check-assignment` judges a stage assignment tag that exists already (one pushed by hand)
+against the assignment before it: the workflow deletes a refused tag, so the stage goes back to the version it
+held.
 
 `card` reads the figures of the checked-out commit (metrics/test.json, plots/per_class.csv, plots/export.csv).
 """
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from fmnist.apps.registry import ARTIFACT
-from fmnist.lib import answers, files, process, runs
-from fmnist.lib.dataset import CLASS_NAMES, IMAGE_SHAPE
-from fmnist.lib.errors import PipelineError, VerdictRefused
+from fmnist.lib import answers, files, runs, sides
+from fmnist.lib.files import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.lib.idx import RELEASE_FILES
-from fmnist.lib.stats import VERDICTS, Verdict
+from fmnist.lib.process import PipelineError, VerdictRefused
+from fmnist.lib.stats import Verdict
 
 SMOKE_MIN_ACCURACY = 0.85  # far below the model's ~0.94, far above a broken model's ~0.1
 
@@ -89,7 +89,7 @@ def gate(version: str, earlier: list[str], stage: str, fail_on: list[str], repo:
     if version in earlier:
         return f"a rollback: it held {stage} before {current}"
     verdict = judged(version, current, repo)
-    if verdict.word.replace(" ", "-") in fail_on:
+    if sides.option_word(verdict.word) in fail_on:
         raise VerdictRefused(
             f"{ARTIFACT} {version} is {verdict.word} than {current}, which holds {stage} ({verdict.reason}); "
             f"not assigning {stage}: `fmnist report` between the two commits says more"
@@ -99,11 +99,8 @@ def gate(version: str, earlier: list[str], stage: str, fail_on: list[str], repo:
 
 def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
     """The report's verdict on version `candidate` against version `current`, from what each commit recorded."""
-    from fmnist.tools.compare import comparison
-    from fmnist.tools.report import Reader, read_side
-
-    base = read_side(f"{ARTIFACT} {current}", Reader(version_commit(current, repo)))
-    head = read_side(f"{ARTIFACT} {candidate}", Reader(version_commit(candidate, repo)))
+    base = sides.read_side(f"{ARTIFACT} {current}", sides.Reader(version_commit(current, repo)))
+    head = sides.read_side(f"{ARTIFACT} {candidate}", sides.Reader(version_commit(candidate, repo)))
     if base is None or head is None:
         missing = current if base is None else candidate
         raise PipelineError(
@@ -111,7 +108,7 @@ def judged(candidate: str, current: str, repo: str = ".") -> Verdict:
             f"{answers.LEGACY_FILES['test']}): it cannot be compared"
         )
     try:
-        return comparison(base, head).verdict
+        return sides.accuracy_verdict(base, head)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
 
@@ -138,14 +135,10 @@ def check_assignment(tag: str, fail_on: list[str], repo: str = ".") -> str:
 
 def smoke_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the model file on a few images (N, 28, 28, 1), as `fmnist predict` here would predict them."""
-    from fmnist.apps.model_choice import workspace_inference
+    from fmnist.apps.model_choice import load_predictor, without_calibration, workspace_inference
 
-    process.load_tensorflow()
-    from fmnist.nn.inference import Predictor
-    from fmnist.nn.model import load_model
-
-    # Uncalibrated: temperature scaling keeps each image's most probable class, which is all the accuracy reads.
-    predict = Predictor(load_model(model_path), workspace_inference(tta=None))
+    # Uncalibrated: the accuracy reads only each image's most probable class.
+    predict = load_predictor(without_calibration(model_path, workspace_inference(tta=None)))
     return float(np.mean(predict(images).probabilities.argmax(axis=1) == labels))
 
 
@@ -235,13 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check = steps.add_parser("check-assignment", help="judge a stage assignment tag against the one before it")
     check.add_argument("tag", help="e.g. fashion-cnn#prod#3")
     for gated in (promote_parser, check):
-        gated.add_argument(
-            "--fail-on",
-            action="append",
-            choices=[word.replace(" ", "-") for word in VERDICTS],
-            metavar="VERDICT",
-            help="refuse with exit status 3 on this verdict (repeatable; default: worse)",
-        )
+        sides.add_fail_on(gated, "refuse with exit status 3 on this verdict (repeatable; default: worse)")
     steps.add_parser("parse-tag", help="what a GTO tag says, as name=value lines").add_argument("tag")
     smoke = steps.add_parser("smoke", help=f"classify test images with MODEL; fail below {SMOKE_MIN_ACCURACY:.0%}%")
     smoke.add_argument("model", type=Path)
@@ -263,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.step == "card":
         print(model_card(args.version, args.stage, args.commit), end="")
     else:
-        from fmnist.lib.dataset import load_split
+        from fmnist.lib.files import load_split
 
         if args.count < 1:
             raise PipelineError(f"--count {args.count}: the smoke test needs at least one test image")

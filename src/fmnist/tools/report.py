@@ -7,9 +7,9 @@ both accuracies, the difference with a paired 95% interval, McNemar's test on th
 the two models gets right, the seed spread recorded at the base (metrics/seeds.json) and a verdict by a stated
 rule (docs/comparing-runs.md), per class too; a banner when the two models were trained in different
 environments. Then calibration and the unsure answers (ECE, coverage, each not-garment set's AUROC and share
-answered unsure...) by the same rule, with paired bootstrap intervals (fmnist.tools.compare_unsure). If the
-workspace holds your own held-out images (docs/own-data.md), both models answer them and are compared image by
-image (the base's model comes from the DVC cache or remote: the one thing that needs either).
+answered unsure...) by the same rule, with paired bootstrap intervals. If the workspace holds your own held-out
+images (docs/own-data.md), both models answer them and are compared image by image (the base's model comes from
+the DVC cache or remote: the one thing that needs either).
 Then `dvc params diff` and `dvc metrics diff` as tables, the plot files that changed, and the side-by-side plots
 of `dvc plots diff`. Everything else it reads is committed (cache: false).
 Run it from the repository root after `dvc repro` (or `dvc pull`); report.md and report/ are git-ignored.
@@ -22,7 +22,7 @@ import argparse
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ import yaml
 
 from fmnist.lib import answers, files, runs
 from fmnist.lib.dvc_cli import dvc
-from fmnist.lib.errors import PipelineError, VerdictRefused
+from fmnist.lib.process import PipelineError, VerdictRefused
+from fmnist.lib.sides import Reader, Side, add_fail_on, option_word, read_side
 from fmnist.lib.stats import VERDICTS, Verdict
-from fmnist.tools import compare_unsure, own_images
-from fmnist.tools.compare import Side, comparison, curve_from_tsv, signed
+from fmnist.tools import report_own_images, report_unsure
+from fmnist.tools.report_compare import comparison, signed
 
 DEFAULT_BASE = "main"
 DEFAULT_OUT = Path("report.md")
@@ -144,36 +145,6 @@ def check_base(rev: str) -> None:
         raise PipelineError(f"unknown base revision {rev!r}; `git fetch` it or pass another --base")
 
 
-def read_side(name: str, read: Callable[[Path], str | None]) -> Side | None:
-    """A side of the comparison from the files `read` returns (text or None); None without per-image answers."""
-    try:
-        test = answers.read(read, "test")
-        unsure = compare_unsure.read_unsure(read, test) if test is not None else None
-    except ValueError as exc:
-        raise PipelineError(f"{name}: {exc}; run `dvc repro evaluate` there") from None
-    if test is None:
-        return None
-    seeds = runs.json_or_none(read(files.SEEDS_FILE))
-    recorded = seeds.get("seeds", {}).get("fingerprint") if isinstance(seeds, dict) else None
-    current = recorded is not None and recorded == runs.fingerprint(read(files.DVC_LOCK_FILE))
-    environment = runs.environment_of(runs.json_or_none(read(files.TRAIN_METRICS_FILE)))
-    curve = curve_from_tsv(read(files.VAL_CURVE_FILE))
-    return Side(name, test, environment, seeds, current, curve, unsure)
-
-
-class Reader:
-    """Reads a repository file's text at a git revision, or from a directory (the workspace, a retrained base)."""
-
-    def __init__(self, rev: str | None = None, root: Path = Path(".")) -> None:
-        self.rev, self.root = rev, root
-
-    def __call__(self, path: Path) -> str | None:
-        if self.rev is not None:
-            return runs.committed_text(path, self.rev)
-        file = self.root / path
-        return file.read_text() if file.is_file() else None
-
-
 def retrained_base(rev: str, environment: dict[str, Any] | None) -> Side | None:
     """The base revision trained and evaluated in `environment` (the workspace's), in a temporary git worktree.
 
@@ -270,13 +241,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "before, else retrained here (one training run); the comparison then has no machine effect",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: report.md)")
-    parser.add_argument(
-        "--fail-on",
-        action="append",
-        choices=[word.replace(" ", "-") for word in VERDICTS],
-        metavar="VERDICT",
-        help="exit with status 3 when the test-accuracy verdict is this one (repeatable): "
-        + ", ".join(word.replace(" ", "-") for word in VERDICTS),
+    add_fail_on(
+        parser,
+        "exit with status 3 when the test-accuracy verdict is this one (repeatable): "
+        + ", ".join(map(option_word, VERDICTS)),
     )
     parser.add_argument(
         "--plots-dir",
@@ -322,7 +290,7 @@ def compared(rev: str, retrain: bool) -> tuple[str, list[tuple[str, str]], Verdi
         found = comparison(base, head)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
-    calibration = (compare_unsure.HEADING, compare_unsure.section(base, head))
+    calibration = (report_unsure.HEADING, report_unsure.section(base, head))
     return found.top, [*found.sections, calibration], found.verdict
 
 
@@ -330,12 +298,12 @@ def run(args: argparse.Namespace) -> int:
     """Write the report; exit status 0, or 3 (VerdictRefused) when its verdict is one --fail-on names."""
     check_base(args.base)
     top, sections, verdict = compared(args.base, args.retrain_base)
-    own = own_images.section(args.base, git("rev-parse", args.base).stdout.strip())
+    own = report_own_images.section(args.base, git("rev-parse", args.base).stdout.strip())
     text = build_report(top, sections + ([own] if own else []) + dvc_sections(args.base, args.plots_dir))
     files.write_bytes(args.out, text.encode())
     summary = next(line for line in top.splitlines() if line.startswith("**")).strip("*")
     print(f"report: {summary} -> {args.out}, plots -> {args.plots_dir}/index.html")
-    refused = [word for word in args.fail_on or [] if verdict is not None and word == verdict.word.replace(" ", "-")]
+    refused = [word for word in args.fail_on or [] if verdict is not None and word == option_word(verdict.word)]
     if refused:
         assert verdict is not None
         raise VerdictRefused(

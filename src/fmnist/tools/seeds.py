@@ -22,13 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.lib import answers, files, runs
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib import answers, experiments, files, runs, sides
 from fmnist.lib.dvc_cli import dvc
-from fmnist.lib.errors import PipelineError
+from fmnist.lib.files import CLASS_NAMES
+from fmnist.lib.process import PipelineError
 from fmnist.lib.runs import SEED_RECORD_STAGES
-from fmnist.tools import compare_unsure
-from fmnist.tools.sweep import experiments_with_revs, metrics_file
 
 MIN_SEEDS = 2  # a standard deviation needs two
 # Each run's test figures of calibration and unsure answers, as metrics/test.json names them: the spreads the
@@ -45,8 +43,8 @@ def metrics_of(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict
     """An experiment's validation and test accuracy, per-class recall, environment (its `dvc exp show --json`
     data) and figures of calibration and unsure answers (with `read`, a file's text at its commit; figures it
     lacks, as a run of older code would, are left out)."""
-    accuracy = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
-    val_accuracy = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
+    accuracy = runs.test_accuracy(experiments.metrics_file(data, files.TEST_METRICS_FILE))
+    val_accuracy = runs.val_accuracy(experiments.metrics_file(data, files.VAL_METRICS_FILE))
     if accuracy is None or val_accuracy is None:
         raise PipelineError(
             f"an experiment has no {files.TEST_METRICS_FILE} or {files.VAL_METRICS_FILE}; run `dvc exp show` "
@@ -79,17 +77,17 @@ def class_recall(read: Callable[[Path], str | None]) -> dict[str, float]:
 def unsure_figures(data: dict[str, Any], read: Callable[[Path], str | None]) -> dict[str, Any]:
     """{ece, loss, coverage, sure_accuracy, photo_sure, worst_auroc, not_garments: {set: {auroc, unsure}}} of an
     experiment: its metrics files' figures, and each set's computed from its answers as the report computes them."""
-    test = runs.split_figures(metrics_file(data, files.TEST_METRICS_FILE), "test")
+    test = runs.split_figures(experiments.metrics_file(data, files.TEST_METRICS_FILE), "test")
     found = {key: test[key] for key in FIGURES if runs.number(test.get(key)) is not None}
     try:
         test_answers = answers.read(read, "test")
-        unsure = compare_unsure.read_unsure(read, test_answers) if test_answers is not None else None
+        unsure = sides.read_unsure(read, test_answers) if test_answers is not None else None
     except ValueError as exc:
         raise PipelineError(
             f"an experiment's answers cannot be read ({exc}); run `dvc exp show` to see which"
         ) from None
     if test_answers is not None and unsure is not None and unsure.not_garments:
-        found["not_garments"] = compare_unsure.set_values(test_answers, unsure)
+        found["not_garments"] = sides.set_values(test_answers, unsure)
     return found
 
 
@@ -140,7 +138,7 @@ def record(results: dict[int, dict[str, Any]], names: dict[int, str], fingerprin
 def finished_experiments() -> dict[str, tuple[str, dict[str, Any]]]:
     """{name: (commit, data)} of the experiments on every commit: a run of the same fingerprint counts whichever
     commit it started from (commits that changed none of SEED_RECORD_STAGES keep the fingerprint)."""
-    return experiments_with_revs(json.loads(dvc("exp", "show", "--json", "--all-commits").stdout))
+    return experiments.with_revs(experiments.shown("--all-commits"))
 
 
 def run_seeds(count: int) -> dict[str, Any]:

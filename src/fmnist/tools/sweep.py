@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.lib import answers, files, runs, stats
+from fmnist.lib import answers, experiments, files, runs, stats
 from fmnist.lib.dvc_cli import dvc
-from fmnist.lib.errors import PipelineError
 from fmnist.lib.params import flatten
+from fmnist.lib.process import PipelineError
 
 # Reads a file committed at a git revision: (revision, path) -> its text, or None.
 ReadAt = Callable[[str, Path], str | None]
@@ -95,42 +95,6 @@ def run_share(sets: list[list[str]], prefix: str, number: int, count: int, remot
     return names
 
 
-def experiments_with_revs(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """{name: (commit, data)} of every experiment in `dvc exp show --json` output (baselines, workspace left out)."""
-    found = {}
-    for baseline in show:
-        for experiment in baseline.get("experiments") or []:
-            for rev in experiment["revs"]:
-                found[rev["name"]] = (rev["rev"], rev["data"])
-    return found
-
-
-def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{name: data} of every experiment in `dvc exp show --json` output (baselines and workspace left out)."""
-    return {name: data for name, (_, data) in experiments_with_revs(show).items()}
-
-
-def metrics_file(data: dict[str, Any], path: Path) -> Any:
-    """The parsed contents of metrics file `path` in an experiment's `dvc exp show --json` data, None if absent."""
-    return ((data.get("metrics") or {}).get(path.as_posix()) or {}).get("data")
-
-
-def baseline(show: list[dict[str, Any]]) -> dict[str, Any]:
-    """The commit the experiments started from (the first baseline) in `dvc exp show --json` output; {} if none."""
-    return next((b for b in show if b.get("rev") != "workspace"), {})
-
-
-def baseline_params(show: list[dict[str, Any]]) -> dict[str, Any]:
-    """The params.yaml values of the commit the experiments started from."""
-    found = baseline(show)
-    return found["data"]["params"]["params.yaml"]["data"] if found else {}
-
-
-def baseline_rev(show: list[dict[str, Any]]) -> str:
-    """The commit the experiments started from ("HEAD" if the listing has none)."""
-    return str(baseline(show).get("rev") or "HEAD")
-
-
 @dataclass(frozen=True)
 class Candidate:
     """One experiment of the sweep, as the ranking sees it."""
@@ -145,13 +109,13 @@ class Candidate:
 
 def candidates(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> list[Candidate]:
     """The sweep's experiments with their validation results, best first; one line if one has none."""
-    base = flatten(baseline_params(show))
+    base = flatten(experiments.baseline_params(show))
     found = []
-    for name, (rev, data) in experiments_with_revs(show).items():
+    for name, (rev, data) in experiments.with_revs(show).items():
         if not name.startswith(f"{prefix}-"):
             continue
         params = flatten(data["params"]["params.yaml"]["data"])
-        val = runs.val_accuracy(metrics_file(data, files.VAL_METRICS_FILE))
+        val = runs.val_accuracy(experiments.metrics_file(data, files.VAL_METRICS_FILE))
         if val is None:
             raise PipelineError(
                 f"experiment {name} has no {files.VAL_METRICS_FILE} (validation metrics): it failed, or ran code "
@@ -159,7 +123,7 @@ def candidates(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> list
             )
         right = validation_right(name, rev, read_at)
         changed = ", ".join(f"{k}={v}" for k, v in params.items() if base.get(k, object()) != v) or "(none)"
-        test = runs.test_accuracy(metrics_file(data, files.TEST_METRICS_FILE))
+        test = runs.test_accuracy(experiments.metrics_file(data, files.TEST_METRICS_FILE))
         found.append(Candidate(name, rev, changed, val, right, test))
     if not found:
         raise PipelineError(
@@ -190,7 +154,8 @@ def against_best(best: Candidate, other: Candidate, seed_sd: float | None) -> st
 def ranking(show: list[dict[str, Any]], prefix: str, read_at: ReadAt) -> str:
     """A Markdown table of the sweep, best validation accuracy first, each candidate judged against the best."""
     found = candidates(show, prefix, read_at)
-    spread = runs.seed_spread(runs.json_or_none(read_at(baseline_rev(show), files.SEEDS_FILE)), "val_accuracy")
+    seeds_record = runs.json_or_none(read_at(experiments.baseline_rev(show), files.SEEDS_FILE))
+    spread = runs.seed_spread(seeds_record, "val_accuracy")
     seed_sd = spread.sd if spread is not None and len(spread.accuracies) > 1 else None
     best = found[0]
     lines = ["| rank | experiment | val accuracy | against the best | params changed |", "|---|---|---|---|---|"]
@@ -221,21 +186,19 @@ def collect(prefix: str, remote: str) -> str:
             "that the workers have pushed"
         )
     dvc("exp", "pull", remote, *names, echo=True)
-    return ranking(
-        json.loads(dvc("exp", "show", "--json").stdout), prefix, lambda rev, path: runs.committed_text(path, rev)
-    )
+    return ranking(experiments.shown(), prefix, lambda rev, path: runs.committed_text(path, rev))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`fmnist sweep run ...` and `fmnist sweep collect ...`."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run_parser = actions.add_parser("run", help="run this worker's share of the sweep and push it")
-    run_parser.add_argument("--sets", required=True, help='JSON list of override lists: [["train.epochs=3"], ...]')
-    run_parser.add_argument("--worker", default="1/1", help="K/N: this is worker K of N (default 1/1: all)")
     collect_parser = actions.add_parser("collect", help="pull every worker's experiments and rank them on validation")
     for action in (run_parser, collect_parser):
         action.add_argument("--prefix", required=True, help="the sweep's name: experiments are PREFIX-1, PREFIX-2...")
         action.add_argument("--remote", default="origin", help="the git remote the experiments go through")
+    run_parser.add_argument("--sets", required=True, help='JSON list of override lists: [["train.epochs=3"], ...]')
+    run_parser.add_argument("--worker", default="1/1", help="K/N: this is worker K of N (default 1/1: all)")
 
 
 def run(args: argparse.Namespace) -> int:
