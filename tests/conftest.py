@@ -4,6 +4,7 @@ Plain helpers (paths, the tiny model, `run`, `dvc`, ...) are in tests/helpers.py
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from filelock import FileLock
 
 from fmnist.lib.idx import ReleaseFile, parse_idx
-from fmnist.nn.machine import MIXED_BF16
+from fmnist.lib.process import MIXED_BF16
 from fmnist.stages.fetch import read_verified
 from tests.helpers import (
     TEST_PRECISION,
@@ -19,9 +20,12 @@ from tests.helpers import (
     copy_repo,
     dvc,
     encoded_release,
+    fmnist_cli,
     garment_release,
+    git_commit,
     make_pipeline_repo,
     real_data_dir,
+    set_param,
 )
 
 
@@ -61,23 +65,60 @@ def real_release() -> dict[str, np.ndarray]:
     return {name: parse_idx(data) for name, data in read_verified(real_data_dir()).items()}
 
 
-@pytest.fixture(scope="session")
-def reproduced_repo(tmp_path_factory, worker_id) -> Path:
-    """A tiny pipeline repository after one full `dvc repro` (read-only for tests: copy it to change it).
-
-    Built once per test run: pytest-xdist's workers share it, the first to ask builds it under a file lock and
-    renames it into place when it is complete (a failed build leaves nothing for the next worker to trip on).
-    """
-    real_data_dir()  # the fetch stage reads it: say so plainly if it is missing
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], object]
+) -> Path:
+    """The directory `name`, built by `build(path)` once per test run and shared, read-only, by every test and
+    pytest-xdist worker that asks for it: the first to ask builds it under a file lock and renames it into place
+    when it is complete (a failed build leaves nothing for the next worker to trip on)."""
     basetemp = tmp_path_factory.getbasetemp()
     shared = basetemp if worker_id == "master" else basetemp.parent  # the run's directory, above the workers'
-    repo = shared / "reproduced"
-    with FileLock(shared / "reproduced.lock"):
-        if not repo.is_dir():
-            building = make_pipeline_repo(tmp_path_factory.mktemp("building"))
-            dvc(building, "repro")
-            building.rename(repo)
-    return repo
+    target = shared / name
+    with FileLock(shared / f"{name}.lock"):
+        if not target.is_dir():
+            building = tmp_path_factory.mktemp(f"building-{name}") / name
+            build(building)
+            building.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory, worker_id) -> Path:
+    """A tiny pipeline repository after one full `dvc repro` (read-only for tests: copy it to change it)."""
+    real_data_dir()  # the fetch stage reads it: say so plainly if it is missing
+
+    def build(repo: Path) -> None:
+        make_pipeline_repo(repo)
+        dvc(repo, "repro")
+
+    return built_once(tmp_path_factory, worker_id, "reproduced", build)
+
+
+@pytest.fixture(scope="session")
+def seeded_repo(reproduced_repo, tmp_path_factory, worker_id) -> Path:
+    """The tiny pipeline committed on main with the seed record of `fmnist seeds --n 2` (read-only: copy it). Its
+    run-cache holds the training of seed 1 too."""
+
+    def build(repo: Path) -> None:
+        copy_repo(reproduced_repo, repo)
+        git_commit(repo, "first run")
+        fmnist_cli(repo, "seeds", "--n", "2")  # two runs, the fewest a spread needs
+        git_commit(repo, "seed record")
+
+    return built_once(tmp_path_factory, worker_id, "seeded", build)
+
+
+@pytest.fixture(scope="session")
+def reseeded_repo(seeded_repo, tmp_path_factory, worker_id) -> Path:
+    """seeded_repo with `train.seed: 1` trained and evaluated in the workspace, not committed (read-only: copy it):
+    the head of a change that changes nothing but chance."""
+
+    def build(repo: Path) -> None:
+        copy_repo(seeded_repo, repo)
+        set_param(repo, "train", "seed", 1)
+        dvc(repo, "repro", "train", "evaluate")
+
+    return built_once(tmp_path_factory, worker_id, "reseeded", build)
 
 
 @pytest.fixture

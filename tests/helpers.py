@@ -16,14 +16,13 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from fmnist.lib import dvc_cli
+from fmnist.lib import dvc_cli, process
 from fmnist.lib.files import DATA_DIR_ENV
 from fmnist.lib.idx import RELEASE_FILES, ReleaseFile, encode_idx, sha256_hex
 from fmnist.lib.params import ModelParams
 from fmnist.lib.photo import varied_photo
-from fmnist.nn import machine
+from fmnist.lib.presets import deep_merge
 from fmnist.stages.fetch import find_file, local_candidates
-from fmnist.tools.presets import deep_merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # dvc and python of the environment running the tests
@@ -51,7 +50,7 @@ def bf16_env() -> dict[str, str]:
     """What a process that trains in bfloat16 needs in its environment here: oneDNN off where this environment caps
     it below the AVX512 that bf16 needs on this CPU (`ONEDNN_MAX_CPU_ISA=AVX2 make test`: the train stage refuses
     bf16 there); nothing elsewhere."""
-    aborts = machine.bf16_abort(machine.cpu_flags(), dict(os.environ), platform.machine())
+    aborts = process.bf16_abort(process.cpu_flags(), dict(os.environ), platform.machine())
     return {"TF_ENABLE_ONEDNN_OPTS": "0"} if aborts else {}
 
 
@@ -192,6 +191,11 @@ def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None)
     return result
 
 
+def fmnist_cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `fmnist ARGS` in `repo` with the repo's own src/ importable."""
+    return run([sys.executable, "-m", "fmnist.cli", *args], repo, check=check, env={"PYTHONPATH": str(repo / "src")})
+
+
 def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `dvc ARGS` in `repo` (fmnist.lib.dvc_cli, which runs stages with this environment's tools), with the
     repo's own src/ importable and `env` added."""
@@ -287,7 +291,7 @@ def calibrate_beside(
     import tempfile
 
     from fmnist.lib import files
-    from fmnist.lib.dataset import Split, save_split
+    from fmnist.lib.files import Split, save_split
     from fmnist.lib.params import InferenceParams
     from fmnist.nn.inference import Predictor
     from fmnist.nn.model import load_model

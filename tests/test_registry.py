@@ -16,7 +16,7 @@ from PIL import Image
 
 from fmnist.apps.registry import ARTIFACT
 from fmnist.lib.calibration import Calibration, file_md5
-from fmnist.lib.dataset import CLASS_NAMES
+from fmnist.lib.files import CLASS_NAMES
 from fmnist.lib.params import InferenceParams
 from fmnist.nn.inference import Predictor
 from fmnist.nn.model import load_model
@@ -30,13 +30,14 @@ def gto(repo, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(reproduced_repo, tmp_path_factory):
+def registry(seeded_repo, tmp_path_factory):
     """(repo, {version: model bytes}) after three registered versions, all pushed to a local DVC remote: v0.9.0 at a
-    commit from before the calibrate stage (no models/calibration.npz), then two trainings with their calibration."""
+    commit from before the calibrate stage (no models/calibration.npz), then two trainings with their calibration
+    (seed 1's from the seed record's run-cache)."""
     root = tmp_path_factory.mktemp("registry")
-    repo = copy_repo(reproduced_repo, root / "repo")  # trained with seed 0 already
+    repo = copy_repo(seeded_repo, root / "repo")  # trained with seed 0, committed
     dvc(repo, "remote", "add", "-d", "local", str(root / "remote"))
-    git_commit(repo, "reproduced")
+    git_commit(repo, "a local remote")  # a commit of its own: the revert below keeps it
     dvc(repo, "remove", "calibrate")  # as the pipeline was: the model, and nothing beside it
     (repo / "models/calibration.npz").unlink()  # no longer ignored by git: it would be committed
     git_commit(repo, "model v0.9.0, before calibration")
@@ -194,22 +195,19 @@ def test_the_release_workflow_reads_what_a_tag_says(registry):
 
 
 @pytest.fixture(scope="module")
-def candidates(reproduced_repo, tmp_path_factory):
+def candidates(reseeded_repo, tmp_path_factory):
     """A repository with three registered versions, its tags pushed to a bare origin: v1.0.0 (seed 0, with its
     seed record), v1.1.0 (seed 1: a change of seed, no better, no worse) and v2.0.0 (learning rate 1e-5: it
     barely leaves its random start)."""
     root = tmp_path_factory.mktemp("candidates")
-    repo = copy_repo(reproduced_repo, root / "repo")
-    git_commit(repo, "first run")
-    run(
-        [str(VENV_BIN / "python"), "-m", "fmnist.cli", "seeds", "--n", "2"], repo, env={"PYTHONPATH": str(repo / "src")}
-    )
-    for version, key, value in (("v1.0.0", None, None), ("v1.1.0", "seed", 1), ("v2.0.0", "learning_rate", 0.00001)):
-        if key:
-            set_param(repo, "train", key, value)
-            dvc(repo, "repro", "evaluate")  # what promotion compares: the model and its test answers
-        git_commit(repo, f"model {version}")
-        gto(repo, "register", ARTIFACT, "--version", version)
+    repo = copy_repo(reseeded_repo, root / "repo")  # the seed record committed, seed 1 trained in the workspace
+    gto(repo, "register", ARTIFACT, "--version", "v1.0.0", "HEAD")
+    git_commit(repo, "model v1.1.0")
+    gto(repo, "register", ARTIFACT, "--version", "v1.1.0")
+    set_param(repo, "train", "learning_rate", 0.00001)
+    dvc(repo, "repro", "evaluate")  # what promotion compares: the model and its test answers
+    git_commit(repo, "model v2.0.0")
+    gto(repo, "register", ARTIFACT, "--version", "v2.0.0")
     run(["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], root)
     run(["git", "remote", "add", "origin", str(root / "origin.git")], repo)
     run(["git", "push", "-q", "--tags", "origin", "main"], repo)
