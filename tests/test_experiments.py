@@ -17,7 +17,8 @@ QUEUE_TIMEOUT_S = 300
 
 def experiments(repo: Path) -> dict[str, dict]:
     """{name: data} of every experiment in `repo`'s `dvc exp show --json`, read as `fmnist sweep collect` reads it."""
-    return dvc_experiments.by_name(json.loads(dvc(repo, "exp", "show", "--json").stdout))
+    found = dvc_experiments.with_revs(json.loads(dvc(repo, "exp", "show", "--json").stdout))
+    return {name: data for name, (_, data) in found.items()}
 
 
 def exp_params(data: dict) -> dict:

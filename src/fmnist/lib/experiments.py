@@ -23,11 +23,6 @@ def with_revs(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]
     return found
 
 
-def by_name(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{name: data} of every experiment in `dvc exp show --json` output (baselines and workspace left out)."""
-    return {name: data for name, (_, data) in with_revs(show).items()}
-
-
 def metrics_file(data: dict[str, Any], path: Path) -> Any:
     """The parsed contents of metrics file `path` in an experiment's `dvc exp show --json` data, None if absent."""
     return ((data.get("metrics") or {}).get(path.as_posix()) or {}).get("data")
