@@ -77,23 +77,31 @@ def test_flip_shift_is_the_weighted_mean_of_ten_views_with_the_unmoved_pair_weig
 
 
 def feature_maps(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(logits, the maps entering every pooling and flatten layer), from Keras directly: the reference."""
+    """(logits, the output of every pooling layer), from Keras directly: the reference."""
     found = with_feature_maps(model).predict(images, verbose=0)
     return found[0], found[1:]
 
 
-def test_the_statistics_are_each_channels_mean_and_spread_at_every_resolution(model_and_images):
+def test_the_statistics_are_each_channels_mean_and_spread_after_every_pooling(model_and_images):
     model, images = model_and_images
-    pools_and_flatten = [
-        layer for layer in model.layers if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.Flatten))
-    ]
+    pooled = [tuple(layer.output.shape[1:]) for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     logits, maps = feature_maps(model, images)
-    assert [m.shape[1:] for m in maps] == [tuple(layer.input.shape[1:]) for layer in pools_and_flatten]
+    assert [m.shape[1:] for m in maps] == pooled
     assert len({m.shape[1] for m in maps}) == len(maps)  # one map per resolution
     expected = np.concatenate([m.mean(axis=(1, 2)) for m in maps] + [m.std(axis=(1, 2)) for m in maps], axis=1)
     found = Predictor(model, InferenceParams(tta="none", batch_size=16)).components(images)
     np.testing.assert_allclose(found["statistics"], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(found["logits"], logits, atol=1e-5)
+
+
+def test_the_statistics_are_the_unmirrored_images_whatever_the_views(model_and_images):
+    model, images = model_and_images
+    expected = Predictor(model, InferenceParams(tta="none", batch_size=16)).components(images)["statistics"]
+    for tta in ("flip", "flip_shift"):
+        found = Predictor(model, InferenceParams(tta=tta, batch_size=16)).components(images)
+        np.testing.assert_allclose(found["statistics"], expected, rtol=1e-5, atol=1e-6)
+    mirrored = Predictor(model, InferenceParams(tta="none", batch_size=16)).components(images[:, :, ::-1])
+    assert not np.allclose(mirrored["statistics"], expected, atol=1e-4)  # the mirror's would differ
 
 
 def calibration_for(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> Calibration:

@@ -9,11 +9,14 @@ probabilities of the image and of its left-right mirror, at twice the compute (c
 and the model trained on random mirror images); `flip_shift` adds both moved by one pixel in each direction, at
 ten times the compute.
 
-Besides the probabilities, each view yields what the unsure score is made of (fmnist.lib.calibration): its
-logits, for the energy, and the statistics of the network's activations, each channel's mean and spread over space
-in every feature map that enters a pooling or the flatten layer (one map per resolution, whatever the
-architecture). With a Calibration (the calibrate stage's), the probabilities are temperature-scaled and every
-image gets its unsure score and whether it passes the threshold, in the same graph, so exports carry them too.
+Besides the probabilities, the views yield what the unsure score is made of (fmnist.lib.calibration): the logits,
+averaged like the probabilities, for the energy, and the statistics of the network's activations in the image as
+it is (the first view), each channel's mean and spread over space in the output of every pooling layer (one map per
+resolution, whatever the architecture). Pooled maps and one view keep the unsure score's share of the inference
+time small: the pooled maps have a quarter of the values of those entering the poolings, and the mirror image's
+statistics tell no more about whether it is a garment.
+With a Calibration (the calibrate stage's), the probabilities are temperature-scaled and every image gets its
+unsure score and whether it passes the threshold, in the same graph, so exports carry them too.
 """
 
 from collections.abc import Callable
@@ -71,10 +74,10 @@ def render(images: Any, view: View) -> Any:
 
 
 def with_feature_maps(model: keras.Model) -> keras.Model:
-    """The model with more outputs: its logits (N, 10), then the map entering each pooling layer and the flatten
-    layer, (N, H, W, C) from the finest resolution to the coarsest."""
-    entering = [layer.input for layer in model.layers if isinstance(layer, (layers.MaxPooling2D, layers.Flatten))]
-    return keras.Model(model.inputs, [model.outputs[0], *entering], name=f"{model.name}_with_maps")
+    """The model with more outputs: its logits (N, 10), then the output of each pooling layer, (N, H, W, C) from the
+    finest resolution to the coarsest."""
+    pooled = [layer.output for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
+    return keras.Model(model.inputs, [model.outputs[0], *pooled], name=f"{model.name}_with_maps")
 
 
 def statistics(feature_maps: list[Any]) -> Any:
@@ -84,8 +87,9 @@ def statistics(feature_maps: list[Any]) -> Any:
 
 
 def components_graph(mapped: keras.Model, images: Any, tta: str) -> dict[str, Any]:
-    """uint8 images (N, 28, 28, 1) -> the weighted means over `tta`'s views of what answers are made of:
-    probabilities (N, 10) float32 (the softmax of each view, averaged), logits (N, 10), statistics (N, D).
+    """uint8 images (N, 28, 28, 1) -> what answers are made of: the weighted means over `tta`'s views of the
+    probabilities (N, 10) float32 (the softmax of each view) and of the logits (N, 10), and the statistics (N, D)
+    of the first view, the images as they are.
 
     `mapped` is `with_feature_maps(model)`. Works on tensors (inside tf.function or an export) and on arrays.
     """
@@ -95,12 +99,10 @@ def components_graph(mapped: keras.Model, images: Any, tta: str) -> dict[str, An
     for view in views:
         logits, *maps = mapped(render(images, view), training=False)
         share = view.weight / total
-        for name, value in (
-            ("probabilities", ops.softmax(logits)),
-            ("logits", logits),
-            ("statistics", statistics(maps)),
-        ):
+        for name, value in (("probabilities", ops.softmax(logits)), ("logits", logits)):
             sums[name] = value * share if name not in sums else sums[name] + value * share
+        if "statistics" not in sums:
+            sums["statistics"] = statistics(maps)
     return sums
 
 
@@ -111,14 +113,17 @@ def energy(logits: Any) -> Any:
 
 def nearest_class_distance(statistics: Any, class_means: np.ndarray, whitening: np.ndarray) -> Any:
     """Squared Mahalanobis distance of each row of (N, D) statistics to the nearest of the (10, D) class means,
-    |(x - mean) @ L|^2 with the whitening L: (N,).
+    |(x - mean_c) @ L|^2 with the whitening L: (N,).
 
-    The means are subtracted before L multiplies: an int8 export stores L with a few percent of error, which then
-    stays a few percent of the distance rather than of |x @ L|, which is far larger.
+    One (N, D) @ (D, D) product, not one per class: with m the mean of the class means, (x - mean_c) @ L is
+    (x - m) @ L - (mean_c - m) @ L, the second term computed here once. m is subtracted before L multiplies so that
+    an export storing L in float16 errs by a share of the distances rather than of |x @ L|, which is far larger.
     """
-    centred = statistics[:, None, :] - ops.convert_to_tensor(class_means)[None]  # (N, 10, D)
-    whitened = ops.matmul(centred, ops.convert_to_tensor(whitening))  # (N, 10, D)
-    return ops.min(ops.sum(ops.square(whitened), axis=2), axis=1)
+    centre = class_means.mean(axis=0)  # (D,)
+    whitened_means = ((class_means - centre) @ whitening).astype(np.float32)  # (10, D)
+    whitened = ops.matmul(statistics - ops.convert_to_tensor(centre), ops.convert_to_tensor(whitening))  # (N, D)
+    differences = whitened[:, None, :] - ops.convert_to_tensor(whitened_means)[None]  # (N, 10, D)
+    return ops.min(ops.sum(ops.square(differences), axis=2), axis=1)
 
 
 def answers_graph(components: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
