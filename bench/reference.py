@@ -35,6 +35,7 @@ RECIPE: dict[str, dict[str, Any]] = {
         "dense_units": 128,
         "dropout": 0.5,
         "shift_px": 0,
+        "erase_prob": 0.0,
         "precision": "float32",
     },
     "train": {

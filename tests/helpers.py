@@ -37,6 +37,7 @@ TINY_MODEL = ModelParams(
     dense_units=16,
     dropout=0.0,
     shift_px=0,
+    erase_prob=0.0,
     precision="auto",
 )
 
@@ -313,10 +314,12 @@ def calibrate_beside(
     return target
 
 
-def calibrated_tiny_model(directory: Path, garments: dict[str, np.ndarray], tta: str = "none") -> Path:
-    """A tiny model trained for a few seconds on 200 synthetic training garments, saved as `directory`/model.keras
-    with its calibration (the other 100 as validation) beside it; its path. Its answers have the form of a real
-    model's (some garments sure, blank images unsure), not its accuracy."""
+def calibrated_tiny_model(
+    directory: Path, garments: dict[str, np.ndarray], tta: str = "none", params: ModelParams = TINY_MODEL
+) -> Path:
+    """A tiny model (`params`) trained for a few seconds on 200 synthetic training garments, saved as
+    `directory`/model.keras with its calibration (the other 100 as validation) beside it; its path. Its answers have
+    the form of a real model's (some garments sure, blank images unsure), not its accuracy."""
     import keras
 
     from fmnist.nn.model import build_model, save_model
@@ -324,7 +327,7 @@ def calibrated_tiny_model(directory: Path, garments: dict[str, np.ndarray], tta:
 
     images, labels = garments["train-images-idx3-ubyte"][..., None], garments["train-labels-idx1-ubyte"]
     keras.utils.set_random_seed(0)
-    model = build_model(TINY_MODEL, seed=0)
+    model = build_model(params, seed=0)
     model.compile(keras.optimizers.Adam(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
     model.fit(images[:200], one_hot(labels[:200]), batch_size=20, epochs=5, verbose=0)
     path = directory / "model.keras"

@@ -50,6 +50,7 @@ def test_the_scripts_network_has_the_pipelines_reference_architecture():
         dense_units=recipe["dense_units"],
         dropout=recipe["dropout"],
         shift_px=recipe["shift_px"],
+        erase_prob=recipe["erase_prob"],
         precision=recipe["precision"],
     )
     pipeline = build_model(params, seed=0)

@@ -21,9 +21,10 @@ REFERENCE_NET = ModelParams(
     dense_units=128,
     dropout=0.5,
     shift_px=0,
+    erase_prob=0.0,
     precision="float32",
 )
-SMALL_BN = dataclasses.replace(TINY_MODEL, dropout=0.3, shift_px=2)  # every training-only layer
+SMALL_BN = dataclasses.replace(TINY_MODEL, dropout=0.3, shift_px=2, erase_prob=0.5)  # every training-only layer
 
 
 def images(n: int) -> np.ndarray:
@@ -68,6 +69,19 @@ def test_augmentation_only_acts_while_training():
     x = images(4)
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
     assert not np.allclose(model(x, training=True), model(x, training=False))
+
+
+@pytest.mark.parametrize("erase_prob", [0.25, 1.0])
+def test_random_erasing_replaces_a_rectangle_in_the_share_of_images_it_names(erase_prob):
+    erase = build_model(dataclasses.replace(TINY_MODEL, erase_prob=erase_prob), seed=0).get_layer("erase")
+    grey = np.full((2000, 28, 28, 1), 0.5, np.float32)  # what the layer sees: images scaled to [0, 1]
+    changed = np.asarray(erase(grey, training=True)) != 0.5  # (2000, 28, 28, 1)
+    erased = changed.any(axis=(1, 2, 3))
+    assert abs(erased.mean() - erase_prob) < 0.04  # binomial sd at most 0.011
+    rows, cols = changed[erased].any(axis=2)[..., 0], changed[erased].any(axis=1)[..., 0]  # (n, 28) each
+    # the changed pixels of an image fill the box their rows and columns span, up to noise landing on 0.5 itself
+    assert (changed[erased].sum(axis=(1, 2, 3)) >= 0.95 * rows.sum(1) * cols.sum(1)).all()
+    np.testing.assert_array_equal(erase(grey, training=False), grey)
 
 
 def test_saved_file_is_byte_identical_and_loads_to_the_same_predictions(tmp_path):

@@ -69,6 +69,7 @@ class ModelParams:
     dense_units: int  # width of the hidden dense layer
     dropout: float  # dropout rate before the classifier
     shift_px: int  # random translation of up to this many pixels while training, 0 = off
+    erase_prob: float  # share of training images with a random rectangle replaced by noise, 0 = off
     # auto: bf16 compute where the machine has bf16 matrix units, else float32 (fmnist.lib.process); the saved
     # model is float32 whatever trained it, so it runs everywhere.
     precision: Literal["auto", "float32", "mixed_bfloat16"]
@@ -84,6 +85,7 @@ class ModelParams:
         _require(1 <= self.dense_units <= 8192, "model.dense_units", "must be in 1..8192", self.dense_units)
         _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         _require(0 <= self.shift_px <= 8, "model.shift_px", "must be in 0..8", self.shift_px)
+        _require(0 <= self.erase_prob <= 1, "model.erase_prob", "must be in [0, 1]", self.erase_prob)
 
 
 @dataclass(frozen=True)

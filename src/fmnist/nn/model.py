@@ -53,9 +53,16 @@ def build_model(params: ModelParams, seed: int, policy: str = "float32", replica
 
 
 def _augment(x: keras.KerasTensor, params: ModelParams, seed: int) -> keras.KerasTensor:
-    """Random shift; identity at inference. (Mirroring is the train stage's: which images, by epoch.)"""
+    """Random shift, then random erasing; identity at inference. (Mirroring is the train stage's, by epoch.)"""
     if params.shift_px:
         x = RandomShift(params.shift_px, seed=seed + 1, name="shift")(x)
+    if params.erase_prob:
+        # Random erasing (Zhong et al., arXiv 1708.04896): in a share of the images, a rectangle whose sides are
+        # 14-57% of the image's (2-33% of each side squared) is replaced by noise, clipped to [0, 1].
+        # factor=(p, p): Keras draws each image's probability between the two, so a pair fixes it at p.
+        x = layers.RandomErasing(
+            factor=(params.erase_prob, params.erase_prob), value_range=(0, 1), seed=seed + 2, name="erase"
+        )(x)
     return x
 
 
